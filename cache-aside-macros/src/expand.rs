@@ -1,0 +1,321 @@
+//! Generating the wrapper and its companions.
+//!
+//! Input:
+//! ```ignore
+//! #[cached(ttl = 60, prefix = "user")]
+//! pub async fn get_user(id: u64) -> Result<User, DbError> { body }
+//! ```
+//! Output:
+//! ```ignore
+//! pub async fn get_user(id: u64) -> Result<User, DbError> {
+//!     static SPEC: FnSpec = FnSpec::new(module_path!(), "get_user", Some("user"), 60000, 0);
+//!     let prepared = prepare(default_cache(), &SPEC, None, |b| { b.value(&id)?; Ok(()) });
+//!     get_or_load::<Res<Plain>, Result<User, DbError>, _>(prepared, &SPEC, async move { body }).await
+//! }
+//! pub fn get_user_cache_key(id: u64) -> Result<String, Error> { /* same prepare */ }
+//! pub async fn get_user_invalidate(id: u64) -> Result<bool, Error> { /* same prepare */ }
+//! pub async fn get_user_invalidate_all() -> Result<u64, Error> { /* prefix of SPEC */ }
+//! ```
+//! Every generated name goes through `{crate}::__private`; generated locals use
+//! `Span::mixed_site()` so they cannot clash with the user's names.
+
+use proc_macro2::{Span, TokenStream, TokenTree};
+use quote::{format_ident, quote, quote_spanned};
+use syn::ext::IdentExt;
+use syn::spanned::Spanned;
+use syn::{Ident, ItemFn};
+
+use crate::args::{self, Args, Errors};
+use crate::func::{Func, Shape};
+use crate::key::Part;
+
+pub fn cached(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let mut errors = Errors::default();
+    let args = args::parse(attr, &mut errors);
+    let item: ItemFn = match syn::parse2(item.clone()) {
+        Ok(item) => item,
+        Err(e) => {
+            let error = syn::Error::new(e.span(), "#[cached] goes on an `async fn`");
+            let error = error.to_compile_error();
+            return quote!(#item #error);
+        }
+    };
+    let func = Func::check(item, &args, &mut errors);
+    let generator = Gen::new(&func, &args);
+    if errors.is_empty() {
+        let wrapper = generator.wrapper();
+        let companions = generator.companions(false);
+        quote!(#wrapper #companions)
+    } else {
+        // The original function and companion stubs, unchanged in signature: one mistake
+        // in the attribute must not turn every call site into "cannot find function".
+        let original = &func.item;
+        let companions = generator.companions(true);
+        let errors = errors.into_compile_errors();
+        quote!(#original #companions #errors)
+    }
+}
+
+struct Gen<'a> {
+    func: &'a Func,
+    args: &'a Args,
+    private: TokenStream,
+}
+
+fn local(name: &str) -> Ident {
+    Ident::new(name, Span::mixed_site())
+}
+
+impl<'a> Gen<'a> {
+    fn new(func: &'a Func, args: &'a Args) -> Self {
+        let private = match &args.krate {
+            Some(path) => quote!(#path::__private),
+            None => quote!(::cache_aside_runtime::__private),
+        };
+        Gen {
+            func,
+            args,
+            private,
+        }
+    }
+
+    /// `static __CA_SPEC: FnSpec = ...;`: the function's static description.
+    fn spec(&self) -> TokenStream {
+        let private = &self.private;
+        let name = self.func.item.sig.ident.unraw().to_string();
+        let prefix = match (&self.args.prefix, &self.args.key) {
+            (Some(prefix), _) => quote!(::core::option::Option::Some(#prefix)),
+            (None, Some((template, _))) => {
+                let prefix = &template.prefix;
+                quote!(::core::option::Option::Some(#prefix))
+            }
+            (None, None) => quote!(::core::option::Option::None),
+        };
+        let ttl = self.args.ttl.map_or(0, |d| d.millis);
+        let none_ttl = self.args.none_ttl.map_or(0, |(d, _)| d.millis);
+        quote! {
+            static __CA_SPEC: #private::FnSpec =
+                #private::FnSpec::new(::core::module_path!(), #name, #prefix, #ttl, #none_ttl);
+        }
+    }
+
+    /// `let prepared = prepare(cache, &SPEC, Self type, |b| { key steps });`
+    fn prepare(&self) -> TokenStream {
+        let private = &self.private;
+        let cache = match &self.args.cache {
+            Some(expr) => quote_spanned!(expr.span()=> #private::resolve(&(#expr))),
+            None => quote!(#private::default_cache()),
+        };
+        let self_type = self.self_type();
+        let builder = local("__ca_b");
+        let steps = self.key_steps(&builder);
+        let prepared = local("__ca_prepared");
+        quote! {
+            let #prepared = #private::prepare(#cache, &__CA_SPEC, #self_type,
+                |#builder: &mut #private::KeyBuilder| -> ::core::result::Result<(), #private::Error> {
+                    #(#steps)*
+                    ::core::result::Result::Ok(())
+                });
+        }
+    }
+
+    fn self_type(&self) -> TokenStream {
+        if self.func.receiver.is_some() {
+            quote!(::core::option::Option::Some(
+                ::core::any::type_name::<Self> as fn() -> &'static str
+            ))
+        } else {
+            quote!(::core::option::Option::None)
+        }
+    }
+
+    /// The statements writing the argument part of the key.
+    fn key_steps(&self, b: &Ident) -> Vec<TokenStream> {
+        let Some((template, _)) = &self.args.key else {
+            return self
+                .func
+                .key_args()
+                .enumerate()
+                .map(|(i, arg)| {
+                    let ident = &arg.ident;
+                    let sep = (i > 0).then(|| quote!(#b.lit(":");));
+                    quote!(#sep #b.value(&#ident)?;)
+                })
+                .collect();
+        };
+        template
+            .parts
+            .iter()
+            .map(|part| match part {
+                Part::Text(text) => quote!(#b.lit(#text);),
+                Part::Arg { root, fields } => {
+                    let root = match self.func.args.iter().find(|a| a.ident == root) {
+                        Some(arg) => {
+                            let ident = &arg.ident;
+                            quote!(#ident)
+                        }
+                        None => quote!(self),
+                    };
+                    let fields = fields.iter().map(|f| match f.parse::<u32>() {
+                        Ok(index) => {
+                            let index = syn::Index::from(index as usize);
+                            quote!(.#index)
+                        }
+                        Err(_) => {
+                            let field = Ident::new(f, Span::call_site());
+                            quote!(.#field)
+                        }
+                    });
+                    quote!(#b.value(&#root #(#fields)*)?;)
+                }
+            })
+            .collect()
+    }
+
+    fn shape(&self) -> TokenStream {
+        fn tokens(shape: &Shape, private: &TokenStream) -> TokenStream {
+            match shape {
+                Shape::Plain => quote!(#private::Plain),
+                Shape::Opt => quote!(#private::Opt),
+                Shape::Res(inner) => {
+                    let inner = tokens(inner, private);
+                    quote!(#private::Res<#inner>)
+                }
+            }
+        }
+        tokens(&self.func.shape, &self.private)
+    }
+
+    fn wrapper(&self) -> TokenStream {
+        let ItemFn {
+            attrs,
+            vis,
+            sig,
+            block,
+            ..
+        } = &self.func.item;
+        let private = &self.private;
+        let spec = self.spec();
+        let prepare = self.prepare();
+        let ret = &self.func.ret;
+        // Spanned at the return type, so "cannot be cached" errors point at it.
+        let shape = self.shape();
+        let call = quote_spanned! {ret.span()=>
+            #private::get_or_load::<#shape, #ret, _>
+        };
+        let prepared = local("__ca_prepared");
+        quote! {
+            #(#attrs)*
+            #vis #sig {
+                #spec
+                #prepare
+                #call(#prepared, &__CA_SPEC, async move #block).await
+            }
+        }
+    }
+
+    fn companions(&self, stub: bool) -> TokenStream {
+        let ItemFn {
+            attrs, vis, sig, ..
+        } = &self.func.item;
+        let private = &self.private;
+        let name = sig.ident.unraw();
+        let span = sig.ident.span();
+        let key_fn = format_ident!("{}_cache_key", name, span = span);
+        let invalidate_fn = format_ident!("{}_invalidate", name, span = span);
+        let invalidate_all_fn = format_ident!("{}_invalidate_all", name, span = span);
+        let cfgs = attrs.iter().filter(|a| a.path().is_ident("cfg"));
+        let cfgs = quote!(#(#cfgs)*);
+        let generics = &sig.generics;
+        let where_clause = &generics.where_clause;
+        let receiver = self.func.receiver.as_ref().map(|r| quote!(#r,));
+        // Skipped arguments that `cache = ...` reads must come along.
+        let cache_tokens = self
+            .args
+            .cache
+            .as_ref()
+            .map(|e| quote!(#e))
+            .unwrap_or_default();
+        let params = self
+            .func
+            .args
+            .iter()
+            .filter(|a| a.in_key || mentions(&cache_tokens, &a.ident));
+        let params: Vec<_> = params
+            .map(|a| {
+                let (ident, ty) = (&a.ident, &a.ty);
+                quote!(#ident: #ty)
+            })
+            .collect();
+        let cache_params = self
+            .func
+            .args
+            .iter()
+            .filter(|a| !a.in_key && mentions(&cache_tokens, &a.ident));
+        let cache_params: Vec<_> = cache_params
+            .map(|a| {
+                let (ident, ty) = (&a.ident, &a.ty);
+                quote!(#ident: #ty)
+            })
+            .collect();
+        let result = quote!(::core::result::Result);
+        let error = quote!(#private::Error);
+        let (key_body, invalidate_body, invalidate_all_body) = if stub {
+            let body = quote!({ ::core::unreachable!("#[cached] reported a compile error") });
+            (body.clone(), body.clone(), body)
+        } else {
+            let spec = self.spec();
+            let prepare = self.prepare();
+            let prepared = local("__ca_prepared");
+            let cache = match &self.args.cache {
+                Some(expr) => quote_spanned!(expr.span()=> #private::resolve(&(#expr))),
+                None => quote!(#private::default_cache()),
+            };
+            let self_type = self.self_type();
+            (
+                quote!({ #spec #prepare #private::cache_key(#prepared) }),
+                quote!({ #spec #prepare #private::invalidate(#prepared).await }),
+                quote!({ #spec #private::invalidate_all(#cache, &__CA_SPEC, #self_type).await }),
+            )
+        };
+        let key_doc = format!(
+            "The cache key `{name}` reads and writes for these arguments. Generated by `#[cached]`."
+        );
+        let invalidate_doc = format!(
+            "Deletes the entry `{name}` cached for these arguments; `Ok(true)` if there was one. \
+             Generated by `#[cached]`."
+        );
+        let invalidate_all_doc = format!(
+            "Deletes every entry `{name}` cached, for all arguments (one prefix, `SCAN` + `UNLINK`); \
+             returns how many. Generated by `#[cached]`."
+        );
+        quote! {
+            #cfgs
+            #[doc = #key_doc]
+            #[allow(dead_code)]
+            #vis fn #key_fn #generics (#receiver #(#params),*) -> #result<::std::string::String, #error> #where_clause
+            #key_body
+
+            #cfgs
+            #[doc = #invalidate_doc]
+            #[allow(dead_code)]
+            #vis async fn #invalidate_fn #generics (#receiver #(#params),*) -> #result<bool, #error> #where_clause
+            #invalidate_body
+
+            #cfgs
+            #[doc = #invalidate_all_doc]
+            #[allow(dead_code)]
+            #vis async fn #invalidate_all_fn #generics (#receiver #(#cache_params),*) -> #result<u64, #error> #where_clause
+            #invalidate_all_body
+        }
+    }
+}
+
+/// Does `ident` occur anywhere in `tokens`?
+fn mentions(tokens: &TokenStream, ident: &Ident) -> bool {
+    tokens.clone().into_iter().any(|tt| match tt {
+        TokenTree::Ident(i) => i == *ident,
+        TokenTree::Group(g) => mentions(&g.stream(), ident),
+        _ => false,
+    })
+}

@@ -1,0 +1,316 @@
+//! A typed model of the annotated function, and every check that needs both it and the
+//! arguments: which arguments form the key, what the return type's shape is.
+
+use proc_macro2::TokenStream;
+use quote::ToTokens;
+use syn::spanned::Spanned;
+use syn::{FnArg, GenericArgument, Ident, ItemFn, Pat, PathArguments, ReturnType, Type};
+
+use crate::args::{Args, Errors};
+use crate::key::Template;
+
+/// How the return type is cached; mirrors the runtime's `Plain`, `Opt` and `Res<_>`.
+pub enum Shape {
+    Plain,
+    Opt,
+    Res(Box<Shape>),
+}
+
+impl Shape {
+    fn of(output: &ReturnType) -> Shape {
+        let ReturnType::Type(_, ty) = output else {
+            return Shape::Plain;
+        };
+        match last_segment(ty) {
+            Some(("Option", _)) => Shape::Opt,
+            Some(("Result", Some(first))) => Shape::Res(Box::new(match last_segment(first) {
+                Some(("Option", _)) => Shape::Opt,
+                _ => Shape::Plain,
+            })),
+            _ => Shape::Plain,
+        }
+    }
+
+    /// Does `None` reach the cache, so that `none_ttl` means something?
+    fn has_none(&self) -> bool {
+        match self {
+            Shape::Plain => false,
+            Shape::Opt => true,
+            Shape::Res(inner) => inner.has_none(),
+        }
+    }
+}
+
+/// `std::option::Option<T>` → `("Option", Some(T))`: the last path segment's name and first
+/// type argument. Written types only: an alias is `Plain`.
+fn last_segment(ty: &Type) -> Option<(&'static str, Option<&Type>)> {
+    let Type::Path(path) = ty else { return None };
+    let segment = path.path.segments.last()?;
+    let name = match segment.ident.to_string().as_str() {
+        "Option" => "Option",
+        "Result" => "Result",
+        _ => return None,
+    };
+    let first = match &segment.arguments {
+        PathArguments::AngleBracketed(args) => args.args.iter().find_map(|arg| match arg {
+            GenericArgument::Type(ty) => Some(ty),
+            _ => None,
+        }),
+        _ => None,
+    };
+    Some((name, first))
+}
+
+/// One typed argument.
+pub struct Arg {
+    pub ident: Ident,
+    pub ty: Type,
+    /// Part of the key (not skipped).
+    pub in_key: bool,
+}
+
+pub struct Func {
+    pub item: ItemFn,
+    /// The receiver as written (`&self`), if a method.
+    pub receiver: Option<TokenStream>,
+    pub args: Vec<Arg>,
+    pub shape: Shape,
+    /// The return type as written, `()` when omitted.
+    pub ret: TokenStream,
+}
+
+impl Func {
+    /// Models `item`, reporting every problem with it into `errors`.
+    pub fn check(item: ItemFn, args: &Args, errors: &mut Errors) -> Func {
+        let sig = &item.sig;
+        if sig.asyncness.is_none() {
+            errors.push(
+                sig.fn_token.span(),
+                "#[cached] needs an `async fn`: the cache is read and written over the network",
+            );
+        }
+        let mut receiver = None;
+        let mut typed = Vec::new();
+        for input in &sig.inputs {
+            match input {
+                FnArg::Receiver(r) => {
+                    if let syn::ReceiverKind::Reference(_, _, Some(mutability)) = &r.kind {
+                        errors.push(mutability.span(), MUT_ARG);
+                    }
+                    receiver = Some(r.to_token_stream());
+                }
+                FnArg::Typed(pat_type) => {
+                    if let Type::Reference(reference) = &*pat_type.ty
+                        && let Some(mutability) = &reference.mutability
+                    {
+                        errors.push(mutability.span(), MUT_ARG);
+                    }
+                    match &*pat_type.pat {
+                        Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => {
+                            typed.push(Arg {
+                                ident: p.ident.clone(),
+                                ty: (*pat_type.ty).clone(),
+                                in_key: true,
+                            })
+                        }
+                        other => errors.push(
+                            other.span(),
+                            "#[cached] needs a plain name for each argument, to put it in the key; \
+                             destructure it inside the body instead",
+                        ),
+                    }
+                }
+            }
+        }
+        let names = {
+            let mut names: Vec<String> = typed.iter().map(|a| a.ident.to_string()).collect();
+            if receiver.is_some() {
+                names.insert(0, "self".to_owned());
+            }
+            names.join(", ")
+        };
+        let fn_name = &sig.ident;
+        for (i, skipped) in args.skip.iter().enumerate() {
+            if args.skip[..i].iter().any(|s| s == skipped) {
+                errors.push(skipped.span(), format_args!("`{skipped}` is skipped twice"));
+            } else if skipped == "self" && receiver.is_some() {
+                // `self` is never part of the key; listing it is harmless.
+            } else if let Some(arg) = typed.iter_mut().find(|a| a.ident == *skipped) {
+                arg.in_key = false;
+            } else {
+                errors.push(
+                    skipped.span(),
+                    format_args!("`{skipped}` in `skip(...)` is not an argument of `{fn_name}`; its arguments are: {names}"),
+                );
+            }
+        }
+        if let Some((template, _)) = &args.key {
+            check_template(template, &typed, receiver.is_some(), &names, errors);
+        }
+        let shape = Shape::of(&sig.output);
+        if let Some((_, name_span)) = &args.none_ttl
+            && !shape.has_none()
+        {
+            errors.push(
+                *name_span,
+                "`none_ttl` applies to functions returning `Option<T>` or `Result<Option<T>, E>`; \
+                 this one never returns `None`",
+            );
+        }
+        if let (Some(_), Some((_, key_span))) = (&args.prefix, &args.key) {
+            errors.push(
+                *key_span,
+                "`key` already sets the prefix (its text before the first `:`); drop `prefix`",
+            );
+        }
+        let ret = match &sig.output {
+            ReturnType::Default => quote::quote!(()),
+            ReturnType::Type(_, ty) => ty.to_token_stream(),
+        };
+        Func {
+            item,
+            receiver,
+            args: typed,
+            shape,
+            ret,
+        }
+    }
+
+    pub fn key_args(&self) -> impl Iterator<Item = &Arg> {
+        self.args.iter().filter(|a| a.in_key)
+    }
+}
+
+const MUT_ARG: &str = "#[cached] functions cannot take `&mut` arguments: a cache hit skips the body, \
+                       so the mutation would silently not happen";
+
+fn check_template(
+    template: &Template,
+    args: &[Arg],
+    has_self: bool,
+    names: &str,
+    errors: &mut Errors,
+) {
+    let span = template.lit.span();
+    for root in template.roots() {
+        if root == "self" && has_self {
+            continue;
+        }
+        match args.iter().find(|a| a.ident == root) {
+            Some(arg) if !arg.in_key => errors.push(
+                span,
+                format_args!("`{{{root}}}` is used in the key template but skipped; remove it from one of them"),
+            ),
+            Some(_) => {}
+            None => errors.push(
+                span,
+                format_args!("`{{{root}}}` in the key template is not an argument; the arguments are: {names}"),
+            ),
+        }
+    }
+    for arg in args.iter().filter(|a| a.in_key) {
+        if !template.roots().any(|root| arg.ident == root) {
+            errors.push(
+                arg.ident.span(),
+                format_args!(
+                    "argument `{}` is not in the key template, so calls differing only in it would share \
+                     one entry; add `{{{}}}` to `key` or list it in `skip(...)`",
+                    arg.ident, arg.ident
+                ),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use quote::quote;
+
+    use super::*;
+
+    fn shape_of(ret: TokenStream) -> String {
+        let item: ItemFn = syn::parse2(quote!(async fn f() -> #ret {})).unwrap();
+        fn show(s: &Shape) -> String {
+            match s {
+                Shape::Plain => "Plain".into(),
+                Shape::Opt => "Opt".into(),
+                Shape::Res(inner) => format!("Res<{}>", show(inner)),
+            }
+        }
+        show(&Shape::of(&item.sig.output))
+    }
+
+    #[test]
+    fn classifies_return_types() {
+        assert_eq!(shape_of(quote!(u64)), "Plain");
+        assert_eq!(shape_of(quote!(Option<User>)), "Opt");
+        assert_eq!(shape_of(quote!(std::option::Option<User>)), "Opt");
+        assert_eq!(shape_of(quote!(Result<User, E>)), "Res<Plain>");
+        assert_eq!(shape_of(quote!(anyhow::Result<Option<User>>)), "Res<Opt>");
+        assert_eq!(shape_of(quote!(Vec<Option<u8>>)), "Plain");
+        assert_eq!(shape_of(quote!(Option<Option<u8>>)), "Opt");
+    }
+
+    fn check(attr: TokenStream, item: TokenStream) -> Vec<String> {
+        let mut errors = Errors::default();
+        let args = crate::args::parse(attr, &mut errors);
+        Func::check(syn::parse2(item).unwrap(), &args, &mut errors);
+        errors.into_messages()
+    }
+
+    #[test]
+    fn accepts_a_well_formed_function() {
+        let errors = check(
+            quote!(ttl = 5, key = "u:{id}:{user.name}", skip(db), none_ttl = 1),
+            quote!(
+                async fn f(&self, db: &Db, id: u64, user: &User) -> Result<Option<u8>, E> {}
+            ),
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+
+    #[test]
+    fn reports_signature_problems() {
+        let errors = check(
+            quote!(skip(nope, id, id), none_ttl = 5),
+            quote!(
+                fn f(&mut self, id: u64, v: &mut Vec<u8>, (a, b): (u8, u8)) -> u8 {}
+            ),
+        );
+        let expected = [
+            "#[cached] needs an `async fn`",
+            "cannot take `&mut` arguments",
+            "cannot take `&mut` arguments",
+            "needs a plain name",
+            "`nope` in `skip(...)` is not an argument of `f`; its arguments are: self, id, v",
+            "`id` is skipped twice",
+            "`none_ttl` applies to functions returning `Option<T>`",
+        ];
+        assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+        for (error, needle) in errors.iter().zip(expected) {
+            assert!(error.contains(needle), "{error:?} lacks {needle:?}");
+        }
+    }
+
+    #[test]
+    fn template_must_cover_the_key_arguments_exactly() {
+        let errors = check(
+            quote!(key = "u:{id}:{nope}:{db}", skip(db)),
+            quote!(
+                async fn f(db: &Db, id: u64, page: u32) -> u8 {}
+            ),
+        );
+        assert_eq!(errors.len(), 3, "{errors:#?}");
+        assert!(errors[0].contains("`{nope}` in the key template is not an argument"));
+        assert!(errors[1].contains("`{db}` is used in the key template but skipped"));
+        assert!(errors[2].contains("argument `page` is not in the key template"));
+        let errors = check(
+            quote!(key = "u:{id}", prefix = "p"),
+            quote!(
+                async fn f(id: u64) -> u8 {}
+            ),
+        );
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].contains("`key` already sets the prefix"));
+    }
+}

@@ -1,0 +1,179 @@
+//! `key = "user:{id}:posts:{page}"` templates, checked at compile time.
+//!
+//! A template is a prefix (the text before the first `:`), then fixed text and `{name}` or
+//! `{name.field.field}` placeholders. Fixed text may use letters, digits, `_ . - / :`; the
+//! placeholders are written with the runtime's key encoding, so their values are escaped.
+
+use syn::LitStr;
+
+/// Same rule as the runtime's `key::is_valid_segment`: prefixes never contain `:`.
+pub fn is_valid_segment(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'/'))
+}
+
+pub enum Part {
+    /// Fixed text, written verbatim.
+    Text(String),
+    /// `{root.field.field}`: an argument (or `self`) and a field path.
+    Arg { root: String, fields: Vec<String> },
+}
+
+pub struct Template {
+    pub lit: LitStr,
+    pub prefix: String,
+    pub parts: Vec<Part>,
+}
+
+impl Template {
+    pub fn parse(lit: &LitStr) -> syn::Result<Template> {
+        let text = lit.value();
+        let err = |msg: String| syn::Error::new(lit.span(), msg);
+        let (prefix, rest) = text
+            .split_once(':')
+            .filter(|(prefix, _)| is_valid_segment(prefix))
+            .ok_or_else(|| {
+                err(format!(
+                    "`key` must start with a prefix and a colon, like \"user:{{id}}\"; the prefix \
+                     uses only letters, digits, `_`, `.`, `-` and `/` (got {text:?})"
+                ))
+            })?;
+        let mut parts = Vec::new();
+        let mut chars = rest.char_indices().peekable();
+        let mut text_start = 0;
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '{' => {
+                    if i > text_start {
+                        parts.push(Part::Text(rest[text_start..i].to_owned()));
+                    }
+                    let close = rest[i..]
+                        .find('}')
+                        .map(|n| i + n)
+                        .ok_or_else(|| err(format!("unclosed `{{` in key template {text:?}")))?;
+                    parts.push(parse_placeholder(&rest[i + 1..close]).ok_or_else(|| {
+                        err(format!(
+                            "`{{{}}}` in the key template is not an argument name or a field path like `{{user.id}}`",
+                            &rest[i + 1..close]
+                        ))
+                    })?);
+                    while chars.peek().is_some_and(|&(j, _)| j <= close) {
+                        chars.next();
+                    }
+                    text_start = close + 1;
+                }
+                c if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/' | ':') => {}
+                other => {
+                    return Err(err(format!(
+                        "`{other}` is not allowed in a key template; fixed text uses letters, digits, \
+                         `_`, `.`, `-`, `/` and `:`, and values go in `{{argument}}`"
+                    )));
+                }
+            }
+        }
+        if text_start < rest.len() {
+            parts.push(Part::Text(rest[text_start..].to_owned()));
+        }
+        Ok(Template {
+            lit: lit.clone(),
+            prefix: prefix.to_owned(),
+            parts,
+        })
+    }
+
+    /// The argument names the template reads, in order.
+    pub fn roots(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|part| match part {
+            Part::Arg { root, .. } => Some(root.as_str()),
+            Part::Text(_) => None,
+        })
+    }
+}
+
+fn is_ident(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_alphabetic() || c == '_')
+        && chars.all(|c| c.is_alphanumeric() || c == '_')
+        && s != "_"
+}
+
+fn parse_placeholder(inner: &str) -> Option<Part> {
+    let mut path = inner.trim().split('.');
+    let root = path.next().filter(|r| is_ident(r))?.to_owned();
+    let fields: Vec<String> = path.map(str::to_owned).collect();
+    if fields
+        .iter()
+        .all(|f| is_ident(f) || (!f.is_empty() && f.bytes().all(|b| b.is_ascii_digit())))
+    {
+        Some(Part::Arg { root, fields })
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proc_macro2::Span;
+
+    use super::*;
+
+    fn parse(text: &str) -> syn::Result<Template> {
+        Template::parse(&LitStr::new(text, Span::call_site()))
+    }
+
+    fn describe(t: &Template) -> String {
+        let mut out = format!("[{}]", t.prefix);
+        for part in &t.parts {
+            match part {
+                Part::Text(s) => out.push_str(s),
+                Part::Arg { root, fields } => {
+                    out.push('<');
+                    out.push_str(root);
+                    for f in fields {
+                        out.push('.');
+                        out.push_str(f);
+                    }
+                    out.push('>');
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn parses_text_and_placeholders() {
+        assert_eq!(describe(&parse("user:{id}").unwrap()), "[user]<id>");
+        assert_eq!(
+            describe(&parse("user:{id}:posts:{ page }").unwrap()),
+            "[user]<id>:posts:<page>"
+        );
+        assert_eq!(
+            describe(&parse("org/v2:{user.id}-{self.tenant.0}").unwrap()),
+            "[org/v2]<user.id>-<self.tenant.0>"
+        );
+        let t = parse("a:{x}{y}").unwrap();
+        assert_eq!(t.roots().collect::<Vec<_>>(), ["x", "y"]);
+    }
+
+    #[test]
+    fn rejects_bad_templates() {
+        for (text, needle) in [
+            ("{id}", "must start with a prefix"),
+            (":{id}", "must start with a prefix"),
+            ("a b:{id}", "must start with a prefix"),
+            ("user:{id", "unclosed"),
+            ("user:{}", "is not an argument name"),
+            ("user:{1x}", "is not an argument name"),
+            ("user:{a.}", "is not an argument name"),
+            ("user:{id}*", "`*` is not allowed"),
+            ("user:{id} x", "` ` is not allowed"),
+            ("user:}", "`}` is not allowed"),
+        ] {
+            let err = parse(text)
+                .err()
+                .unwrap_or_else(|| panic!("{text:?} parsed"));
+            assert!(err.to_string().contains(needle), "{text:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! The embedded backend: a bounded in-process store (moka), for the quickstart, tests and
+//! services without Redis. Entries expire at their own TTL; the store is capped in bytes.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+#[derive(Clone)]
+struct Stored {
+    bytes: Bytes,
+    expires_at: Instant,
+}
+
+struct PerEntryTtl;
+
+impl moka::Expiry<String, Stored> for PerEntryTtl {
+    fn expire_after_create(&self, _key: &String, value: &Stored, now: Instant) -> Option<Duration> {
+        Some(value.expires_at.saturating_duration_since(now))
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        value: &Stored,
+        now: Instant,
+        _current: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.expires_at.saturating_duration_since(now))
+    }
+}
+
+pub(crate) struct MemoryBackend {
+    store: moka::sync::Cache<String, Stored>,
+}
+
+impl MemoryBackend {
+    pub(crate) fn new(max_bytes: u64) -> Self {
+        let store = moka::sync::Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|key: &String, value: &Stored| {
+                u32::try_from(key.len() + value.bytes.len()).unwrap_or(u32::MAX)
+            })
+            .expire_after(PerEntryTtl)
+            .build();
+        MemoryBackend { store }
+    }
+
+    fn live(&self, key: &str) -> Option<Stored> {
+        // moka hides expired entries from `get` already; checking again keeps reads exact
+        // to the millisecond instead of to moka's clock granularity.
+        self.store
+            .get(key)
+            .filter(|s| s.expires_at > Instant::now())
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Option<Bytes> {
+        self.live(key).map(|s| s.bytes)
+    }
+
+    pub(crate) fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) {
+        let stored = Stored {
+            bytes: Bytes::from(value),
+            expires_at: Instant::now() + ttl,
+        };
+        self.store.insert(key.to_owned(), stored);
+    }
+
+    pub(crate) fn delete(&self, key: &str) -> bool {
+        self.store
+            .remove(key)
+            .is_some_and(|s| s.expires_at > Instant::now())
+    }
+
+    pub(crate) fn delete_prefix(&self, prefix: &str) -> u64 {
+        let doomed: Vec<_> = self
+            .store
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, _)| k)
+            .collect();
+        doomed.iter().filter(|k| self.delete(k)).count() as u64
+    }
+
+    pub(crate) fn ttl(&self, key: &str) -> Option<Duration> {
+        self.live(key)
+            .map(|s| s.expires_at.saturating_duration_since(Instant::now()))
+    }
+}

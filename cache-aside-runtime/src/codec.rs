@@ -1,0 +1,199 @@
+//! Stage 3 of the engine: values to bytes and back, inside a small envelope.
+//!
+//! # Stored layout
+//!
+//! ```text
+//! byte 0      0xCA            magic: anything else is not ours and reads as a miss
+//! byte 1      1               envelope version
+//! byte 2      flags           bit 0: ABSENT (a cached `None`, no payload); other bits reserved
+//! byte 3      codec id        1 = JSON
+//! bytes 4..12 fresh-until     u64 big-endian, Unix milliseconds, 0 = no freshness deadline
+//! bytes 12..  payload         the value in the codec's format
+//! ```
+//!
+//! The header is where later stages put their state: the fresh-until time is what
+//! stale-while-revalidate compares against, and reserved flag bits and codec ids leave room
+//! for compression, encryption and other codecs. An entry with a flag or codec this version
+//! does not know is a decode error, which the engine treats as a miss and overwrites.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::error::Error;
+
+const MAGIC: u8 = 0xCA;
+const VERSION: u8 = 1;
+const FLAG_ABSENT: u8 = 0b0000_0001;
+const KNOWN_FLAGS: u8 = FLAG_ABSENT;
+/// Bytes before the payload.
+pub const HEADER_LEN: usize = 12;
+
+/// How a value is turned into bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Codec {
+    /// `serde_json`: readable in `redis-cli`, the default.
+    #[default]
+    Json,
+}
+
+impl Codec {
+    fn id(self) -> u8 {
+        match self {
+            Codec::Json => 1,
+        }
+    }
+
+    fn from_id(id: u8) -> Option<Codec> {
+        match id {
+            1 => Some(Codec::Json),
+            _ => None,
+        }
+    }
+
+    fn write<T: Serialize + ?Sized>(self, value: &T, out: &mut Vec<u8>) -> Result<(), Error> {
+        match self {
+            Codec::Json => {
+                serde_json::to_writer(out, value).map_err(|e| Error::Encode(e.to_string()))
+            }
+        }
+    }
+
+    fn read<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, Error> {
+        match self {
+            Codec::Json => serde_json::from_slice(bytes).map_err(|e| Error::Decode(e.to_string())),
+        }
+    }
+}
+
+/// What a decoded entry holds.
+#[derive(Debug, PartialEq)]
+pub struct Entry<V> {
+    /// The value, or `None` for a cached absence.
+    pub value: Option<V>,
+    /// Until when the value counts as fresh, if the writer set a deadline.
+    pub fresh_until: Option<SystemTime>,
+}
+
+/// Writes an envelope holding `value` (or an absence marker).
+pub fn encode<V: Serialize + ?Sized>(
+    codec: Codec,
+    value: Option<&V>,
+    fresh_until: Option<SystemTime>,
+) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::with_capacity(HEADER_LEN + 64);
+    let flags = if value.is_none() { FLAG_ABSENT } else { 0 };
+    let fresh_ms = fresh_until.map_or(0, |t| {
+        t.duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_millis()
+            .try_into()
+            .unwrap_or(u64::MAX)
+    });
+    out.extend_from_slice(&[MAGIC, VERSION, flags, codec.id()]);
+    out.extend_from_slice(&fresh_ms.to_be_bytes());
+    if let Some(value) = value {
+        codec.write(value, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// Reads an envelope; any deviation from the layout is [`Error::Decode`].
+pub fn decode<V: DeserializeOwned>(bytes: &[u8]) -> Result<Entry<V>, Error> {
+    let bad = |why: &str| Error::Decode(why.to_string());
+    let (header, payload) = bytes
+        .split_first_chunk::<HEADER_LEN>()
+        .ok_or_else(|| bad("shorter than the envelope header"))?;
+    if header[0] != MAGIC {
+        return Err(bad("not a cache-aside envelope"));
+    }
+    if header[1] != VERSION {
+        return Err(Error::Decode(format!("envelope version {}", header[1])));
+    }
+    let flags = header[2];
+    if flags & !KNOWN_FLAGS != 0 {
+        return Err(Error::Decode(format!("unknown flags {flags:#04x}")));
+    }
+    let codec = Codec::from_id(header[3])
+        .ok_or_else(|| Error::Decode(format!("unknown codec id {}", header[3])))?;
+    let fresh_ms = u64::from_be_bytes(header[4..12].try_into().expect("8 bytes"));
+    let fresh_until = (fresh_ms != 0).then(|| UNIX_EPOCH + Duration::from_millis(fresh_ms));
+    let value = if flags & FLAG_ABSENT != 0 {
+        if !payload.is_empty() {
+            return Err(bad("absent entry with a payload"));
+        }
+        None
+    } else {
+        Some(codec.read(payload)?)
+    };
+    Ok(Entry { value, fresh_until })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip<V: Serialize + DeserializeOwned>(v: &V) -> V {
+        decode::<V>(&encode(Codec::Json, Some(v), None).unwrap())
+            .unwrap()
+            .value
+            .unwrap()
+    }
+
+    #[test]
+    fn edge_values_round_trip() {
+        assert_eq!(roundtrip(&String::new()), "");
+        assert_eq!(roundtrip(&0u8), 0);
+        assert!(!roundtrip(&false));
+        assert_eq!(roundtrip(&Vec::<u8>::new()), Vec::<u8>::new());
+        roundtrip(&());
+        assert_eq!(roundtrip(&Some(None::<u8>)), Some(None));
+    }
+
+    #[test]
+    fn absence_and_deadline_round_trip() {
+        let at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let bytes = encode::<u8>(Codec::Json, None, Some(at)).unwrap();
+        assert_eq!(bytes.len(), HEADER_LEN);
+        let entry = decode::<u8>(&bytes).unwrap();
+        assert_eq!(
+            entry,
+            Entry {
+                value: None,
+                fresh_until: Some(at)
+            }
+        );
+    }
+
+    #[test]
+    fn pins_the_header_layout() {
+        let bytes = encode(Codec::Json, Some(&7u8), None).unwrap();
+        assert_eq!(bytes, [0xCA, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, b'7']);
+    }
+
+    #[test]
+    fn garbage_is_a_decode_error_never_a_panic() {
+        let good = encode(Codec::Json, Some(&vec![1u32, 2, 3]), None).unwrap();
+        let mut cases: Vec<Vec<u8>> = vec![
+            vec![],
+            b"{\"plain\":\"json\"}".to_vec(),
+            good[..HEADER_LEN - 1].to_vec(),
+            good[..good.len() - 1].to_vec(),
+        ];
+        for (i, byte) in [(1, 9u8), (2, 0x80), (3, 77)] {
+            let mut bad = good.clone();
+            bad[i] = byte;
+            cases.push(bad);
+        }
+        let mut absent_with_payload = encode::<u8>(Codec::Json, None, None).unwrap();
+        absent_with_payload.push(b'1');
+        cases.push(absent_with_payload);
+        for case in &cases {
+            let err = decode::<Vec<u32>>(case).unwrap_err();
+            assert!(err.is_decode(), "{case:?}: {err}");
+        }
+        // Well-formed JSON of another schema is a decode error too.
+        assert!(decode::<String>(&good).unwrap_err().is_decode());
+    }
+}

@@ -1,0 +1,63 @@
+//! The one error type of the runtime.
+//!
+//! The engine never returns these from a cached call: a cached function fails open, running
+//! its body when the cache cannot help. They surface from the APIs that are about the cache
+//! itself: building a [`Cache`](crate::Cache), invalidation, key companions, `ttl_of`.
+
+use std::time::Duration;
+
+/// Everything that can go wrong in the cache layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Redis answered with an error, or the connection failed.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// A cache operation took longer than the configured timeout.
+    #[error("cache operation timed out after {0:?}")]
+    Timeout(Duration),
+    /// A value could not be encoded for storage.
+    #[error("could not encode the value: {0}")]
+    Encode(String),
+    /// A stored value could not be decoded (corrupt, truncated, or another schema).
+    #[error("could not decode the cached value: {0}")]
+    Decode(String),
+    /// A key argument's `Serialize` impl failed.
+    #[error("could not build the key: {0}")]
+    Key(String),
+    /// `#[cached]` without `cache = ...` ran before a default cache was set.
+    #[error(
+        "no default cache is set: call `Cache::set_default` (or pass `cache = ...` to #[cached]) before the first cached call"
+    )]
+    NoDefaultCache,
+    /// `Cache::set_default` was called twice.
+    #[error("the default cache is already set")]
+    DefaultAlreadySet,
+    /// Neither the function nor the cache has a TTL.
+    #[error("no TTL: give #[cached] a `ttl = ...` or the cache a `default_ttl`")]
+    NoTtl,
+    /// A builder setting is invalid.
+    #[error("invalid cache configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// Did the operation time out (ours, or redis-rs's response timeout)?
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            Error::Timeout(_) => true,
+            Error::Redis(e) => e.is_timeout(),
+            _ => false,
+        }
+    }
+
+    /// Is this a connection problem (refused, reset, dropped) rather than a bad command?
+    pub fn is_connection(&self) -> bool {
+        matches!(self, Error::Redis(e) if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped())
+    }
+
+    /// Was the stored value unreadable? The engine counts these as corrupt entries.
+    pub fn is_decode(&self) -> bool {
+        matches!(self, Error::Decode(_))
+    }
+}

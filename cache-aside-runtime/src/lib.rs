@@ -1,0 +1,58 @@
+//! Cache-aside in one attribute.
+//!
+//! ```no_run
+//! use cache_aside_runtime::{Cache, cached};
+//! # #[derive(serde::Serialize, serde::Deserialize)] struct User;
+//! # #[derive(Debug)] struct DbError;
+//! # async fn load_user_from_db(id: u64) -> Result<User, DbError> { Ok(User) }
+//!
+//! #[cached(ttl = 60, prefix = "user")]
+//! async fn get_user(id: u64) -> Result<User, DbError> {
+//!     load_user_from_db(id).await
+//! }
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! Cache::from_env()?.set_default()?; // Redis at $REDIS_URL, else in-process
+//! let user = get_user(42).await;     // miss: runs the body, stores `Ok` for 60 s
+//! let again = get_user(42).await;    // hit: one GET, no database
+//! get_user_invalidate(42).await?;    // the next call reloads
+//! # Ok(()) }
+//! ```
+//!
+//! [`#[cached]`](cached) rewrites an `async fn` into: build the key from the arguments, read
+//! the cache, on a miss run the original body, store the result with its TTL, return it.
+//! This crate is the engine behind it, in stages that each do one job:
+//!
+//! | stage | module | job |
+//! |---|---|---|
+//! | key | [`key`] | `{namespace}:{prefix}:{arguments}`, escaped and deterministic |
+//! | backend | `backend` | Redis (`ConnectionManager`) or the embedded store |
+//! | codec | [`codec`] | JSON inside a small versioned envelope |
+//! | load | `engine` | the get-or-load path; fails open on every cache error |
+//!
+//! A cache never fails a call: when Redis is down, slow, or holds garbage, the function
+//! body runs and its result is returned; the failure is logged (rate-limited) and counted
+//! in [`Cache::stats`].
+
+mod backend;
+mod cache;
+pub mod codec;
+mod engine;
+mod error;
+pub mod key;
+mod report;
+mod shape;
+mod spec;
+mod stats;
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+pub use cache_aside_macros::cached;
+
+pub use crate::cache::{
+    Cache, CacheBuilder, DEFAULT_MEMORY_BYTES, DEFAULT_NAMESPACE, DEFAULT_TIMEOUT,
+};
+pub use crate::error::Error;
+pub use crate::stats::Stats;

@@ -1,0 +1,60 @@
+//! Logging of cache failures without flooding: every failure at `debug`, and at most one
+//! `warn` per interval per cache, carrying how many were folded into it.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use crate::error::Error;
+
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+pub(crate) struct Reporter {
+    /// Milliseconds since `epoch()` of the last warning, plus one (0: never warned).
+    last_warn: AtomicU64,
+    folded: AtomicU64,
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+impl Default for Reporter {
+    fn default() -> Self {
+        Reporter::new()
+    }
+}
+
+impl Reporter {
+    pub(crate) const fn new() -> Self {
+        Reporter {
+            last_warn: AtomicU64::new(0),
+            folded: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn report(&self, op: &'static str, key: &str, error: &Error) {
+        tracing::debug!(op, key, %error, "cache-aside: cache operation failed; the call goes on without it");
+        let now = epoch().elapsed().as_millis() as u64 + 1;
+        let last = self.last_warn.load(Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= WARN_EVERY.as_millis() as u64;
+        if due
+            && self
+                .last_warn
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
+        {
+            let folded = self.folded.swap(0, Relaxed);
+            tracing::warn!(
+                op,
+                key,
+                %error,
+                similar_since_last_warning = folded,
+                "cache-aside: cache operation failed; the call goes on without it"
+            );
+        } else {
+            self.folded.fetch_add(1, Relaxed);
+        }
+    }
+}

@@ -1,12 +1,12 @@
 //! Generating the wrapper and its companions.
 //!
 //! Input:
-//! ```ignore
+//! ```text
 //! #[cached(ttl = 60, prefix = "user")]
 //! pub async fn get_user(id: u64) -> Result<User, DbError> { body }
 //! ```
 //! Output:
-//! ```ignore
+//! ```text
 //! pub async fn get_user(id: u64) -> Result<User, DbError> {
 //!     static SPEC: FnSpec = FnSpec::new(module_path!(), "get_user", Some("user"), 60000, 0);
 //!     let prepared = prepare(default_cache(), &SPEC, None, |b| { b.value(&id)?; Ok(()) });

@@ -44,7 +44,13 @@ impl Shape {
 /// `std::option::Option<T>` → `("Option", Some(T))`: the last path segment's name and first
 /// type argument. Written types only: an alias is `Plain`.
 fn last_segment(ty: &Type) -> Option<(&'static str, Option<&Type>)> {
-    let Type::Path(path) = ty else { return None };
+    let path = match ty {
+        Type::Path(path) => path,
+        // `$ty` from a `macro_rules!` arrives wrapped in an invisible group.
+        Type::Group(group) => return last_segment(&group.elem),
+        Type::Paren(paren) => return last_segment(&paren.elem),
+        _ => return None,
+    };
     let segment = path.path.segments.last()?;
     let name = match segment.ident.to_string().as_str() {
         "Option" => "Option",

@@ -13,7 +13,7 @@ use proc_macro::TokenStream;
 /// Turns an `async fn` into a cache-aside wrapper: build the key from the arguments, read
 /// the cache, on a miss run the original body, store the result with its TTL, return it.
 ///
-/// ```ignore
+/// ```text
 /// use cache_aside_runtime::cached;
 ///
 /// #[cached(ttl = 60, prefix = "user")]
@@ -24,7 +24,7 @@ use proc_macro::TokenStream;
 ///
 /// is, by hand:
 ///
-/// ```ignore
+/// ```text
 /// async fn get_user(id: u64) -> Result<User, DbError> {
 ///     let key = format!("{namespace}:user:{id}");
 ///     if let Ok(Some(bytes)) = redis.get(&key).await {
@@ -59,7 +59,7 @@ use proc_macro::TokenStream;
 /// **`none_ttl = "30s"`**: cache `None` (and `Ok(None)`) for this long, so a missing row
 /// does not hit the database on every call. Without it `None` is not cached.
 ///
-/// ```ignore
+/// ```text
 /// #[cached(ttl = "10m", none_ttl = "30s")]
 /// async fn find_user(email: &str) -> Option<User> { db.find(email).await }
 /// ```
@@ -80,7 +80,7 @@ use proc_macro::TokenStream;
 /// reference to one, e.g. `cache = self.cache` or `cache = CACHE`. Without it, the default set
 /// by `Cache::set_default`; if none was set the call runs uncached and an error is logged.
 ///
-/// ```ignore
+/// ```text
 /// impl Users {
 ///     #[cached(ttl = 300, cache = self.cache, skip(tx))]
 ///     async fn get(&self, tx: &Tx, id: u64) -> Result<User, DbError> { tx.user(id).await }

@@ -457,3 +457,23 @@ async fn without_a_default_cache_calls_run_uncached_and_companions_say_why() {
     );
     assert!(uses_default_invalidate(21).await.is_err());
 }
+
+#[tokio::test]
+async fn a_hung_redis_costs_the_timeout_not_the_call() {
+    let server = RedisServer::start();
+    let cache = Cache::builder()
+        .timeout(Duration::from_millis(200))
+        .redis(&server.url())
+        .unwrap();
+    let loads = AtomicU32::new(0);
+    get_user(&cache, &loads, 1).await.unwrap(); // connected and cached
+    server.pause(); // SIGSTOP: requests hang instead of failing
+    let start = Instant::now();
+    assert_eq!(get_user(&cache, &loads, 1).await.unwrap().id, 1);
+    let elapsed = start.elapsed();
+    server.resume();
+    assert_eq!(loads.load(SeqCst), 2, "the hung read was a miss");
+    // One bounded read and one bounded write; generous for a loaded machine.
+    assert!(elapsed < Duration::from_millis(1500), "{elapsed:?}");
+    assert!(cache.stats().errors >= 1);
+}

@@ -157,14 +157,14 @@ fn parse_option(input: ParseStream, args: &mut Args, errors: &mut Errors) -> syn
 
 fn parse_duration(input: ParseStream, name: &Ident) -> syn::Result<Dur> {
     let help = format!(
-        "`{name}` takes whole seconds (`{name} = 60`) or a duration string (`{name} = \"90s\"`, \"5m\", \"1h30m\", \"250ms\")"
+        "`{name}` takes a literal: whole seconds (`{name} = 60`) or a duration string (`{name} = \"90s\"`, \"5m\", \"1h30m\", \"250ms\")"
     );
     if input.peek(Token![-]) {
         let minus: Token![-] = input.parse()?;
-        let _ = input.parse::<TokenTree>();
-        return Err(syn::Error::new(
-            minus.span,
-            format_args!("`{name}` must be greater than zero; {help}"),
+        let number = input.parse::<TokenTree>()?;
+        return Err(syn::Error::new_spanned(
+            quote::quote!(#minus #number),
+            format_args!("`{name}` must be greater than zero"),
         ));
     }
     let lit: Lit = match input.parse() {
@@ -325,7 +325,7 @@ mod tests {
         let errors = parse_err(quote!(ttl = SOME_CONST));
         assert_eq!(errors.len(), 1);
         assert!(
-            errors[0].starts_with("`ttl` takes whole seconds"),
+            errors[0].starts_with("`ttl` takes a literal: whole seconds"),
             "{errors:?}"
         );
     }

@@ -22,7 +22,6 @@
 use proc_macro2::{Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
-use syn::spanned::Spanned;
 use syn::{Ident, ItemFn};
 
 use crate::args::{self, Args, Errors};
@@ -62,16 +61,23 @@ struct Gen<'a> {
     private: TokenStream,
 }
 
+/// The span of a type's first token: `Span::join` is unstable, and a span mixing the
+/// attribute's tokens with the user's makes rustc fall back to pointing at the attribute.
+fn first_span(tokens: &TokenStream) -> Span {
+    tokens
+        .clone()
+        .into_iter()
+        .next()
+        .map_or_else(Span::call_site, |t| t.span())
+}
+
 fn local(name: &str) -> Ident {
     Ident::new(name, Span::mixed_site())
 }
 
 impl<'a> Gen<'a> {
     fn new(func: &'a Func, args: &'a Args) -> Self {
-        let private = match &args.krate {
-            Some(path) => quote!(#path::__private),
-            None => quote!(::cache_aside_runtime::__private),
-        };
+        let private = Self::private_path(args, Span::call_site());
         Gen {
             func,
             args,
@@ -79,7 +85,32 @@ impl<'a> Gen<'a> {
         }
     }
 
-    /// `static __CA_SPEC: FnSpec = ...;`: the function's static description.
+    /// `::cache_aside_runtime::__private` (or `{crate}::__private`), its own tokens at `span`,
+    /// so that errors in a check built from it point at the user's token, not the attribute.
+    fn private_path(args: &Args, span: Span) -> TokenStream {
+        match &args.krate {
+            Some(path) => quote_spanned!(span=> #path::__private),
+            None => quote_spanned!(span=> ::cache_aside_runtime::__private),
+        }
+    }
+
+    /// `resolve(&(EXPR))` spanned at the expression, or the default cache.
+    fn cache(&self) -> TokenStream {
+        match &self.args.cache {
+            Some(expr) => {
+                let span = first_span(&quote!(#expr));
+                let private = Self::private_path(self.args, span);
+                quote_spanned!(span=> #private::resolve(&(#expr)))
+            }
+            None => {
+                let private = &self.private;
+                quote!(#private::default_cache())
+            }
+        }
+    }
+
+    /// `let spec: &'static FnSpec = { static SPEC: FnSpec = ...; &SPEC };`: the function's
+    /// static description. The static sits in its own block so the body cannot see it.
     fn spec(&self) -> TokenStream {
         let private = &self.private;
         let name = self.func.item.sig.ident.unraw().to_string();
@@ -93,25 +124,27 @@ impl<'a> Gen<'a> {
         };
         let ttl = self.args.ttl.map_or(0, |d| d.millis);
         let none_ttl = self.args.none_ttl.map_or(0, |(d, _)| d.millis);
+        let spec = local("__ca_spec");
         quote! {
-            static __CA_SPEC: #private::FnSpec =
-                #private::FnSpec::new(::core::module_path!(), #name, #prefix, #ttl, #none_ttl);
+            let #spec: &'static #private::FnSpec = {
+                static SPEC: #private::FnSpec =
+                    #private::FnSpec::new(::core::module_path!(), #name, #prefix, #ttl, #none_ttl);
+                &SPEC
+            };
         }
     }
 
     /// `let prepared = prepare(cache, &SPEC, Self type, |b| { key steps });`
     fn prepare(&self) -> TokenStream {
         let private = &self.private;
-        let cache = match &self.args.cache {
-            Some(expr) => quote_spanned!(expr.span()=> #private::resolve(&(#expr))),
-            None => quote!(#private::default_cache()),
-        };
+        let cache = self.cache();
         let self_type = self.self_type();
         let builder = local("__ca_b");
         let steps = self.key_steps(&builder);
         let prepared = local("__ca_prepared");
+        let spec_var = local("__ca_spec");
         quote! {
-            let #prepared = #private::prepare(#cache, &__CA_SPEC, #self_type,
+            let #prepared = #private::prepare(#cache, #spec_var, #self_type,
                 |#builder: &mut #private::KeyBuilder| -> ::core::result::Result<(), #private::Error> {
                     #(#steps)*
                     ::core::result::Result::Ok(())
@@ -172,7 +205,7 @@ impl<'a> Gen<'a> {
             .collect()
     }
 
-    fn shape(&self) -> TokenStream {
+    fn shape(&self, private: &TokenStream) -> TokenStream {
         fn tokens(shape: &Shape, private: &TokenStream) -> TokenStream {
             match shape {
                 Shape::Plain => quote!(#private::Plain),
@@ -183,7 +216,7 @@ impl<'a> Gen<'a> {
                 }
             }
         }
-        tokens(&self.func.shape, &self.private)
+        tokens(&self.func.shape, private)
     }
 
     fn wrapper(&self) -> TokenStream {
@@ -198,18 +231,24 @@ impl<'a> Gen<'a> {
         let spec = self.spec();
         let prepare = self.prepare();
         let ret = &self.func.ret;
-        // Spanned at the return type, so "cannot be cached" errors point at it.
-        let shape = self.shape();
-        let call = quote_spanned! {ret.span()=>
-            #private::get_or_load::<#shape, #ret, _>
+        let shape = self.shape(private);
+        // A check of its own, every token at the return type, so "cannot be cached" points
+        // there.
+        let ret_span = first_span(ret);
+        let check_path = Self::private_path(self.args, ret_span);
+        let check_shape = self.shape(&check_path);
+        let check = quote_spanned! {ret_span=>
+            #check_path::assert_cacheable::<#check_shape, #ret>();
         };
         let prepared = local("__ca_prepared");
+        let spec_var = local("__ca_spec");
         quote! {
             #(#attrs)*
             #vis #sig {
+                #check
                 #spec
                 #prepare
-                #call(#prepared, &__CA_SPEC, async move #block).await
+                #private::get_or_load::<#shape, #ret, _>(#prepared, #spec_var, async move #block).await
             }
         }
     }
@@ -225,7 +264,9 @@ impl<'a> Gen<'a> {
         let invalidate_fn = format_ident!("{}_invalidate", name, span = span);
         let invalidate_all_fn = format_ident!("{}_invalidate_all", name, span = span);
         let cfgs = attrs.iter().filter(|a| a.path().is_ident("cfg"));
-        let cfgs = quote!(#(#cfgs)*);
+        // Stubs ignore their parameters; the attribute error is the one thing to report.
+        let allow_unused = stub.then(|| quote!(#[allow(unused_variables)]));
+        let cfgs = quote!(#(#cfgs)* #allow_unused);
         let generics = &sig.generics;
         let where_clause = &generics.where_clause;
         let receiver = self.func.receiver.as_ref().map(|r| quote!(#r,));
@@ -267,15 +308,13 @@ impl<'a> Gen<'a> {
             let spec = self.spec();
             let prepare = self.prepare();
             let prepared = local("__ca_prepared");
-            let cache = match &self.args.cache {
-                Some(expr) => quote_spanned!(expr.span()=> #private::resolve(&(#expr))),
-                None => quote!(#private::default_cache()),
-            };
+            let cache = self.cache();
             let self_type = self.self_type();
+            let spec_var = local("__ca_spec");
             (
                 quote!({ #spec #prepare #private::cache_key(#prepared) }),
                 quote!({ #spec #prepare #private::invalidate(#prepared).await }),
-                quote!({ #spec #private::invalidate_all(#cache, &__CA_SPEC, #self_type).await }),
+                quote!({ #spec #private::invalidate_all(#cache, #spec_var, #self_type).await }),
             )
         };
         let key_doc = format!(

@@ -133,7 +133,11 @@ impl Func {
             if receiver.is_some() {
                 names.insert(0, "self".to_owned());
             }
-            names.join(", ")
+            if names.is_empty() {
+                format!("`{}` has no arguments", sig.ident)
+            } else {
+                format!("the arguments of `{}` are: {}", sig.ident, names.join(", "))
+            }
         };
         let fn_name = &sig.ident;
         for (i, skipped) in args.skip.iter().enumerate() {
@@ -146,7 +150,9 @@ impl Func {
             } else {
                 errors.push(
                     skipped.span(),
-                    format_args!("`{skipped}` in `skip(...)` is not an argument of `{fn_name}`; its arguments are: {names}"),
+                    format_args!(
+                        "`{skipped}` in `skip(...)` is not an argument of `{fn_name}`; {names}"
+                    ),
                 );
             }
         }
@@ -210,7 +216,7 @@ fn check_template(
             Some(_) => {}
             None => errors.push(
                 span,
-                format_args!("`{{{root}}}` in the key template is not an argument; the arguments are: {names}"),
+                format_args!("`{{{root}}}` in the key template is not an argument; {names}"),
             ),
         }
     }
@@ -288,7 +294,7 @@ mod tests {
             "cannot take `&mut` arguments",
             "cannot take `&mut` arguments",
             "needs a plain name",
-            "`nope` in `skip(...)` is not an argument of `f`; its arguments are: self, id, v",
+            "`nope` in `skip(...)` is not an argument of `f`; the arguments of `f` are: self, id, v",
             "`id` is skipped twice",
             "`none_ttl` applies to functions returning `Option<T>`",
         ];

@@ -104,6 +104,10 @@ pub async fn invalidate_all(
 /// Failures that happen before there is a cache to count them in.
 static UNCACHED: Reporter = Reporter::new();
 
+/// Compiles only if `R` can be cached with shape `S`; the macro spans the call at the
+/// return type so a missing `Serialize`/`Deserialize` is reported there.
+pub const fn assert_cacheable<S: Shape<R>, R>() {}
+
 /// The body of every `#[cached]` function.
 pub async fn get_or_load<S, R, F>(prepared: Prepared<'_>, spec: &FnSpec, load: F) -> R
 where

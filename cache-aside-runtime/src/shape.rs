@@ -40,6 +40,7 @@ pub struct Opt;
 /// `Result<T, E>`: `Ok` handled by the inner shape, `Err` never stored.
 pub struct Res<S>(PhantomData<S>);
 
+#[diagnostic::do_not_recommend]
 impl<T: Serialize + DeserializeOwned> Shape<T> for Plain {
     type Value = T;
     fn store(result: &T) -> Store<'_, T> {
@@ -50,6 +51,7 @@ impl<T: Serialize + DeserializeOwned> Shape<T> for Plain {
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl<T: Serialize + DeserializeOwned> Shape<Option<T>> for Opt {
     type Value = T;
     fn store(result: &Option<T>) -> Store<'_, T> {

@@ -477,3 +477,38 @@ async fn a_hung_redis_costs_the_timeout_not_the_call() {
     assert!(elapsed < Duration::from_millis(1500), "{elapsed:?}");
     assert!(cache.stats().errors >= 1);
 }
+
+#[tokio::test]
+async fn hits_resume_by_themselves_after_a_redis_restart() {
+    let mut server = RedisServer::start();
+    let cache = redis_cache(&server);
+    let loads = AtomicU32::new(0);
+    get_user(&cache, &loads, 1).await.unwrap();
+    server.kill();
+    assert_eq!(
+        get_user(&cache, &loads, 1).await.unwrap().id,
+        1,
+        "down: loader value"
+    );
+    server.restart(); // same port, empty dataset
+    // Bounded: the connection manager reconnects on its own; no user code is involved.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let before = cache.stats().hits;
+        assert_eq!(get_user(&cache, &loads, 1).await.unwrap().id, 1);
+        if cache.stats().hits > before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no hit within 10 s of the restart: {:?}",
+            cache.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pttl: i64 = server
+        .conn()
+        .pttl(get_user_cache_key(&cache, 1).unwrap())
+        .unwrap();
+    assert!(pttl > 0, "the entry was written again after the restart");
+}

@@ -1,0 +1,37 @@
+//! `Cache::from_env`: Redis when `REDIS_URL` is set, the embedded backend otherwise.
+//! Its own test binary with one test, because it changes the process environment.
+
+use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+
+use cache_aside_runtime::{Cache, cached};
+use cache_aside_tests::RedisServer;
+use redis::Commands;
+
+#[cached(ttl = 60, prefix = "env", cache = cache, skip(cache, loads))]
+async fn double(cache: &Cache, loads: &AtomicU32, n: u64) -> u64 {
+    loads.fetch_add(1, SeqCst);
+    n * 2
+}
+
+#[tokio::test]
+async fn from_env_uses_redis_url_when_set_and_memory_otherwise() {
+    let server = RedisServer::start();
+    // SAFETY: the only test in this binary, on a current-thread runtime: nothing else reads
+    // the environment while it changes.
+    unsafe { std::env::remove_var("REDIS_URL") };
+    let memory = Cache::from_env().unwrap();
+    assert_eq!(memory.backend_name(), "memory");
+
+    // SAFETY: as above.
+    unsafe { std::env::set_var("REDIS_URL", server.url()) };
+    let redis = Cache::from_env().unwrap();
+    assert_eq!(redis.backend_name(), "redis");
+    let loads = AtomicU32::new(0);
+    assert_eq!(double(&redis, &loads, 21).await, 42);
+    assert_eq!(double(&redis, &loads, 21).await, 42);
+    assert_eq!(loads.load(SeqCst), 1);
+    let exists: bool = server.conn().exists("ca:env:21").unwrap();
+    assert!(exists, "the value went to the server named by REDIS_URL");
+    // SAFETY: as above.
+    unsafe { std::env::remove_var("REDIS_URL") };
+}

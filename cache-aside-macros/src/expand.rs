@@ -205,18 +205,19 @@ impl<'a> Gen<'a> {
             .collect()
     }
 
-    fn shape(&self, private: &TokenStream) -> TokenStream {
-        fn tokens(shape: &Shape, private: &TokenStream) -> TokenStream {
+    /// `Plain`, `Opt`, `Res<..>` for the return type, every token at `span`.
+    fn shape(&self, span: Span) -> TokenStream {
+        fn tokens(shape: &Shape, private: &TokenStream, span: Span) -> TokenStream {
             match shape {
-                Shape::Plain => quote!(#private::Plain),
-                Shape::Opt => quote!(#private::Opt),
+                Shape::Plain => quote_spanned!(span=> #private::Plain),
+                Shape::Opt => quote_spanned!(span=> #private::Opt),
                 Shape::Res(inner) => {
-                    let inner = tokens(inner, private);
-                    quote!(#private::Res<#inner>)
+                    let inner = tokens(inner, private, span);
+                    quote_spanned!(span=> #private::Res<#inner>)
                 }
             }
         }
-        tokens(&self.func.shape, private)
+        tokens(&self.func.shape, &Self::private_path(self.args, span), span)
     }
 
     fn wrapper(&self) -> TokenStream {
@@ -231,12 +232,12 @@ impl<'a> Gen<'a> {
         let spec = self.spec();
         let prepare = self.prepare();
         let ret = &self.func.ret;
-        let shape = self.shape(private);
+        let shape = self.shape(Span::call_site());
         // A check of its own, every token at the return type, so "cannot be cached" points
         // there.
         let ret_span = first_span(ret);
         let check_path = Self::private_path(self.args, ret_span);
-        let check_shape = self.shape(&check_path);
+        let check_shape = self.shape(ret_span);
         let check = quote_spanned! {ret_span=>
             #check_path::assert_cacheable::<#check_shape, #ret>();
         };

@@ -97,7 +97,8 @@ impl CacheBuilder {
         self
     }
 
-    /// A cache on the Redis at `url` (`redis://`, `rediss://` with TLS features, `unix://`).
+    /// A cache on the Redis at `url` (`redis://host:port/db`, `unix:///path`). TLS
+    /// (`rediss://`) is not enabled in this release.
     /// Does not connect yet: the first call does, and a Redis that is down is a miss.
     pub fn redis(self, url: &str) -> Result<Cache, Error> {
         let backend = Backend::Redis(RedisBackend::new(url, self.timeout)?);

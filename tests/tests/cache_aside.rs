@@ -512,3 +512,36 @@ async fn hits_resume_by_themselves_after_a_redis_restart() {
         .unwrap();
     assert!(pttl > 0, "the entry was written again after the restart");
 }
+
+struct Tenant {
+    cache: Cache,
+    name: String,
+}
+
+impl Tenant {
+    #[cached(ttl = 60, key = "tenant:{self.name}:{id}", cache = self.cache)]
+    async fn item(&self, id: u64) -> String {
+        format!("{}-{id}", self.name)
+    }
+}
+
+#[tokio::test]
+async fn key_templates_can_read_the_receiver() {
+    let cache = Cache::memory();
+    let a = Tenant {
+        cache: cache.clone(),
+        name: "acme:eu".into(),
+    };
+    let b = Tenant {
+        cache,
+        name: "globex".into(),
+    };
+    assert_eq!(a.item(1).await, "acme:eu-1");
+    assert_eq!(
+        b.item(1).await,
+        "globex-1",
+        "receivers with other fields get other keys"
+    );
+    assert_eq!(a.item_cache_key(1).unwrap(), "ca:tenant:acme%3Aeu:1");
+    assert_eq!(a.cache.stats().loads, 2);
+}

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::backend::{Backend, MemoryBackend, RedisBackend};
 use crate::codec::Codec;
 use crate::error::Error;
+use crate::flight::Flights;
 use crate::key::is_valid_segment;
 use crate::report::Reporter;
 use crate::stats::{Counters, Stats};
@@ -46,6 +47,7 @@ pub(crate) struct Inner {
     pub(crate) codec: Codec,
     pub(crate) counters: Counters,
     pub(crate) reporter: Reporter,
+    pub(crate) flights: Flights,
 }
 
 /// Settings for a [`Cache`]; finish with [`redis`](Self::redis), [`memory`](Self::memory)
@@ -149,6 +151,7 @@ impl CacheBuilder {
                 codec: Codec::default(),
                 counters: Counters::default(),
                 reporter: Reporter::default(),
+                flights: Flights::default(),
             }),
         })
     }

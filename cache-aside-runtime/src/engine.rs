@@ -2,17 +2,23 @@
 //!
 //! 1. read the key from the backend (bounded by the cache's timeout);
 //! 2. on a hit, decode the envelope and hand the value back;
-//! 3. on a miss (absent, undecodable, or the backend failed), run the loader;
+//! 3. on a miss (absent, undecodable, or the backend failed), join the key's flight: the
+//!    first caller in this process loads, concurrent ones wait for its entry ([`flight`]);
 //! 4. store what the return type's [`Shape`] says to store, with its TTL, in one command;
 //! 5. return the loaded value, whatever happened in step 4.
+//!
+//! [`flight`]: crate::flight
 //!
 //! The cache is an optimisation: no failure in steps 1, 2 or 4 reaches the caller.
 
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
+
 use crate::cache::Cache;
 use crate::codec;
 use crate::error::Error;
+use crate::flight::{self, Outcome, Role};
 use crate::key::Key;
 use crate::shape::{Shape, Store};
 use crate::stats::Counters;
@@ -38,10 +44,36 @@ impl Cache {
         if let Lookup::Hit(value) = self.lookup::<S, R>(key).await {
             return value;
         }
-        Counters::bump(&self.inner.counters.loads);
-        let loaded = load.await;
-        self.store::<S, R>(key, policy, &loaded).await;
-        loaded
+        let counters = &self.inner.counters;
+        loop {
+            match self.inner.flights.join(key.as_str()) {
+                Role::Leader(lead) => {
+                    Counters::bump(&counters.loads);
+                    let loaded = load.await;
+                    let entry = self.store::<S, R>(key, policy, &loaded).await;
+                    lead.finish(entry.map_or(Outcome::NotStored, Outcome::Stored));
+                    return loaded;
+                }
+                Role::Waiter(rx) => {
+                    Counters::bump(&counters.waited);
+                    match flight::wait(rx).await {
+                        Outcome::Stored(bytes) => {
+                            if let Ok(value) = decode_entry::<S, R>(&bytes) {
+                                return value;
+                            }
+                        }
+                        // The leader was cancelled: try to lead (or wait for whoever does).
+                        Outcome::Abandoned | Outcome::Running => continue,
+                        Outcome::NotStored => {}
+                    }
+                    // Nothing shareable: this caller loads for itself.
+                    Counters::bump(&counters.loads);
+                    let loaded = load.await;
+                    self.store::<S, R>(key, policy, &loaded).await;
+                    return loaded;
+                }
+            }
+        }
     }
 
     async fn lookup<S: Shape<R>, R>(&self, key: &Key) -> Lookup<R> {
@@ -58,10 +90,7 @@ impl Cache {
             Counters::bump(&counters.misses);
             return Lookup::Miss;
         };
-        let decoded = codec::decode::<S::Value>(&bytes).and_then(|entry| {
-            S::hit(entry.value)
-                .ok_or_else(|| Error::Decode("an absence marker where a value belongs".into()))
-        });
+        let decoded = decode_entry::<S, R>(&bytes);
         match decoded {
             Ok(value) => {
                 Counters::bump(&counters.hits);
@@ -76,30 +105,40 @@ impl Cache {
         }
     }
 
-    async fn store<S: Shape<R>, R>(&self, key: &Key, policy: Policy, loaded: &R) {
+    /// Stores what the shape says to store; returns the encoded entry, written or not, so
+    /// that waiters on this load can be served even when the backend is down.
+    async fn store<S: Shape<R>, R>(&self, key: &Key, policy: Policy, loaded: &R) -> Option<Bytes> {
         let (value, ttl) = match S::store(loaded) {
             Store::Value(value) => (Some(value), policy.ttl),
-            Store::Absent => match policy.none_ttl {
-                Some(ttl) => (None, ttl),
-                None => return,
-            },
-            Store::Skip => return,
+            Store::Absent => (None, policy.none_ttl?),
+            Store::Skip => return None,
         };
         let fresh_until = SystemTime::now() + ttl;
-        let written = match codec::encode(self.inner.codec, value, Some(fresh_until)) {
-            Ok(bytes) => {
-                self.bounded(self.inner.backend.set(key.as_str(), bytes, ttl))
-                    .await
+        let entry = match codec::encode(self.inner.codec, value, Some(fresh_until)) {
+            Ok(bytes) => Bytes::from(bytes),
+            Err(error) => {
+                self.failed("encode", key.as_str(), &error);
+                return None;
             }
-            Err(error) => Err(error),
         };
+        let written = self
+            .bounded(self.inner.backend.set(key.as_str(), entry.clone(), ttl))
+            .await;
         if let Err(error) = written {
             self.failed("set", key.as_str(), &error);
         }
+        Some(entry)
     }
 
     pub(crate) fn failed(&self, op: &'static str, key: &str, error: &Error) {
         Counters::bump(&self.inner.counters.errors);
         self.inner.reporter.report(op, key, error);
     }
+}
+
+/// Decodes an envelope into the function's return type.
+fn decode_entry<S: Shape<R>, R>(bytes: &[u8]) -> Result<R, Error> {
+    let entry = codec::decode::<S::Value>(bytes)?;
+    S::hit(entry.value)
+        .ok_or_else(|| Error::Decode("an absence marker where a value belongs".into()))
 }

@@ -28,6 +28,7 @@
 //! | key | [`key`] | `{namespace}:{prefix}:{arguments}`, escaped and deterministic |
 //! | backend | `backend` | Redis (`ConnectionManager`) or the embedded store |
 //! | codec | [`codec`] | JSON inside a small versioned envelope |
+//! | flight | `flight` | concurrent misses on one key share one load (single-flight) |
 //! | load | `engine` | the get-or-load path; fails open on every cache error |
 //!
 //! A cache never fails a call: when Redis is down, slow, or holds garbage, the function
@@ -39,6 +40,7 @@ mod cache;
 pub mod codec;
 mod engine;
 mod error;
+mod flight;
 pub mod key;
 mod report;
 mod shape;

@@ -9,6 +9,7 @@ pub(crate) struct Counters {
     pub(crate) loads: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) corrupt: AtomicU64,
+    pub(crate) waited: AtomicU64,
 }
 
 impl Counters {
@@ -23,6 +24,7 @@ impl Counters {
             loads: self.loads.load(Relaxed),
             errors: self.errors.load(Relaxed),
             corrupt: self.corrupt.load(Relaxed),
+            waited: self.waited.load(Relaxed),
         }
     }
 }
@@ -42,6 +44,9 @@ pub struct Stats {
     pub errors: u64,
     /// Stored values that could not be decoded and were replaced.
     pub corrupt: u64,
+    /// Misses that waited for another caller's load of the same key in this process
+    /// (single-flight) instead of running their own.
+    pub waited: u64,
 }
 
 impl Stats {

@@ -57,9 +57,9 @@ impl MemoryBackend {
         self.live(key).map(|s| s.bytes)
     }
 
-    pub(crate) fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) {
+    pub(crate) fn set(&self, key: &str, value: Bytes, ttl: Duration) {
         let stored = Stored {
-            bytes: Bytes::from(value),
+            bytes: value,
             expires_at: Instant::now() + ttl,
         };
         self.store.insert(key.to_owned(), stored);

@@ -36,7 +36,7 @@ impl Backend {
     }
 
     /// Stores `value` under `key`, expiring after `ttl`, in one command.
-    pub(crate) async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), Error> {
+    pub(crate) async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), Error> {
         match self {
             Backend::Redis(b) => b.set(key, value, ttl).await,
             Backend::Memory(b) => {

@@ -49,12 +49,12 @@ impl RedisBackend {
         Ok(value.map(Bytes::from))
     }
 
-    pub(crate) async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), Error> {
+    pub(crate) async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), Error> {
         let mut conn = self.conn().await?;
         let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         redis::cmd("SET")
             .arg(key)
-            .arg(value)
+            .arg(&value[..])
             .arg("PX")
             .arg(millis)
             .query_async::<()>(&mut conn)

@@ -1,0 +1,135 @@
+//! In-process single-flight: concurrent misses on one key share one load.
+//!
+//! The first caller to miss becomes the leader and runs its own body; the others wait for
+//! the leader's outcome instead of running theirs. The leader hands over the encoded entry
+//! it stored, so waiters are served even when the backend write failed (Redis down).
+//!
+//! No task is spawned: the leader's body borrows the caller's arguments, so it runs in the
+//! caller's future. If that future is dropped mid-load, its guard marks the flight
+//! abandoned and one waiter takes over as the new leader with its own body: nobody hangs.
+//! When the leader's result is not stored (an `Err`, or `None` without `none_ttl`), waiters
+//! run their own bodies, since a result that is not `Clone` cannot be handed to many.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+#[derive(Clone, Debug)]
+pub(crate) enum Outcome {
+    Running,
+    /// The entry the leader stored (envelope bytes).
+    Stored(Bytes),
+    /// The leader's result was not cacheable; each waiter loads for itself.
+    NotStored,
+    /// The leader was cancelled before finishing.
+    Abandoned,
+}
+
+#[derive(Default)]
+pub(crate) struct Flights {
+    running: Mutex<HashMap<String, watch::Receiver<Outcome>>>,
+}
+
+pub(crate) enum Role<'a> {
+    Leader(Lead<'a>),
+    Waiter(watch::Receiver<Outcome>),
+}
+
+/// Held by the leader; reports `Abandoned` if dropped before [`Lead::finish`].
+pub(crate) struct Lead<'a> {
+    flights: &'a Flights,
+    key: &'a str,
+    tx: Option<watch::Sender<Outcome>>,
+}
+
+impl Flights {
+    pub(crate) fn join<'a>(&'a self, key: &'a str) -> Role<'a> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(rx) = running.get(key) {
+            return Role::Waiter(rx.clone());
+        }
+        let (tx, rx) = watch::channel(Outcome::Running);
+        running.insert(key.to_owned(), rx);
+        Role::Leader(Lead {
+            flights: self,
+            key,
+            tx: Some(tx),
+        })
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.running.lock().unwrap().len()
+    }
+}
+
+impl Lead<'_> {
+    pub(crate) fn finish(mut self, outcome: Outcome) {
+        self.end(outcome);
+    }
+
+    fn end(&mut self, outcome: Outcome) {
+        if let Some(tx) = self.tx.take() {
+            // Remove first: a caller arriving after this point starts a fresh lookup, which
+            // finds the stored entry (or loads again if it was not stored).
+            self.flights
+                .running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(self.key);
+            let _ = tx.send(outcome);
+        }
+    }
+}
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        self.end(Outcome::Abandoned);
+    }
+}
+
+/// Waits until the leader is done; a leader that vanished counts as abandoned.
+pub(crate) async fn wait(mut rx: watch::Receiver<Outcome>) -> Outcome {
+    match rx.wait_for(|o| !matches!(o, Outcome::Running)).await {
+        Ok(outcome) => outcome.clone(),
+        Err(_) => Outcome::Abandoned,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_leader_then_waiters_get_its_outcome() {
+        let flights = Flights::default();
+        let Role::Leader(lead) = flights.join("k") else {
+            panic!("first is leader")
+        };
+        let Role::Waiter(rx) = flights.join("k") else {
+            panic!("second waits")
+        };
+        assert!(matches!(flights.join("other"), Role::Leader(_)));
+        lead.finish(Outcome::Stored(Bytes::from_static(b"v")));
+        assert!(matches!(wait(rx).await, Outcome::Stored(b) if b == "v"));
+        assert_eq!(flights.len(), 0);
+        assert!(
+            matches!(flights.join("k"), Role::Leader(_)),
+            "finished flights are gone"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dropped_leader_abandons_the_flight() {
+        let flights = Flights::default();
+        let lead = flights.join("k");
+        let Role::Waiter(rx) = flights.join("k") else {
+            panic!("second waits")
+        };
+        drop(lead);
+        assert!(matches!(wait(rx).await, Outcome::Abandoned));
+        assert_eq!(flights.len(), 0);
+    }
+}

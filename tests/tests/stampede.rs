@@ -1,0 +1,140 @@
+//! In-process single-flight: concurrent misses on one key share one load.
+//!
+//! The loader holds at a gate (a semaphore with no permits) until the test has seen every
+//! other caller register as a waiter (`stats().waited`), so "all calls overlapped the load"
+//! is established by a signal, not by a sleep.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+use std::time::{Duration, Instant};
+
+use cache_aside_runtime::{Cache, cached};
+use cache_aside_tests::RedisServer;
+use tokio::sync::Semaphore;
+
+#[cached(ttl = 60, prefix = "hot", cache = cache, skip(cache, loads, gate))]
+async fn hot(cache: &Cache, loads: &AtomicU32, gate: &Semaphore, id: u64) -> String {
+    loads.fetch_add(1, SeqCst);
+    gate.acquire().await.expect("gate open").forget();
+    format!("value-{id}")
+}
+
+struct Fixture {
+    cache: Cache,
+    loads: AtomicU32,
+    gate: Semaphore,
+}
+
+impl Fixture {
+    fn new(cache: Cache) -> Arc<Self> {
+        Arc::new(Fixture {
+            cache,
+            loads: AtomicU32::new(0),
+            gate: Semaphore::new(0),
+        })
+    }
+
+    fn call(self: &Arc<Self>, id: u64) -> tokio::task::JoinHandle<String> {
+        let f = Arc::clone(self);
+        tokio::spawn(async move { hot(&f.cache, &f.loads, &f.gate, id).await })
+    }
+
+    /// Waits (bounded) until `cond` holds: the counters are the signal.
+    async fn until(&self, what: &str, cond: impl Fn(&Fixture) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond(self) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {:?}",
+                self.cache.stats()
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
+async fn five_hundred_cold_calls_load_once(cache: Cache) {
+    let f = Fixture::new(cache);
+    let calls: Vec<_> = (0..500).map(|_| f.call(7)).collect();
+    f.until("499 waiters", |f| f.cache.stats().waited == 499)
+        .await;
+    assert_eq!(f.loads.load(SeqCst), 1);
+    f.gate.add_permits(1);
+    for call in calls {
+        assert_eq!(call.await.unwrap(), "value-7");
+    }
+    assert_eq!(f.loads.load(SeqCst), 1, "{}", f.cache.backend_name());
+    // Other keys are not held up by a running flight, and load in parallel.
+    let a = f.call(1);
+    let b = f.call(2);
+    f.until("two loads", |f| f.loads.load(SeqCst) == 3).await;
+    f.gate.add_permits(2);
+    assert_eq!(
+        (a.await.unwrap(), b.await.unwrap()),
+        ("value-1".into(), "value-2".into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_cold_calls_load_once_on_redis() {
+    let server = RedisServer::start();
+    let cache = Cache::builder()
+        .timeout(Duration::from_secs(2))
+        .redis(&server.url())
+        .unwrap();
+    five_hundred_cold_calls_load_once(cache).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_cold_calls_load_once_in_memory() {
+    five_hundred_cold_calls_load_once(Cache::memory()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_are_served_even_when_redis_is_down() {
+    let mut server = RedisServer::start();
+    let url = server.url();
+    server.kill();
+    let cache = Cache::builder()
+        .timeout(Duration::from_millis(200))
+        .redis(&url)
+        .unwrap();
+    let f = Fixture::new(cache);
+    let calls: Vec<_> = (0..50).map(|_| f.call(3)).collect();
+    f.until("49 waiters", |f| f.cache.stats().waited == 49)
+        .await;
+    f.gate.add_permits(1);
+    for call in calls {
+        assert_eq!(call.await.unwrap(), "value-3");
+    }
+    assert_eq!(
+        f.loads.load(SeqCst),
+        1,
+        "the leader's entry is handed over, not re-read"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_leader_does_not_strand_its_waiters() {
+    let f = Fixture::new(Cache::memory());
+    let leader = f.call(9);
+    f.until("the leader's load", |f| f.loads.load(SeqCst) == 1)
+        .await;
+    let waiters: Vec<_> = (0..10).map(|_| f.call(9)).collect();
+    f.until("10 waiters", |f| f.cache.stats().waited == 10)
+        .await;
+    leader.abort(); // drops the leader's future mid-load
+    assert!(leader.await.unwrap_err().is_cancelled());
+    // One waiter takes over with its own body; the other nine wait for it.
+    f.until("the new leader's load", |f| f.loads.load(SeqCst) == 2)
+        .await;
+    f.gate.add_permits(1);
+    for waiter in waiters {
+        let value = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("no waiter hangs")
+            .unwrap();
+        assert_eq!(value, "value-9");
+    }
+    assert_eq!(f.loads.load(SeqCst), 2);
+}

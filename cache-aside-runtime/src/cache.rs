@@ -99,7 +99,7 @@ impl CacheBuilder {
         self
     }
 
-    /// A cache on the Redis at `url` (`redis://host:port/db`, `unix:///path`). TLS
+    /// A cache on the Redis at `url` (`redis://127.0.0.1:6379/0`, `unix:///path/redis.sock`). TLS
     /// (`rediss://`) is not enabled in this release.
     /// Does not connect yet: the first call does, and a Redis that is down is a miss.
     pub fn redis(self, url: &str) -> Result<Cache, Error> {
@@ -157,7 +157,7 @@ impl CacheBuilder {
     }
 }
 
-/// `redis://user:secret@host` → `redis://user:***@host`, for logs.
+/// `redis://user:secret@127.0.0.1` → `redis://user:***@127.0.0.1`, for logs.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {

@@ -100,7 +100,7 @@ impl CacheBuilder {
     }
 
     /// A cache on the Redis at `url` (`redis://127.0.0.1:6379/0`, `unix:///path/redis.sock`). TLS
-    /// (`rediss://`) is not enabled in this release.
+    /// (the `rediss` scheme) is not enabled in this release.
     /// Does not connect yet: the first call does, and a Redis that is down is a miss.
     pub fn redis(self, url: &str) -> Result<Cache, Error> {
         let backend = Backend::Redis(RedisBackend::new(url, self.timeout)?);

@@ -43,7 +43,6 @@ pub(crate) struct Inner {
     pub(crate) backend: Backend,
     pub(crate) namespace: String,
     pub(crate) default_ttl: Option<Duration>,
-    pub(crate) timeout: Duration,
     pub(crate) codec: Codec,
     pub(crate) counters: Counters,
     pub(crate) reporter: Reporter,
@@ -147,7 +146,6 @@ impl CacheBuilder {
                 backend,
                 namespace: self.namespace,
                 default_ttl: self.default_ttl,
-                timeout: self.timeout,
                 codec: Codec::default(),
                 counters: Counters::default(),
                 reporter: Reporter::default(),
@@ -234,7 +232,7 @@ impl Cache {
 
     /// Deletes one key (as returned by a `{fn}_cache_key` companion); `true` if it existed.
     pub async fn invalidate(&self, key: &str) -> Result<bool, Error> {
-        self.bounded(self.inner.backend.delete(key)).await
+        self.inner.backend.delete(key).await
     }
 
     /// Deletes every key of one prefix in this cache's namespace, with `SCAN` + `UNLINK`
@@ -246,8 +244,8 @@ impl Cache {
                 "prefix {prefix:?} must be non-empty and use only A-Z a-z 0-9 _ . - /"
             )));
         }
-        // Not under one timeout: each SCAN/UNLINK step is bounded by the connection's own
-        // response timeout, and a large prefix legitimately takes many steps.
+        // Not under one timeout: each SCAN/UNLINK step is bounded on its own, and a large
+        // prefix legitimately takes many steps.
         self.inner
             .backend
             .delete_prefix(&self.inner.namespace, prefix)
@@ -256,18 +254,7 @@ impl Cache {
 
     /// Time until `key` expires; `None` if it is not cached.
     pub async fn ttl_of(&self, key: &str) -> Result<Option<Duration>, Error> {
-        self.bounded(self.inner.backend.ttl(key)).await
-    }
-
-    /// Runs one backend operation under the cache's timeout.
-    pub(crate) async fn bounded<T>(
-        &self,
-        op: impl Future<Output = Result<T, Error>>,
-    ) -> Result<T, Error> {
-        match tokio::time::timeout(self.inner.timeout, op).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::Timeout(self.inner.timeout)),
-        }
+        self.inner.backend.ttl(key).await
     }
 }
 
@@ -277,7 +264,6 @@ impl std::fmt::Debug for Cache {
             .field("backend", &self.backend_name())
             .field("namespace", &self.inner.namespace)
             .field("default_ttl", &self.inner.default_ttl)
-            .field("timeout", &self.inner.timeout)
             .finish_non_exhaustive()
     }
 }

@@ -1,6 +1,6 @@
 //! Stage 4: the get-or-load path, the cache-aside pattern step by step.
 //!
-//! 1. read the key from the backend (bounded by the cache's timeout);
+//! 1. read the key from the backend (Redis calls are bounded by the cache's timeout);
 //! 2. on a hit, decode the envelope and hand the value back;
 //! 3. on a miss (absent, undecodable, or the backend failed), join the key's flight: the
 //!    first caller in this process loads, concurrent ones wait for its entry ([`flight`]);
@@ -78,7 +78,7 @@ impl Cache {
 
     async fn lookup<S: Shape<R>, R>(&self, key: &Key) -> Lookup<R> {
         let counters = &self.inner.counters;
-        let found = match self.bounded(self.inner.backend.get(key.as_str())).await {
+        let found = match self.inner.backend.get(key.as_str()).await {
             Ok(found) => found,
             Err(error) => {
                 self.failed("get", key.as_str(), &error);
@@ -122,7 +122,9 @@ impl Cache {
             }
         };
         let written = self
-            .bounded(self.inner.backend.set(key.as_str(), entry.clone(), ttl))
+            .inner
+            .backend
+            .set(key.as_str(), entry.clone(), ttl)
             .await;
         if let Err(error) = written {
             self.failed("set", key.as_str(), &error);

@@ -29,6 +29,18 @@ impl RedisBackend {
         })
     }
 
+    /// One command under the cache's timeout. The bound covers the wait for a (re)connection
+    /// too, which redis-rs's own response timeout does not.
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Error> {
+        let op = async {
+            let mut conn = self.conn().await?;
+            Ok(cmd.query_async::<T>(&mut conn).await?)
+        };
+        tokio::time::timeout(self.timeout, op)
+            .await
+            .unwrap_or(Err(Error::Timeout(self.timeout)))
+    }
+
     async fn conn(&self) -> Result<ConnectionManager, Error> {
         let manager = self
             .manager
@@ -44,49 +56,42 @@ impl RedisBackend {
     }
 
     pub(crate) async fn get(&self, key: &str) -> Result<Option<Bytes>, Error> {
-        let mut conn = self.conn().await?;
-        let value: Option<Vec<u8>> = redis::cmd("GET").arg(key).query_async(&mut conn).await?;
+        let value: Option<Vec<u8>> = self.query(redis::cmd("GET").arg(key)).await?;
         Ok(value.map(Bytes::from))
     }
 
     pub(crate) async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), Error> {
-        let mut conn = self.conn().await?;
         let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        redis::cmd("SET")
-            .arg(key)
-            .arg(&value[..])
-            .arg("PX")
-            .arg(millis)
-            .query_async::<()>(&mut conn)
-            .await?;
-        Ok(())
+        self.query(
+            redis::cmd("SET")
+                .arg(key)
+                .arg(&value[..])
+                .arg("PX")
+                .arg(millis),
+        )
+        .await
     }
 
     pub(crate) async fn delete(&self, key: &str) -> Result<bool, Error> {
-        let mut conn = self.conn().await?;
-        let removed: u64 = redis::cmd("UNLINK").arg(key).query_async(&mut conn).await?;
+        let removed: u64 = self.query(redis::cmd("UNLINK").arg(key)).await?;
         Ok(removed > 0)
     }
 
-    /// `SCAN MATCH` + `UNLINK` in batches: never `KEYS`, which blocks the server.
+    /// `SCAN MATCH` + `UNLINK` in batches: never `KEYS`, which blocks the server. Each step
+    /// is bounded on its own.
     pub(crate) async fn delete_matching(&self, pattern: &str) -> Result<u64, Error> {
-        let mut conn = self.conn().await?;
         let mut cursor = 0u64;
         let mut removed = 0u64;
         loop {
-            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                .arg(cursor)
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
                 .arg("MATCH")
                 .arg(pattern)
                 .arg("COUNT")
-                .arg(SCAN_BATCH)
-                .query_async(&mut conn)
-                .await?;
+                .arg(SCAN_BATCH);
+            let (next, keys): (u64, Vec<Vec<u8>>) = self.query(&scan).await?;
             if !keys.is_empty() {
-                removed += redis::cmd("UNLINK")
-                    .arg(&keys)
-                    .query_async::<u64>(&mut conn)
-                    .await?;
+                removed += self.query::<u64>(redis::cmd("UNLINK").arg(&keys)).await?;
             }
             if next == 0 {
                 return Ok(removed);
@@ -96,8 +101,7 @@ impl RedisBackend {
     }
 
     pub(crate) async fn ttl(&self, key: &str) -> Result<Option<Duration>, Error> {
-        let mut conn = self.conn().await?;
-        let millis: i64 = redis::cmd("PTTL").arg(key).query_async(&mut conn).await?;
+        let millis: i64 = self.query(redis::cmd("PTTL").arg(key)).await?;
         // -2: no such key; -1: no expiry, which this library never writes.
         Ok(match millis {
             -2 => None,

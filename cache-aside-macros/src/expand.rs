@@ -8,9 +8,9 @@
 //! Output:
 //! ```text
 //! pub async fn get_user(id: u64) -> Result<User, DbError> {
-//!     static SPEC: FnSpec = FnSpec::new(module_path!(), "get_user", Some("user"), 60000, 0);
+//!     static SPEC: FnSpec = FnSpec::new(module_path!(), "get_user", Some("user")).ttl_ms(60000);
 //!     let prepared = prepare(default_cache(), &SPEC, None, |b| { b.value(&id)?; Ok(()) });
-//!     get_or_load::<Res<Plain>, Result<User, DbError>, _>(prepared, &SPEC, async move { body }).await
+//!     get_or_load::<Res<Plain>, Result<User, DbError>, _>(prepared, &SPEC, Foreground(async move { body })).await
 //! }
 //! pub fn get_user_cache_key(id: u64) -> Result<String, Error> { /* same prepare */ }
 //! pub async fn get_user_invalidate(id: u64) -> Result<bool, Error> { /* same prepare */ }
@@ -122,13 +122,19 @@ impl<'a> Gen<'a> {
             }
             (None, None) => quote!(::core::option::Option::None),
         };
-        let ttl = self.args.ttl.map_or(0, |d| d.millis);
-        let none_ttl = self.args.none_ttl.map_or(0, |(d, _)| d.millis);
+        let ttl = self.args.ttl.map(|d| {
+            let ms = d.millis;
+            quote!(.ttl_ms(#ms))
+        });
+        let none_ttl = self.args.none_ttl.map(|(d, _)| {
+            let ms = d.millis;
+            quote!(.none_ttl_ms(#ms))
+        });
         let spec = local("__ca_spec");
         quote! {
             let #spec: &'static #private::FnSpec = {
                 static SPEC: #private::FnSpec =
-                    #private::FnSpec::new(::core::module_path!(), #name, #prefix, #ttl, #none_ttl);
+                    #private::FnSpec::new(::core::module_path!(), #name, #prefix) #ttl #none_ttl;
                 &SPEC
             };
         }
@@ -249,7 +255,7 @@ impl<'a> Gen<'a> {
                 #check
                 #spec
                 #prepare
-                #private::get_or_load::<#shape, #ret, _>(#prepared, #spec_var, async move #block).await
+                #private::get_or_load::<#shape, #ret, _>(#prepared, #spec_var, #private::Foreground(async move #block)).await
             }
         }
     }

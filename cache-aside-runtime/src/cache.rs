@@ -3,7 +3,10 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
+
 use crate::backend::{Backend, MemoryBackend, RedisBackend};
+use crate::breaker::Breaker;
 use crate::codec::Codec;
 use crate::error::Error;
 use crate::flight::Flights;
@@ -17,6 +20,9 @@ pub const DEFAULT_NAMESPACE: &str = "ca";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
 /// Size cap of the embedded backend when the builder sets none: 64 MiB.
 pub const DEFAULT_MEMORY_BYTES: u64 = 64 << 20;
+/// Largest entry stored when the builder sets none: 8 MiB. Larger values are returned, not
+/// stored: a multi-megabyte `GET` stalls every other command on the connection.
+pub const DEFAULT_MAX_VALUE_BYTES: u64 = 8 << 20;
 
 static DEFAULT_CACHE: OnceLock<Cache> = OnceLock::new();
 
@@ -42,11 +48,27 @@ pub struct Cache {
 pub(crate) struct Inner {
     pub(crate) backend: Backend,
     pub(crate) namespace: String,
-    pub(crate) default_ttl: Option<Duration>,
+    pub(crate) settings: Settings,
     pub(crate) codec: Codec,
     pub(crate) counters: Counters,
     pub(crate) reporter: Reporter,
     pub(crate) flights: Flights,
+    /// Permits for background refreshes: `max_refreshes` at a time.
+    pub(crate) refresh_slots: Arc<Semaphore>,
+}
+
+/// The cache-wide defaults a function's own options override.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    pub(crate) default_ttl: Option<Duration>,
+    pub(crate) timeout: Duration,
+    pub(crate) max_value_bytes: u64,
+    pub(crate) jitter: f64,
+    pub(crate) fail_safe: Option<Duration>,
+    pub(crate) fail_safe_backoff: Duration,
+    pub(crate) lock: bool,
+    pub(crate) lock_ttl: Duration,
+    pub(crate) lock_wait: Duration,
 }
 
 /// Settings for a [`Cache`]; finish with [`redis`](Self::redis), [`memory`](Self::memory)
@@ -55,23 +77,42 @@ pub(crate) struct Inner {
 #[must_use]
 pub struct CacheBuilder {
     namespace: String,
-    default_ttl: Option<Duration>,
-    timeout: Duration,
+    settings: Settings,
     memory_bytes: u64,
+    breaker_failures: u32,
+    breaker_cooldown: Duration,
+    max_refreshes: usize,
 }
 
 impl Default for CacheBuilder {
     fn default() -> Self {
         CacheBuilder {
             namespace: DEFAULT_NAMESPACE.to_owned(),
-            default_ttl: None,
-            timeout: DEFAULT_TIMEOUT,
+            settings: Settings {
+                default_ttl: None,
+                timeout: DEFAULT_TIMEOUT,
+                max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+                jitter: 0.0,
+                fail_safe: None,
+                fail_safe_backoff: Duration::from_secs(5),
+                lock: false,
+                lock_ttl: Duration::from_secs(5),
+                lock_wait: Duration::from_secs(5),
+            },
             memory_bytes: DEFAULT_MEMORY_BYTES,
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(2),
+            max_refreshes: 64,
         }
     }
 }
 
 impl CacheBuilder {
+    #[cfg(test)]
+    pub(crate) fn settings_for_tests(self) -> Settings {
+        self.settings
+    }
+
     /// First segment of every key (default `ca`): `[A-Za-z0-9_.-/]` only, so that prefix
     /// patterns need no escaping. Use one per application or environment sharing a Redis.
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
@@ -81,14 +122,15 @@ impl CacheBuilder {
 
     /// TTL for functions whose `#[cached]` gives none.
     pub fn default_ttl(mut self, ttl: Duration) -> Self {
-        self.default_ttl = Some(ttl);
+        self.settings.default_ttl = Some(ttl);
         self
     }
 
-    /// Upper bound on each cache read or write (default 250 ms). A read that takes longer is
-    /// a miss; a write that takes longer is abandoned. The call itself still succeeds.
+    /// Upper bound on each cache read or write (default 250 ms), the wait for a
+    /// (re)connection included. A read that takes longer is a miss; a write that takes longer
+    /// is abandoned. The call itself still succeeds. `#[cached(timeout = ...)]` overrides it.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.settings.timeout = timeout;
         self
     }
 
@@ -98,11 +140,79 @@ impl CacheBuilder {
         self
     }
 
+    /// Largest encoded entry to store (default 8 MiB); a larger value is returned to the
+    /// caller but not stored, and counted in `stats().oversized`.
+    pub fn max_value_bytes(mut self, bytes: u64) -> Self {
+        self.settings.max_value_bytes = bytes;
+        self
+    }
+
+    /// Spread every TTL by up to `±fraction` (e.g. `0.1`), so keys written together do not
+    /// expire together. `0` (the default) turns it off.
+    pub fn jitter(mut self, fraction: f64) -> Self {
+        self.settings.jitter = fraction;
+        self
+    }
+
+    /// Keep values this long past their TTL, to answer with the last good value when a
+    /// function's body fails (`stats().fail_safe`). Off by default.
+    pub fn fail_safe(mut self, keep: Duration) -> Self {
+        self.settings.fail_safe = Some(keep);
+        self
+    }
+
+    /// After a failed body was answered by fail-safe (or a refresh failed), serve the old
+    /// value for this long before running the body again (default 5 s).
+    pub fn fail_safe_backoff(mut self, backoff: Duration) -> Self {
+        self.settings.fail_safe_backoff = backoff;
+        self
+    }
+
+    /// Take a Redis lock before loading, so that one process in the fleet loads a missing
+    /// key while the others wait for its value (default off: it adds a round trip to every
+    /// miss, and single-flight already covers one process). `#[cached(lock = ...)]`
+    /// overrides it. The embedded backend has no other processes and ignores it.
+    pub fn lock(mut self, on: bool) -> Self {
+        self.settings.lock = on;
+        self
+    }
+
+    /// How long a lock lives unless its holder extends it (default 5 s). A holder extends
+    /// it every third of this while its body runs, so a slow load keeps it; a holder that
+    /// dies frees the key after at most this long.
+    pub fn lock_ttl(mut self, ttl: Duration) -> Self {
+        self.settings.lock_ttl = ttl;
+        self
+    }
+
+    /// Longest a caller waits for another process's load (default 5 s); after that it loads
+    /// itself (`stats().lock_timeouts`).
+    pub fn lock_wait(mut self, wait: Duration) -> Self {
+        self.settings.lock_wait = wait;
+        self
+    }
+
+    /// Circuit breaker: after `failures` consecutive connection failures or timeouts, skip
+    /// Redis for `cooldown`, then let one probe through (defaults: 5 and 2 s).
+    pub fn breaker(mut self, failures: u32, cooldown: Duration) -> Self {
+        self.breaker_failures = failures;
+        self.breaker_cooldown = cooldown;
+        self
+    }
+
+    /// Most background refreshes (`stale`, `refresh_ahead`) running at once (default 64);
+    /// beyond it a stale value is still served and the refresh is left to a later call.
+    pub fn max_refreshes(mut self, max: usize) -> Self {
+        self.max_refreshes = max;
+        self
+    }
+
     /// A cache on the Redis at `url` (`redis://127.0.0.1:6379/0`, `unix:///path/redis.sock`). TLS
     /// (the `rediss` scheme) is not enabled in this release.
     /// Does not connect yet: the first call does, and a Redis that is down is a miss.
     pub fn redis(self, url: &str) -> Result<Cache, Error> {
-        let backend = Backend::Redis(RedisBackend::new(url, self.timeout)?);
+        let breaker = Breaker::new(self.breaker_failures, self.breaker_cooldown);
+        let backend = Backend::Redis(RedisBackend::new(url, self.settings.timeout, breaker)?);
         self.build(backend)
     }
 
@@ -136,20 +246,39 @@ impl CacheBuilder {
                 self.namespace
             )));
         }
-        if self.default_ttl == Some(Duration::ZERO) || self.timeout.is_zero() {
+        let s = &self.settings;
+        let positive = [
+            Some(s.timeout),
+            s.default_ttl,
+            Some(s.lock_ttl),
+            Some(s.lock_wait),
+        ];
+        if positive.into_iter().flatten().any(|d| d.is_zero()) {
             return Err(Error::Config(
-                "default_ttl and timeout must be greater than zero".into(),
+                "default_ttl, timeout, lock_ttl and lock_wait must be greater than zero".into(),
+            ));
+        }
+        if !(0.0..1.0).contains(&s.jitter) {
+            return Err(Error::Config(format!(
+                "jitter must be at least 0 and below 1, got {}",
+                s.jitter
+            )));
+        }
+        if self.max_refreshes == 0 || s.max_value_bytes == 0 {
+            return Err(Error::Config(
+                "max_refreshes and max_value_bytes must be greater than zero".into(),
             ));
         }
         Ok(Cache {
             inner: Arc::new(Inner {
                 backend,
                 namespace: self.namespace,
-                default_ttl: self.default_ttl,
+                settings: self.settings,
                 codec: Codec::default(),
                 counters: Counters::default(),
                 reporter: Reporter::default(),
                 flights: Flights::default(),
+                refresh_slots: Arc::new(Semaphore::new(self.max_refreshes)),
             }),
         })
     }
@@ -217,7 +346,7 @@ impl Cache {
 
     /// The TTL for functions that set none.
     pub fn default_ttl(&self) -> Option<Duration> {
-        self.inner.default_ttl
+        self.inner.settings.default_ttl
     }
 
     /// `"redis"` or `"memory"`.
@@ -227,12 +356,15 @@ impl Cache {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
-        self.inner.counters.snapshot()
+        self.inner.counters.snapshot(self.inner.backend.breaker())
     }
 
     /// Deletes one key (as returned by a `{fn}_cache_key` companion); `true` if it existed.
     pub async fn invalidate(&self, key: &str) -> Result<bool, Error> {
-        self.inner.backend.delete(key).await
+        self.inner
+            .backend
+            .delete(key, self.inner.settings.timeout)
+            .await
     }
 
     /// Deletes every key of one prefix in this cache's namespace, with `SCAN` + `UNLINK`
@@ -248,13 +380,16 @@ impl Cache {
         // prefix legitimately takes many steps.
         self.inner
             .backend
-            .delete_prefix(&self.inner.namespace, prefix)
+            .delete_prefix(&self.inner.namespace, prefix, self.inner.settings.timeout)
             .await
     }
 
     /// Time until `key` expires; `None` if it is not cached.
     pub async fn ttl_of(&self, key: &str) -> Result<Option<Duration>, Error> {
-        self.inner.backend.ttl(key).await
+        self.inner
+            .backend
+            .ttl(key, self.inner.settings.timeout)
+            .await
     }
 }
 
@@ -263,7 +398,7 @@ impl std::fmt::Debug for Cache {
         f.debug_struct("Cache")
             .field("backend", &self.backend_name())
             .field("namespace", &self.inner.namespace)
-            .field("default_ttl", &self.inner.default_ttl)
+            .field("default_ttl", &self.inner.settings.default_ttl)
             .finish_non_exhaustive()
     }
 }
@@ -289,6 +424,10 @@ mod tests {
             Cache::builder().namespace(""),
             Cache::builder().default_ttl(Duration::ZERO),
             Cache::builder().timeout(Duration::ZERO),
+            Cache::builder().lock_wait(Duration::ZERO),
+            Cache::builder().jitter(1.0),
+            Cache::builder().jitter(-0.1),
+            Cache::builder().max_refreshes(0),
         ] {
             assert!(matches!(builder.memory(), Err(Error::Config(_))));
         }

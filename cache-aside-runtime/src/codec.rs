@@ -84,19 +84,29 @@ pub fn encode<V: Serialize + ?Sized>(
 ) -> Result<Vec<u8>, Error> {
     let mut out = Vec::with_capacity(HEADER_LEN + 64);
     let flags = if value.is_none() { FLAG_ABSENT } else { 0 };
-    let fresh_ms = fresh_until.map_or(0, |t| {
-        t.duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_millis()
-            .try_into()
-            .unwrap_or(u64::MAX)
-    });
     out.extend_from_slice(&[MAGIC, VERSION, flags, codec.id()]);
-    out.extend_from_slice(&fresh_ms.to_be_bytes());
+    out.extend_from_slice(&fresh_until.map_or(0, unix_ms).to_be_bytes());
     if let Some(value) = value {
         codec.write(value, &mut out)?;
     }
     Ok(out)
+}
+
+/// `t` as Unix milliseconds, the unit of the header's fresh-until field.
+pub(crate) fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis()
+        .try_into()
+        .unwrap_or(u64::MAX)
+}
+
+/// The header of a well-formed envelope with another fresh-until time: how fail-safe marks
+/// an expired value fresh for a short back-off without re-encoding it.
+pub(crate) fn retimed_header(entry: &[u8], fresh_until: SystemTime) -> Option<[u8; HEADER_LEN]> {
+    let mut header = *entry.first_chunk::<HEADER_LEN>()?;
+    header[4..].copy_from_slice(&unix_ms(fresh_until).to_be_bytes());
+    Some(header)
 }
 
 /// Reads an envelope; any deviation from the layout is [`Error::Decode`].
@@ -167,6 +177,18 @@ mod tests {
                 fresh_until: Some(at)
             }
         );
+    }
+
+    #[test]
+    fn fresh_until_can_be_rewritten_in_place() {
+        let at = UNIX_EPOCH + Duration::from_millis(1_000);
+        let later = UNIX_EPOCH + Duration::from_millis(9_000);
+        let mut bytes = encode(Codec::Json, Some(&"v"), Some(at)).unwrap();
+        let header = retimed_header(&bytes, later).unwrap();
+        bytes[..HEADER_LEN].copy_from_slice(&header);
+        let moved = decode::<String>(&bytes).unwrap();
+        assert_eq!(moved.fresh_until, Some(later));
+        assert_eq!(moved.value.as_deref(), Some("v"));
     }
 
     #[test]

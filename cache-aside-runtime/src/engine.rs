@@ -1,65 +1,123 @@
-//! Stage 4: the get-or-load path, the cache-aside pattern step by step.
+//! The get-or-load path, the cache-aside pattern step by step.
 //!
-//! 1. read the key from the backend (Redis calls are bounded by the cache's timeout);
-//! 2. on a hit, decode the envelope and hand the value back;
-//! 3. on a miss (absent, undecodable, or the backend failed), join the key's flight: the
-//!    first caller in this process loads, concurrent ones wait for its entry ([`flight`]);
-//! 4. store what the return type's [`Shape`] says to store, with its TTL, in one command;
-//! 5. return the loaded value, whatever happened in step 4.
+//! 1. **read** the key (bounded by the function's timeout, skipped while the breaker is
+//!    open);
+//! 2. **decide** what the entry is worth ([`Freshness`]): fresh → return it; due for
+//!    refresh-ahead or within `stale` → return it and refresh in the background; expired →
+//!    keep it as the fail-safe answer and load;
+//! 3. **load once**: join the key's single-flight ([`flight`]); the leader takes the
+//!    distributed lock if asked ([`lock`]), runs the body, and hands its entry to the
+//!    waiters;
+//! 4. **store** what the return type's [`Shape`] says to store, with the jittered TTL plus
+//!    the stale/fail-safe margin, in one command (releasing the lock in the same script);
+//! 5. **return** the loaded value, whatever happened in step 4; if the body failed and an
+//!    expired value was kept, return that instead (fail-safe) and back off.
 //!
 //! [`flight`]: crate::flight
+//! [`lock`]: crate::lock
 //!
-//! The cache is an optimisation: no failure in steps 1, 2 or 4 reaches the caller.
+//! The cache is an optimisation: no failure in steps 1, 2 or 4 reaches the caller unless
+//! the function asked for it with `on_cache_error = "fail"` ([`Policy::surface_errors`]).
 
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
 use crate::cache::Cache;
-use crate::codec;
+use crate::codec::{self, unix_ms};
 use crate::error::Error;
-use crate::flight::{self, Outcome, Role};
+use crate::flight::{self, Lead, Outcome, Role};
 use crate::key::Key;
+use crate::lock::{Acquired, Held};
+use crate::policy::{Freshness, Policy};
 use crate::shape::{Shape, Store};
 use crate::stats::Counters;
 
-/// The per-function settings the engine needs, resolved against the cache's defaults.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Policy {
-    pub(crate) ttl: Duration,
-    pub(crate) none_ttl: Option<Duration>,
-}
+/// Starts a background refresh of `key` with this call's body; `false` if none started.
+/// Only bodies that can outlive their call (`stale`, `refresh_ahead`) have one.
+pub(crate) type Detach<F> = fn(&Cache, &Key, Policy, F, Bytes) -> bool;
 
-enum Lookup<R> {
-    Hit(R),
-    Miss,
+/// A value the engine could serve, with its entry.
+struct Found<R> {
+    value: R,
+    entry: Bytes,
 }
 
 impl Cache {
-    pub(crate) async fn get_or_load<S, R, F>(&self, key: &Key, policy: Policy, load: F) -> R
+    pub(crate) async fn get_or_load<S, R, F>(
+        &self,
+        key: &Key,
+        policy: Policy,
+        load: F,
+        detach: Option<Detach<F>>,
+    ) -> Result<R, Error>
     where
         S: Shape<R>,
         F: Future<Output = R>,
     {
-        if let Lookup::Hit(value) = self.lookup::<S, R>(key).await {
-            return value;
-        }
         let counters = &self.inner.counters;
+        // 1. read
+        let read = self.inner.backend.get(key.as_str(), policy.timeout).await;
+        let entry = match read {
+            Ok(entry) => entry,
+            Err(error) => {
+                self.failed("get", key.as_str(), &error);
+                if policy.surface_errors {
+                    return Err(error);
+                }
+                None
+            }
+        };
+        // 2. decide
+        let mut kept = None;
+        if let Some(entry) = entry {
+            match decode_entry::<S, R>(&entry) {
+                Ok((value, fresh_until)) => {
+                    let freshness = policy.classify(fresh_until, SystemTime::now());
+                    match (freshness, detach) {
+                        (Freshness::Fresh, _) | (Freshness::RefreshDue, None) => {
+                            Counters::bump(&counters.hits);
+                            return Ok(value);
+                        }
+                        (Freshness::RefreshDue | Freshness::Stale, Some(detach)) => {
+                            Counters::bump(&counters.hits);
+                            if freshness == Freshness::Stale {
+                                Counters::bump(&counters.stale_served);
+                            }
+                            detach(self, key, policy, load, entry);
+                            return Ok(value);
+                        }
+                        (Freshness::Stale | Freshness::Expired, _) => {
+                            kept = Some(Found { value, entry });
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(key = key.as_str(), %error, "cache-aside: corrupt entry; reloading");
+                    Counters::bump(&counters.corrupt);
+                }
+            }
+        }
+        Counters::bump(&counters.misses);
+        // 3. load once
         loop {
             match self.inner.flights.join(key.as_str()) {
                 Role::Leader(lead) => {
-                    Counters::bump(&counters.loads);
-                    let loaded = load.await;
-                    let entry = self.store::<S, R>(key, policy, &loaded).await;
-                    lead.finish(entry.map_or(Outcome::NotStored, Outcome::Stored));
-                    return loaded;
+                    return self.lead::<S, R, F>(key, policy, load, kept, lead).await;
                 }
                 Role::Waiter(rx) => {
                     Counters::bump(&counters.waited);
                     match flight::wait(rx).await {
-                        Outcome::Stored(bytes) => {
-                            if let Ok(value) = decode_entry::<S, R>(&bytes) {
-                                return value;
+                        Outcome::Stored(entry) => {
+                            if let Ok((value, _)) = decode_entry::<S, R>(&entry) {
+                                return Ok(value);
+                            }
+                        }
+                        Outcome::Stale(entry) => {
+                            if let Ok((value, _)) = decode_entry::<S, R>(&entry) {
+                                Counters::bump(&counters.stale_served);
+                                Counters::bump(&counters.fail_safe);
+                                return Ok(value);
                             }
                         }
                         // The leader was cancelled: try to lead (or wait for whoever does).
@@ -67,69 +125,197 @@ impl Cache {
                         Outcome::NotStored => {}
                     }
                     // Nothing shareable: this caller loads for itself.
-                    Counters::bump(&counters.loads);
-                    let loaded = load.await;
-                    self.store::<S, R>(key, policy, &loaded).await;
-                    return loaded;
+                    let (result, _) = self.load::<S, R, F>(key, policy, load, kept, None).await;
+                    return result;
                 }
             }
         }
     }
 
-    async fn lookup<S: Shape<R>, R>(&self, key: &Key) -> Lookup<R> {
+    /// The single-flight leader: across processes too, if the lock is on.
+    async fn lead<S: Shape<R>, R, F: Future<Output = R>>(
+        &self,
+        key: &Key,
+        policy: Policy,
+        load: F,
+        kept: Option<Found<R>>,
+        lead: Lead,
+    ) -> Result<R, Error> {
+        let mut held = None;
+        if let (Some(lock), Some(redis)) = (policy.lock, self.inner.backend.redis()) {
+            match self.acquire(redis, key, &policy, lock).await {
+                Ok(Acquired::Held(h)) => held = Some(h),
+                Ok(Acquired::Value(entry)) => {
+                    if let Ok((value, _)) = decode_entry::<S, R>(&entry) {
+                        lead.finish(Outcome::Stored(entry));
+                        return Ok(value);
+                    }
+                }
+                Ok(Acquired::GaveUp) => {}
+                Err(error) => {
+                    self.failed("lock", key.as_str(), &error);
+                    if policy.surface_errors {
+                        return Err(error);
+                    }
+                }
+            }
+        }
+        let (result, outcome) = self.load::<S, R, F>(key, policy, load, kept, held).await;
+        lead.finish(outcome);
+        result
+    }
+
+    /// Runs the body and stores its result; with fail-safe, a failed body is answered by
+    /// the kept value. Returns what single-flight waiters should get.
+    async fn load<S: Shape<R>, R, F: Future<Output = R>>(
+        &self,
+        key: &Key,
+        policy: Policy,
+        load: F,
+        kept: Option<Found<R>>,
+        held: Option<Held>,
+    ) -> (Result<R, Error>, Outcome) {
         let counters = &self.inner.counters;
-        let found = match self.inner.backend.get(key.as_str()).await {
-            Ok(found) => found,
-            Err(error) => {
-                self.failed("get", key.as_str(), &error);
-                Counters::bump(&counters.misses);
-                return Lookup::Miss;
-            }
+        Counters::bump(&counters.loads);
+        let redis = self.inner.backend.redis();
+        let loaded = match (&held, policy.lock, redis) {
+            (Some(h), Some(lock), Some(redis)) => self.hold(redis, h, &policy, lock, load).await,
+            _ => load.await,
         };
-        let Some(bytes) = found else {
-            Counters::bump(&counters.misses);
-            return Lookup::Miss;
-        };
-        let decoded = decode_entry::<S, R>(&bytes);
-        match decoded {
-            Ok(value) => {
-                Counters::bump(&counters.hits);
-                Lookup::Hit(value)
+        if let (Store::Skip, Some(kept)) = (S::store(&loaded), kept) {
+            Counters::bump(&counters.fail_safe);
+            Counters::bump(&counters.stale_served);
+            tracing::debug!(
+                key = key.as_str(),
+                "cache-aside: body failed; fail-safe serves the kept value"
+            );
+            self.back_off(key, &kept.entry, &policy).await;
+            // Only releases the lock; a failure is counted and logged inside.
+            self.write(key, None, held.as_ref(), &policy).await.ok();
+            return (Ok(kept.value), Outcome::Stale(kept.entry));
+        }
+        let encoded = self.encode::<S, R>(key, &policy, &loaded);
+        let (entry, written) = self.store(key, &policy, encoded, held.as_ref()).await;
+        let outcome = entry.map_or(Outcome::NotStored, Outcome::Stored);
+        match written {
+            Err(error) if policy.surface_errors => (Err(error), outcome),
+            _ => (Ok(loaded), outcome),
+        }
+    }
+
+    /// Encodes what the shape says to store and writes it (releasing `held`). Returns the
+    /// entry, written or not, so that waiters are served even when the backend is down.
+    ///
+    /// Takes the result of [`encode`](Self::encode) rather than `&R`, so no `&R` is held
+    /// across an await: a refresh task's future is `Send` without asking `R: Sync`.
+    pub(crate) async fn store(
+        &self,
+        key: &Key,
+        policy: &Policy,
+        encoded: Result<Option<(Bytes, Duration)>, Error>,
+        held: Option<&Held>,
+    ) -> (Option<Bytes>, Result<(), Error>) {
+        match encoded {
+            Ok(Some((entry, ttl))) if entry.len() as u64 <= policy.max_value_bytes => {
+                let written = self.write(key, Some((&entry, ttl)), held, policy).await;
+                if written.is_err() {
+                    Counters::bump(&self.inner.counters.store_errors);
+                }
+                (Some(entry), written)
             }
+            Ok(Some((entry, _))) => {
+                Counters::bump(&self.inner.counters.oversized);
+                tracing::debug!(
+                    key = key.as_str(),
+                    bytes = entry.len(),
+                    "cache-aside: value above max_value_bytes; not stored"
+                );
+                (Some(entry), self.write(key, None, held, policy).await)
+            }
+            Ok(None) => (None, self.write(key, None, held, policy).await),
             Err(error) => {
-                tracing::debug!(key = key.as_str(), %error, "cache-aside: corrupt entry; reloading");
-                Counters::bump(&counters.corrupt);
-                Counters::bump(&counters.misses);
-                Lookup::Miss
+                self.write(key, None, held, policy).await.ok();
+                (None, Err(error))
             }
         }
     }
 
-    /// Stores what the shape says to store; returns the encoded entry, written or not, so
-    /// that waiters on this load can be served even when the backend is down.
-    async fn store<S: Shape<R>, R>(&self, key: &Key, policy: Policy, loaded: &R) -> Option<Bytes> {
-        let (value, ttl) = match S::store(loaded) {
-            Store::Value(value) => (Some(value), policy.ttl),
-            Store::Absent => (None, policy.none_ttl?),
-            Store::Skip => return None,
+    /// The entry to store for `loaded` and its physical TTL (jittered TTL plus the
+    /// stale/fail-safe margin); `None` if the shape stores nothing.
+    pub(crate) fn encode<S: Shape<R>, R>(
+        &self,
+        key: &Key,
+        policy: &Policy,
+        loaded: &R,
+    ) -> Result<Option<(Bytes, Duration)>, Error> {
+        let (value, ttl) = match (S::store(loaded), policy.none_ttl) {
+            (Store::Value(value), _) => (Some(value), policy.ttl),
+            (Store::Absent, Some(none_ttl)) => (None, none_ttl),
+            (Store::Absent, None) | (Store::Skip, _) => return Ok(None),
         };
-        let fresh_until = SystemTime::now() + ttl;
-        let entry = match codec::encode(self.inner.codec, value, Some(fresh_until)) {
-            Ok(bytes) => Bytes::from(bytes),
+        let ttl = policy.jittered(ttl);
+        match codec::encode(self.inner.codec, value, Some(SystemTime::now() + ttl)) {
+            Ok(bytes) => Ok(Some((Bytes::from(bytes), ttl + policy.keep()))),
             Err(error) => {
                 self.failed("encode", key.as_str(), &error);
-                return None;
+                Err(error)
             }
+        }
+    }
+
+    /// Writes `entry` with its physical TTL, and releases `held` in the same round trip.
+    async fn write(
+        &self,
+        key: &Key,
+        entry: Option<(&Bytes, Duration)>,
+        held: Option<&Held>,
+        policy: &Policy,
+    ) -> Result<(), Error> {
+        let (op, result) = match (held, self.inner.backend.redis()) {
+            (Some(held), Some(redis)) => {
+                let entry = entry.map(|(bytes, ttl)| (key, bytes, ttl));
+                ("release", self.release(redis, held, entry, policy).await)
+            }
+            _ => match entry {
+                Some((bytes, ttl)) => (
+                    "set",
+                    self.inner
+                        .backend
+                        .set(key.as_str(), bytes, ttl, policy.timeout)
+                        .await,
+                ),
+                None => return Ok(()),
+            },
         };
-        let written = self
+        if let Err(error) = &result {
+            self.failed(op, key.as_str(), error);
+        }
+        result
+    }
+
+    /// Marks a kept entry fresh for `fail_safe_backoff`, so the next calls are served by it
+    /// instead of running a failing body again; only if nobody replaced it meanwhile.
+    pub(crate) async fn back_off(&self, key: &Key, entry: &[u8], policy: &Policy) {
+        let until = SystemTime::now() + policy.fail_safe_backoff;
+        let (Some(old), Some(new)) = (
+            entry.first_chunk::<{ codec::HEADER_LEN }>(),
+            codec::retimed_header(entry, until),
+        ) else {
+            return;
+        };
+        let retimed = self
             .inner
             .backend
-            .set(key.as_str(), entry.clone(), ttl)
+            .retime(key.as_str(), old, &new, policy.timeout)
             .await;
-        if let Err(error) = written {
-            self.failed("set", key.as_str(), &error);
+        if let Err(error) = retimed {
+            self.failed("retime", key.as_str(), &error);
         }
-        Some(entry)
+        tracing::trace!(
+            key = key.as_str(),
+            until = unix_ms(until),
+            "cache-aside: backing off"
+        );
     }
 
     pub(crate) fn failed(&self, op: &'static str, key: &str, error: &Error) {
@@ -138,9 +324,10 @@ impl Cache {
     }
 }
 
-/// Decodes an envelope into the function's return type.
-fn decode_entry<S: Shape<R>, R>(bytes: &[u8]) -> Result<R, Error> {
+/// Decodes an envelope into the function's return type and its fresh-until time.
+fn decode_entry<S: Shape<R>, R>(bytes: &[u8]) -> Result<(R, Option<SystemTime>), Error> {
     let entry = codec::decode::<S::Value>(bytes)?;
-    S::hit(entry.value)
-        .ok_or_else(|| Error::Decode("an absence marker where a value belongs".into()))
+    let value = S::hit(entry.value)
+        .ok_or_else(|| Error::Decode("an absence marker where a value belongs".into()))?;
+    Ok((value, entry.fresh_until))
 }

@@ -13,6 +13,9 @@ pub enum Error {
     /// Redis answered with an error, or the connection failed.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// The circuit breaker is open: Redis failed repeatedly and is skipped for a cool-down.
+    #[error("circuit open: Redis is skipped after repeated failures")]
+    CircuitOpen,
     /// A cache operation took longer than the configured timeout.
     #[error("cache operation timed out after {0:?}")]
     Timeout(Duration),

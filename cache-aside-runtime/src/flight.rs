@@ -9,9 +9,11 @@
 //! abandoned and one waiter takes over as the new leader with its own body: nobody hangs.
 //! When the leader's result is not stored (an `Err`, or `None` without `none_ttl`), waiters
 //! run their own bodies, since a result that is not `Clone` cannot be handed to many.
+//!
+//! A [`Lead`] owns what it needs, so a background refresh can carry it into a spawned task.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -21,39 +23,44 @@ pub(crate) enum Outcome {
     Running,
     /// The entry the leader stored (envelope bytes).
     Stored(Bytes),
+    /// The leader's body failed and fail-safe answered with this expired entry.
+    Stale(Bytes),
     /// The leader's result was not cacheable; each waiter loads for itself.
     NotStored,
     /// The leader was cancelled before finishing.
     Abandoned,
 }
 
+type Running = Arc<Mutex<HashMap<Box<str>, watch::Receiver<Outcome>>>>;
+
 #[derive(Default)]
 pub(crate) struct Flights {
-    running: Mutex<HashMap<String, watch::Receiver<Outcome>>>,
+    running: Running,
 }
 
-pub(crate) enum Role<'a> {
-    Leader(Lead<'a>),
+pub(crate) enum Role {
+    Leader(Lead),
     Waiter(watch::Receiver<Outcome>),
 }
 
 /// Held by the leader; reports `Abandoned` if dropped before [`Lead::finish`].
-pub(crate) struct Lead<'a> {
-    flights: &'a Flights,
-    key: &'a str,
+pub(crate) struct Lead {
+    running: Running,
+    key: Box<str>,
     tx: Option<watch::Sender<Outcome>>,
 }
 
 impl Flights {
-    pub(crate) fn join<'a>(&'a self, key: &'a str) -> Role<'a> {
+    pub(crate) fn join(&self, key: &str) -> Role {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(rx) = running.get(key) {
             return Role::Waiter(rx.clone());
         }
         let (tx, rx) = watch::channel(Outcome::Running);
-        running.insert(key.to_owned(), rx);
+        let key: Box<str> = key.into();
+        running.insert(key.clone(), rx);
         Role::Leader(Lead {
-            flights: self,
+            running: Arc::clone(&self.running),
             key,
             tx: Some(tx),
         })
@@ -65,7 +72,7 @@ impl Flights {
     }
 }
 
-impl Lead<'_> {
+impl Lead {
     pub(crate) fn finish(mut self, outcome: Outcome) {
         self.end(outcome);
     }
@@ -74,17 +81,16 @@ impl Lead<'_> {
         if let Some(tx) = self.tx.take() {
             // Remove first: a caller arriving after this point starts a fresh lookup, which
             // finds the stored entry (or loads again if it was not stored).
-            self.flights
-                .running
+            self.running
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .remove(self.key);
+                .remove(&self.key);
             let _ = tx.send(outcome);
         }
     }
 }
 
-impl Drop for Lead<'_> {
+impl Drop for Lead {
     fn drop(&mut self) {
         self.end(Outcome::Abandoned);
     }

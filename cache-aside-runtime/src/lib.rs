@@ -36,12 +36,16 @@
 //! in [`Cache::stats`].
 
 mod backend;
+mod breaker;
 mod cache;
 pub mod codec;
 mod engine;
 mod error;
 mod flight;
 pub mod key;
+mod lock;
+mod policy;
+mod refresh;
 mod report;
 mod shape;
 mod spec;
@@ -53,8 +57,10 @@ pub mod __private;
 
 pub use cache_aside_macros::cached;
 
+pub use crate::breaker::BreakerState;
 pub use crate::cache::{
-    Cache, CacheBuilder, DEFAULT_MEMORY_BYTES, DEFAULT_NAMESPACE, DEFAULT_TIMEOUT,
+    Cache, CacheBuilder, DEFAULT_MAX_VALUE_BYTES, DEFAULT_MEMORY_BYTES, DEFAULT_NAMESPACE,
+    DEFAULT_TIMEOUT,
 };
 pub use crate::error::Error;
 pub use crate::stats::Stats;

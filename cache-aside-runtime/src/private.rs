@@ -6,7 +6,10 @@ pub use crate::Error;
 pub use crate::key::KeyBuilder;
 pub use crate::shape::{Opt, Plain, Res, Shape};
 pub use crate::spec::FnSpec;
-use crate::{Cache, engine::Policy, key::Key, report::Reporter};
+
+use crate::engine::Detach;
+use crate::policy::Policy;
+use crate::{Cache, key::Key, refresh, report::Reporter};
 
 /// Things `cache = EXPR` may name: a `Cache`, an `Arc<Cache>`, a `LazyLock<Cache>`, or a
 /// reference to any of them.
@@ -108,30 +111,129 @@ static UNCACHED: Reporter = Reporter::new();
 /// return type so a missing `Serialize`/`Deserialize` is reported there.
 pub const fn assert_cacheable<S: Shape<R>, R>() {}
 
-/// The body of every `#[cached]` function.
-pub async fn get_or_load<S, R, F>(prepared: Prepared<'_>, spec: &FnSpec, load: F) -> R
+/// Return types that can carry a cache failure: `on_cache_error = "fail"`.
+#[diagnostic::on_unimplemented(
+    message = "`on_cache_error = \"fail\"` needs a `Result` whose error type implements `From<cache_aside_runtime::Error>`; `{Self}` does not",
+    label = "cache failures would have nowhere to go",
+    note = "add `impl From<cache_aside_runtime::Error> for YourError`, or drop `on_cache_error` to fail open"
+)]
+pub trait Surface {}
+
+impl<T, E: From<Error>> Surface for Result<T, E> {}
+
+/// The macro spans this at `on_cache_error`.
+pub const fn assert_surface<R: Surface>() {}
+
+/// How the macro hands over a call's body.
+pub trait Body<R>: Sized {
+    type Fut: Future<Output = R>;
+    /// The body, and how to run it as a background refresh if it can outlive the call.
+    fn split<S: Shape<R> + 'static>(self) -> (Self::Fut, Option<Detacher<Self::Fut>>);
+}
+
+/// A [`Detach`] in a public wrapper.
+pub struct Detacher<F>(Detach<F>);
+
+/// A body that runs in the caller's future only: it may borrow the arguments.
+pub struct Foreground<F>(pub F);
+
+/// A body that may run as a background refresh (`stale`, `refresh_ahead`): it owns its
+/// arguments and can move to another thread.
+pub struct Background<F>(F);
+
+/// Wraps a body for `stale`/`refresh_ahead`; the macro spans the call at the option so a
+/// body that borrows or is not `Send` is reported there.
+pub fn background<F>(body: F) -> Background<F>
 where
-    S: Shape<R>,
-    F: Future<Output = R>,
+    F: Future<Output: Send + 'static> + Send + 'static,
 {
+    Background(body)
+}
+
+impl<R, F: Future<Output = R>> Body<R> for Foreground<F> {
+    type Fut = F;
+    fn split<S: Shape<R> + 'static>(self) -> (F, Option<Detacher<F>>) {
+        (self.0, None)
+    }
+}
+
+impl<R, F> Body<R> for Background<F>
+where
+    R: Send + 'static,
+    F: Future<Output = R> + Send + 'static,
+{
+    type Fut = F;
+    fn split<S: Shape<R> + 'static>(self) -> (F, Option<Detacher<F>>) {
+        let detach: Detach<F> = refresh::spawn_refresh::<S, R, F>;
+        (self.0, Some(Detacher(detach)))
+    }
+}
+
+/// The body of every `#[cached]` function: fails open.
+pub async fn get_or_load<S, R, B>(prepared: Prepared<'_>, spec: &FnSpec, body: B) -> R
+where
+    S: Shape<R> + 'static,
+    B: Body<R>,
+{
+    match run::<S, R, B>(prepared, spec, body, false).await {
+        Ok(value) => value,
+        Err(error) => unreachable!("a fail-open call surfaced {error}"),
+    }
+}
+
+/// The body of `#[cached(on_cache_error = "fail")]` functions: cache failures become `Err`.
+pub async fn try_get_or_load<S, T, E, B>(
+    prepared: Prepared<'_>,
+    spec: &FnSpec,
+    body: B,
+) -> Result<T, E>
+where
+    S: Shape<Result<T, E>> + 'static,
+    B: Body<Result<T, E>>,
+    E: From<Error>,
+{
+    run::<S, Result<T, E>, B>(prepared, spec, body, true)
+        .await
+        .unwrap_or_else(|error| Err(E::from(error)))
+}
+
+async fn run<S, R, B>(
+    prepared: Prepared<'_>,
+    spec: &FnSpec,
+    body: B,
+    surface: bool,
+) -> Result<R, Error>
+where
+    S: Shape<R> + 'static,
+    B: Body<R>,
+{
+    let (load, detach) = body.split::<S>();
     let (cache, key) = match prepared {
         Prepared::Ready(cache, key) => (cache, key),
         Prepared::NoCache(error) => {
             UNCACHED.report("resolve", "", &error);
-            return load.await;
+            return uncached(error, surface, load).await;
         }
         Prepared::BadKey(cache, error) => {
             cache.failed("key", "", &error);
-            return load.await;
+            return uncached(error, surface, load).await;
         }
     };
-    let Some(ttl) = spec.ttl.or(cache.default_ttl()) else {
+    let Some(policy) = Policy::resolve(spec, &cache.inner.settings, surface) else {
         cache.failed("ttl", key.as_str(), &Error::NoTtl);
-        return load.await;
+        return uncached(Error::NoTtl, surface, load).await;
     };
-    let policy = Policy {
-        ttl,
-        none_ttl: spec.none_ttl,
-    };
-    cache.get_or_load::<S, R, F>(&key, policy, load).await
+    let detach = detach.map(|d| d.0);
+    cache
+        .get_or_load::<S, R, _>(&key, policy, load, detach)
+        .await
+}
+
+/// A call the cache cannot serve: its error, or the body's result.
+async fn uncached<R>(
+    error: Error,
+    surface: bool,
+    load: impl Future<Output = R>,
+) -> Result<R, Error> {
+    if surface { Err(error) } else { Ok(load.await) }
 }

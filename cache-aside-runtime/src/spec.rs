@@ -1,4 +1,7 @@
 //! What `#[cached]` knows about one function, as a `static` in the generated code.
+//!
+//! Generated code builds it with [`FnSpec::new`] and one `const` setter per option the
+//! attribute gives; options left out fall back to the [`Cache`](crate::Cache)'s settings.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -11,34 +14,91 @@ pub struct FnSpec {
     prefix: Option<&'static str>,
     pub(crate) ttl: Option<Duration>,
     pub(crate) none_ttl: Option<Duration>,
+    pub(crate) stale: Option<Duration>,
+    pub(crate) refresh_ahead: Option<f64>,
+    pub(crate) fail_safe: Option<Duration>,
+    pub(crate) jitter: Option<f64>,
+    pub(crate) lock: Option<bool>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) max_value_bytes: Option<u64>,
     derived_prefix: OnceLock<Box<str>>,
 }
 
 impl FnSpec {
-    /// `ttl_ms`/`none_ttl_ms` of 0 mean "not set".
     pub const fn new(
         module_path: &'static str,
         name: &'static str,
         prefix: Option<&'static str>,
-        ttl_ms: u64,
-        none_ttl_ms: u64,
     ) -> Self {
         FnSpec {
             module_path,
             name,
             prefix,
-            ttl: if ttl_ms == 0 {
-                None
-            } else {
-                Some(Duration::from_millis(ttl_ms))
-            },
-            none_ttl: if none_ttl_ms == 0 {
-                None
-            } else {
-                Some(Duration::from_millis(none_ttl_ms))
-            },
+            ttl: None,
+            none_ttl: None,
+            stale: None,
+            refresh_ahead: None,
+            fail_safe: None,
+            jitter: None,
+            lock: None,
+            timeout: None,
+            max_value_bytes: None,
             derived_prefix: OnceLock::new(),
         }
+    }
+
+    /// `ttl = ...`
+    pub const fn ttl_ms(mut self, ms: u64) -> Self {
+        self.ttl = Some(Duration::from_millis(ms));
+        self
+    }
+
+    /// `none_ttl = ...`
+    pub const fn none_ttl_ms(mut self, ms: u64) -> Self {
+        self.none_ttl = Some(Duration::from_millis(ms));
+        self
+    }
+
+    /// `stale = ...`: serve an expired value this long while one background refresh runs.
+    pub const fn stale_ms(mut self, ms: u64) -> Self {
+        self.stale = Some(Duration::from_millis(ms));
+        self
+    }
+
+    /// `refresh_ahead = 0.8`: a hit past this fraction of the TTL refreshes in the background.
+    pub const fn refresh_ahead(mut self, fraction: f64) -> Self {
+        self.refresh_ahead = Some(fraction);
+        self
+    }
+
+    /// `fail_safe = ...`: keep expired values this long to answer when the body fails.
+    pub const fn fail_safe_ms(mut self, ms: u64) -> Self {
+        self.fail_safe = Some(Duration::from_millis(ms));
+        self
+    }
+
+    /// `jitter = 0.1`: spread each TTL by up to ±10%.
+    pub const fn jitter(mut self, fraction: f64) -> Self {
+        self.jitter = Some(fraction);
+        self
+    }
+
+    /// `lock = true|false`: take a distributed lock before loading.
+    pub const fn lock(mut self, on: bool) -> Self {
+        self.lock = Some(on);
+        self
+    }
+
+    /// `timeout = ...`: bound on each cache read or write of this function.
+    pub const fn timeout_ms(mut self, ms: u64) -> Self {
+        self.timeout = Some(Duration::from_millis(ms));
+        self
+    }
+
+    /// `max_value_bytes = ...`: larger entries are returned but not stored.
+    pub const fn max_value_bytes(mut self, bytes: u64) -> Self {
+        self.max_value_bytes = Some(bytes);
+        self
     }
 
     /// The key prefix: the attribute's `prefix`, else the function's path with `.` for `::`.
@@ -95,12 +155,28 @@ mod tests {
 
     #[test]
     fn explicit_prefix_wins_and_derived_one_is_cached() {
-        let spec = FnSpec::new("m", "f", Some("user"), 60_000, 0);
-        assert_eq!(spec.prefix(None), "user");
-        assert_eq!(spec.ttl, Some(Duration::from_secs(60)));
-        assert_eq!(spec.none_ttl, None);
-        let spec = FnSpec::new("app::m", "f", None, 0, 0);
+        static SPEC: FnSpec = FnSpec::new("m", "f", Some("user")).ttl_ms(60_000);
+        assert_eq!(SPEC.prefix(None), "user");
+        assert_eq!(SPEC.ttl, Some(Duration::from_secs(60)));
+        assert_eq!(SPEC.none_ttl, None);
+        let spec = FnSpec::new("app::m", "f", None);
         assert_eq!(spec.prefix(Some(|| "app::Repo")), "app.Repo.f");
         assert_eq!(spec.prefix(None), "app.Repo.f");
+    }
+
+    #[test]
+    fn setters_are_usable_in_statics() {
+        static SPEC: FnSpec = FnSpec::new("m", "f", None)
+            .stale_ms(1_000)
+            .refresh_ahead(0.8)
+            .fail_safe_ms(2_000)
+            .jitter(0.1)
+            .lock(true)
+            .timeout_ms(50)
+            .max_value_bytes(1 << 20);
+        assert_eq!(SPEC.stale, Some(Duration::from_secs(1)));
+        assert_eq!(SPEC.refresh_ahead, Some(0.8));
+        assert_eq!(SPEC.lock, Some(true));
+        assert_eq!(SPEC.max_value_bytes, Some(1 << 20));
     }
 }

@@ -2,51 +2,82 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub(crate) hits: AtomicU64,
-    pub(crate) misses: AtomicU64,
-    pub(crate) loads: AtomicU64,
-    pub(crate) errors: AtomicU64,
-    pub(crate) corrupt: AtomicU64,
-    pub(crate) waited: AtomicU64,
+use crate::breaker::BreakerState;
+
+/// One counter per field of [`Stats`], except the breaker's, which the Redis backend keeps.
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        #[derive(Default)]
+        pub(crate) struct Counters {
+            $(pub(crate) $name: AtomicU64,)*
+        }
+
+        impl Counters {
+            pub(crate) fn snapshot(&self, breaker: (BreakerState, u64, u64)) -> Stats {
+                Stats {
+                    $($name: self.$name.load(Relaxed),)*
+                    breaker: breaker.0,
+                    breaker_opened: breaker.1,
+                    breaker_skipped: breaker.2,
+                }
+            }
+        }
+
+        /// A snapshot of one cache's counters since it was built.
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub struct Stats {
+            $($(#[$doc])* pub $name: u64,)*
+            /// The circuit breaker's state now (always `Closed` for the embedded backend).
+            pub breaker: BreakerState,
+            /// Times the circuit breaker opened because Redis was unreachable or too slow.
+            pub breaker_opened: u64,
+            /// Cache operations skipped, without touching the network, while it was open.
+            pub breaker_skipped: u64,
+        }
+    };
+}
+
+counters! {
+    /// Calls answered from the cache, stale-while-revalidate answers included.
+    hits,
+    /// Calls that found nothing usable (absent, expired, corrupt, or the cache failed).
+    misses,
+    /// Times a function body ran because of a miss, in the caller or as a refresh.
+    loads,
+    /// Cache operations that failed (Redis down, timeout, circuit open, encode or key
+    /// errors); the calls themselves still succeeded.
+    errors,
+    /// Stored values that could not be decoded and were replaced.
+    corrupt,
+    /// Misses that waited for another caller's load of the same key in this process
+    /// (single-flight) instead of running their own.
+    waited,
+    /// Expired values returned: within the `stale` window, or by fail-safe.
+    stale_served,
+    /// Calls whose body failed and that got the last good value instead (`fail_safe`).
+    fail_safe,
+    /// Background refreshes started (`stale`, `refresh_ahead`).
+    refreshes,
+    /// Background refreshes whose body returned an error or panicked.
+    refresh_failures,
+    /// Refreshes not started because `max_refreshes` were already running.
+    refreshes_dropped,
+    /// Misses that waited for another process holding the key's lock (`lock`).
+    lock_waits,
+    /// Lock waits that reached `lock_wait` and loaded without the lock.
+    lock_timeouts,
+    /// Values larger than `max_value_bytes`: returned, not stored.
+    oversized,
+    /// Writes that failed or were refused (a full Redis with `noeviction` answers `OOM`);
+    /// also counted in `errors`.
+    store_errors,
 }
 
 impl Counters {
     pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Relaxed);
     }
-
-    pub(crate) fn snapshot(&self) -> Stats {
-        Stats {
-            hits: self.hits.load(Relaxed),
-            misses: self.misses.load(Relaxed),
-            loads: self.loads.load(Relaxed),
-            errors: self.errors.load(Relaxed),
-            corrupt: self.corrupt.load(Relaxed),
-            waited: self.waited.load(Relaxed),
-        }
-    }
-}
-
-/// A snapshot of one cache's counters since it was built.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Stats {
-    /// Calls answered from the cache.
-    pub hits: u64,
-    /// Calls that found nothing usable (absent, expired, corrupt, or the cache failed).
-    pub misses: u64,
-    /// Times a function body ran because of a miss.
-    pub loads: u64,
-    /// Cache operations that failed (Redis down, timeout, encode or key errors); the calls
-    /// themselves still succeeded.
-    pub errors: u64,
-    /// Stored values that could not be decoded and were replaced.
-    pub corrupt: u64,
-    /// Misses that waited for another caller's load of the same key in this process
-    /// (single-flight) instead of running their own.
-    pub waited: u64,
 }
 
 impl Stats {

@@ -65,6 +65,19 @@ impl MemoryBackend {
         self.store.insert(key.to_owned(), stored);
     }
 
+    /// Replaces the header `old` of a live entry by `new`, keeping payload and expiry.
+    pub(crate) fn retime(&self, key: &str, old: &[u8], new: &[u8]) {
+        if let Some(found) = self.live(key).filter(|s| s.bytes.starts_with(old)) {
+            let mut bytes = new.to_vec();
+            bytes.extend_from_slice(&found.bytes[old.len()..]);
+            let stored = Stored {
+                bytes: Bytes::from(bytes),
+                expires_at: found.expires_at,
+            };
+            self.store.insert(key.to_owned(), stored);
+        }
+    }
+
     pub(crate) fn delete(&self, key: &str) -> bool {
         self.store
             .remove(key)

@@ -2,7 +2,8 @@
 //!
 //! One enum, so the hit path is a `match`, not a boxed future. Redis Cluster and an
 //! in-process tier in front of Redis become further variants or a wrapper here; the engine
-//! above does not change.
+//! above does not change. Every operation takes its deadline from the caller, since
+//! functions may set their own `timeout`; the embedded backend never waits, so it ignores it.
 
 mod memory;
 mod redis;
@@ -12,9 +13,14 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub(crate) use self::memory::MemoryBackend;
-pub(crate) use self::redis::RedisBackend;
+pub(crate) use self::redis::{LockAttempt, RedisBackend};
+use crate::breaker::BreakerState;
 use crate::error::Error;
 
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per cache, inside its Arc: boxing would add a pointer chase to every hit"
+)]
 pub(crate) enum Backend {
     Redis(RedisBackend),
     Memory(MemoryBackend),
@@ -28,37 +34,88 @@ impl Backend {
         }
     }
 
-    pub(crate) async fn get(&self, key: &str) -> Result<Option<Bytes>, Error> {
+    /// The Redis backend, for the stages that only make sense across processes (locks).
+    pub(crate) fn redis(&self) -> Option<&RedisBackend> {
         match self {
-            Backend::Redis(b) => b.get(key).await,
+            Backend::Redis(b) => Some(b),
+            Backend::Memory(_) => None,
+        }
+    }
+
+    /// The circuit breaker's state and its counters (opened, skipped); the embedded
+    /// backend has none.
+    pub(crate) fn breaker(&self) -> (BreakerState, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match self {
+            Backend::Redis(b) => (
+                b.breaker.state(),
+                b.breaker.opened.load(Relaxed),
+                b.breaker.skipped.load(Relaxed),
+            ),
+            Backend::Memory(_) => (BreakerState::Closed, 0, 0),
+        }
+    }
+
+    pub(crate) async fn get(&self, key: &str, timeout: Duration) -> Result<Option<Bytes>, Error> {
+        match self {
+            Backend::Redis(b) => b.get(key, timeout).await,
             Backend::Memory(b) => Ok(b.get(key)),
         }
     }
 
     /// Stores `value` under `key`, expiring after `ttl`, in one command.
-    pub(crate) async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), Error> {
+    pub(crate) async fn set(
+        &self,
+        key: &str,
+        value: &Bytes,
+        ttl: Duration,
+        timeout: Duration,
+    ) -> Result<(), Error> {
         match self {
-            Backend::Redis(b) => b.set(key, value, ttl).await,
+            Backend::Redis(b) => b.set(key, value, ttl, timeout).await,
             Backend::Memory(b) => {
-                b.set(key, value, ttl);
+                b.set(key, value.clone(), ttl);
+                Ok(())
+            }
+        }
+    }
+
+    /// Swaps the envelope header `old` of `key` for `new`, if `key` still starts with
+    /// `old`; payload and expiry stay.
+    pub(crate) async fn retime(
+        &self,
+        key: &str,
+        old: &[u8],
+        new: &[u8],
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        match self {
+            Backend::Redis(b) => b.retime(key, old, new, timeout).await,
+            Backend::Memory(b) => {
+                b.retime(key, old, new);
                 Ok(())
             }
         }
     }
 
     /// Removes one key; `true` if it existed.
-    pub(crate) async fn delete(&self, key: &str) -> Result<bool, Error> {
+    pub(crate) async fn delete(&self, key: &str, timeout: Duration) -> Result<bool, Error> {
         match self {
-            Backend::Redis(b) => b.delete(key).await,
+            Backend::Redis(b) => b.delete(key, timeout).await,
             Backend::Memory(b) => Ok(b.delete(key)),
         }
     }
 
     /// Removes every key starting with `{namespace}:{prefix}:`; returns how many.
-    pub(crate) async fn delete_prefix(&self, namespace: &str, prefix: &str) -> Result<u64, Error> {
+    pub(crate) async fn delete_prefix(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        timeout: Duration,
+    ) -> Result<u64, Error> {
         match self {
             Backend::Redis(b) => {
-                b.delete_matching(&crate::key::prefix_pattern(namespace, prefix))
+                b.delete_matching(&crate::key::prefix_pattern(namespace, prefix), timeout)
                     .await
             }
             Backend::Memory(b) => Ok(b.delete_prefix(&format!("{namespace}:{prefix}:"))),
@@ -66,9 +123,13 @@ impl Backend {
     }
 
     /// Time left before `key` expires; `None` if it does not exist.
-    pub(crate) async fn ttl(&self, key: &str) -> Result<Option<Duration>, Error> {
+    pub(crate) async fn ttl(
+        &self,
+        key: &str,
+        timeout: Duration,
+    ) -> Result<Option<Duration>, Error> {
         match self {
-            Backend::Redis(b) => b.ttl(key).await,
+            Backend::Redis(b) => b.ttl(key, timeout).await,
             Backend::Memory(b) => Ok(b.ttl(key)),
         }
     }

@@ -2,52 +2,178 @@
 //! per cache. The manager is created on first use, inside the caller's Tokio runtime, and
 //! connects lazily: a Redis that is down at start-up costs a failed (fail-open) call, never
 //! a failed constructor.
+//!
+//! Every command goes through [`RedisBackend::run`]: the circuit breaker admits it (or
+//! refuses it in-process), one deadline bounds it including any wait for a reconnection,
+//! and reads retry once after a dropped connection, within the same deadline.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Script, ScriptInvocation, Value};
 use tokio::sync::OnceCell;
 
+use crate::breaker::Breaker;
 use crate::error::Error;
 
 /// Keys asked for per `SCAN` step and deleted per `UNLINK`.
 const SCAN_BATCH: usize = 500;
+/// Pause before the one retry of a read whose connection dropped.
+const RETRY_PAUSE: Duration = Duration::from_millis(5);
+
+/// `GET` the value if it is still fresh, else try to take the lock. Replies with the
+/// value, `1` (lock taken) or `0` (someone else holds it). An entry past its fresh-until
+/// time (kept for stale serving) counts as absent. KEYS: value, lock. ARGV: token, lock
+/// ms, now (Unix ms).
+static GET_OR_LOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local v = redis.call('GET', KEYS[1])
+if v and #v >= 12 and string.byte(v, 1) == 202 then
+  local fresh = 0
+  for i = 5, 12 do fresh = fresh * 256 + string.byte(v, i) end
+  if fresh == 0 or fresh > tonumber(ARGV[3]) then return v end
+end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+",
+    )
+});
+
+/// Extends the lock if this token still holds it. KEYS: lock. ARGV: token, lock ms.
+static EXTEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+",
+    )
+});
+
+/// Optionally stores the value, then deletes the lock if this token still holds it: the
+/// value lands before the lock goes, so a poller never sees neither. KEYS: lock[, value].
+/// ARGV: token[, value, ttl ms].
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if KEYS[2] then redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+",
+    )
+});
+
+/// Rewrites an entry's header if it is still the one the caller saw, keeping the payload
+/// and the expiry: how fail-safe backs off without clobbering a value another process
+/// stored meanwhile. KEYS: value. ARGV: old header, new header.
+static RETIME: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, 12) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2] .. string.sub(v, 13), 'KEEPTTL')
+  return 1
+end
+return 0
+",
+    )
+});
+
+/// What [`RedisBackend::get_or_lock`] found.
+pub(crate) enum LockAttempt {
+    /// A fresh value is there: use it.
+    Value(Bytes),
+    /// The lock is ours: load, then release it.
+    Locked,
+    /// Another loader holds the lock.
+    Busy,
+}
+
+/// One command or one script call.
+#[derive(Clone, Copy)]
+enum Op<'a> {
+    Cmd(&'a redis::Cmd),
+    Script(&'a ScriptInvocation<'a>),
+}
+
+impl Op<'_> {
+    async fn send<T: redis::FromRedisValue>(
+        self,
+        conn: &mut ConnectionManager,
+    ) -> redis::RedisResult<T> {
+        match self {
+            Op::Cmd(cmd) => cmd.query_async(conn).await,
+            Op::Script(call) => call.invoke_async(conn).await,
+        }
+    }
+}
 
 pub(crate) struct RedisBackend {
     client: redis::Client,
-    timeout: Duration,
+    connect_timeout: Duration,
     manager: OnceCell<ConnectionManager>,
+    pub(crate) breaker: Breaker,
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 impl RedisBackend {
-    pub(crate) fn new(url: &str, timeout: Duration) -> Result<Self, Error> {
+    pub(crate) fn new(
+        url: &str,
+        connect_timeout: Duration,
+        breaker: Breaker,
+    ) -> Result<Self, Error> {
         Ok(RedisBackend {
             client: redis::Client::open(url)?,
-            timeout,
+            connect_timeout,
             manager: OnceCell::new(),
+            breaker,
         })
     }
 
-    /// One command under the cache's timeout. The bound covers the wait for a (re)connection
-    /// too, which redis-rs's own response timeout does not.
-    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Error> {
-        let op = async {
-            let mut conn = self.conn().await?;
-            Ok(cmd.query_async::<T>(&mut conn).await?)
+    /// One operation under the breaker and a deadline. `retry_read`: run it once more if the
+    /// connection dropped (only for idempotent commands).
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        timeout: Duration,
+        retry_read: bool,
+        op: Op<'_>,
+    ) -> Result<T, Error> {
+        let Some(permit) = self.breaker.admit() else {
+            return Err(Error::CircuitOpen);
         };
-        tokio::time::timeout(self.timeout, op)
+        let attempt = async {
+            let mut conn = self.conn().await?;
+            match op.send(&mut conn).await {
+                Err(e) if retry_read && (e.is_connection_dropped() || e.is_io_error()) => {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    Ok(op.send(&mut conn).await?)
+                }
+                other => Ok(other?),
+            }
+        };
+        let result = tokio::time::timeout(timeout, attempt)
             .await
-            .unwrap_or(Err(Error::Timeout(self.timeout)))
+            .unwrap_or(Err(Error::Timeout(timeout)));
+        permit.record(!matches!(&result, Err(e) if e.is_timeout() || e.is_connection()));
+        result
     }
 
     async fn conn(&self) -> Result<ConnectionManager, Error> {
         let manager = self
             .manager
             .get_or_try_init(|| async {
+                // No response timeout here: `run` bounds every command with the caller's
+                // own deadline, which may differ per function.
                 let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.timeout))
-                    .set_response_timeout(Some(self.timeout))
+                    .set_connection_timeout(Some(self.connect_timeout))
+                    .set_response_timeout(None)
                     .set_number_of_retries(1);
                 ConnectionManager::new_lazy_with_config(self.client.clone(), config)
             })
@@ -55,31 +181,51 @@ impl RedisBackend {
         Ok(manager.clone())
     }
 
-    pub(crate) async fn get(&self, key: &str) -> Result<Option<Bytes>, Error> {
-        let value: Option<Vec<u8>> = self.query(redis::cmd("GET").arg(key)).await?;
+    pub(crate) async fn get(&self, key: &str, timeout: Duration) -> Result<Option<Bytes>, Error> {
+        let cmd = redis::cmd("GET").arg(key).to_owned();
+        let value: Option<Vec<u8>> = self.run(timeout, true, Op::Cmd(&cmd)).await?;
         Ok(value.map(Bytes::from))
     }
 
-    pub(crate) async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), Error> {
-        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        self.query(
-            redis::cmd("SET")
-                .arg(key)
-                .arg(&value[..])
-                .arg("PX")
-                .arg(millis),
-        )
-        .await
+    pub(crate) async fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value).arg("PX").arg(ms(ttl));
+        self.run(timeout, false, Op::Cmd(&cmd)).await
     }
 
-    pub(crate) async fn delete(&self, key: &str) -> Result<bool, Error> {
-        let removed: u64 = self.query(redis::cmd("UNLINK").arg(key)).await?;
+    /// Replaces the header `old` of `key` by `new` if it is still there (see [`RETIME`]).
+    pub(crate) async fn retime(
+        &self,
+        key: &str,
+        old: &[u8],
+        new: &[u8],
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        let mut call = RETIME.prepare_invoke();
+        call.key(key).arg(old).arg(new);
+        self.run::<i64>(timeout, false, Op::Script(&call)).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn delete(&self, key: &str, timeout: Duration) -> Result<bool, Error> {
+        let cmd = redis::cmd("UNLINK").arg(key).to_owned();
+        let removed: u64 = self.run(timeout, true, Op::Cmd(&cmd)).await?;
         Ok(removed > 0)
     }
 
     /// `SCAN MATCH` + `UNLINK` in batches: never `KEYS`, which blocks the server. Each step
     /// is bounded on its own.
-    pub(crate) async fn delete_matching(&self, pattern: &str) -> Result<u64, Error> {
+    pub(crate) async fn delete_matching(
+        &self,
+        pattern: &str,
+        timeout: Duration,
+    ) -> Result<u64, Error> {
         let mut cursor = 0u64;
         let mut removed = 0u64;
         loop {
@@ -89,9 +235,10 @@ impl RedisBackend {
                 .arg(pattern)
                 .arg("COUNT")
                 .arg(SCAN_BATCH);
-            let (next, keys): (u64, Vec<Vec<u8>>) = self.query(&scan).await?;
+            let (next, keys): (u64, Vec<Vec<u8>>) = self.run(timeout, true, Op::Cmd(&scan)).await?;
             if !keys.is_empty() {
-                removed += self.query::<u64>(redis::cmd("UNLINK").arg(&keys)).await?;
+                let unlink = redis::cmd("UNLINK").arg(&keys).to_owned();
+                removed += self.run::<u64>(timeout, true, Op::Cmd(&unlink)).await?;
             }
             if next == 0 {
                 return Ok(removed);
@@ -100,13 +247,73 @@ impl RedisBackend {
         }
     }
 
-    pub(crate) async fn ttl(&self, key: &str) -> Result<Option<Duration>, Error> {
-        let millis: i64 = self.query(redis::cmd("PTTL").arg(key)).await?;
+    pub(crate) async fn ttl(
+        &self,
+        key: &str,
+        timeout: Duration,
+    ) -> Result<Option<Duration>, Error> {
+        let cmd = redis::cmd("PTTL").arg(key).to_owned();
+        let millis: i64 = self.run(timeout, true, Op::Cmd(&cmd)).await?;
         // -2: no such key; -1: no expiry, which this library never writes.
         Ok(match millis {
             -2 => None,
             -1 => Some(Duration::MAX),
             ms => Some(Duration::from_millis(ms.max(0) as u64)),
         })
+    }
+
+    /// Reads `key` if fresh at `now_ms`, else tries to take `lock` for `lock_ttl`.
+    pub(crate) async fn get_or_lock(
+        &self,
+        key: &str,
+        lock: &str,
+        token: &str,
+        lock_ttl: Duration,
+        now_ms: u64,
+        timeout: Duration,
+    ) -> Result<LockAttempt, Error> {
+        let mut call = GET_OR_LOCK.prepare_invoke();
+        call.key(key)
+            .key(lock)
+            .arg(token)
+            .arg(ms(lock_ttl))
+            .arg(now_ms);
+        let reply: Value = self.run(timeout, false, Op::Script(&call)).await?;
+        Ok(match reply {
+            Value::BulkString(bytes) => LockAttempt::Value(Bytes::from(bytes)),
+            Value::Int(1) => LockAttempt::Locked,
+            _ => LockAttempt::Busy,
+        })
+    }
+
+    /// Pushes the lock's expiry out by `lock_ttl`; `false` if this token lost it.
+    pub(crate) async fn extend_lock(
+        &self,
+        lock: &str,
+        token: &str,
+        lock_ttl: Duration,
+        timeout: Duration,
+    ) -> Result<bool, Error> {
+        let mut call = EXTEND.prepare_invoke();
+        call.key(lock).arg(token).arg(ms(lock_ttl));
+        let extended: i64 = self.run(timeout, false, Op::Script(&call)).await?;
+        Ok(extended == 1)
+    }
+
+    /// Stores `value` (if any) and releases the lock if this token holds it, in one step.
+    pub(crate) async fn release(
+        &self,
+        lock: &str,
+        token: &str,
+        value: Option<(&str, &[u8], Duration)>,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        let mut call = RELEASE.prepare_invoke();
+        call.key(lock).arg(token);
+        if let Some((key, bytes, ttl)) = value {
+            call.key(key).arg(bytes).arg(ms(ttl));
+        }
+        self.run::<i64>(timeout, false, Op::Script(&call)).await?;
+        Ok(())
     }
 }

@@ -1,0 +1,206 @@
+//! The circuit breaker in front of Redis: after `failures` consecutive connection failures
+//! or timeouts, every operation is refused in-process for `cooldown`; then one probe goes
+//! through (half-open) and its outcome closes or re-opens the circuit.
+//!
+//! Closed is the hot path: one atomic load to admit, one to note a success. Only failures
+//! that say "Redis is unreachable or too slow" count; an error reply (`OOM`, a bad command)
+//! means the server answered, so it resets the count like a success.
+
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+/// Where the breaker stands, as reported by [`Stats::breaker`](crate::Stats::breaker).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Operations go to Redis.
+    #[default]
+    Closed,
+    /// Operations are refused without touching the network until the cool-down ends.
+    Open,
+    /// One probe operation is testing whether Redis is back.
+    HalfOpen,
+}
+
+const CLOSED: u8 = 0;
+const OPEN: u8 = 1;
+const HALF_OPEN: u8 = 2;
+
+pub(crate) struct Breaker {
+    threshold: u32,
+    cooldown: Duration,
+    epoch: Instant,
+    state: AtomicU8,
+    failures: AtomicU32,
+    /// Milliseconds after `epoch` when an open circuit lets a probe through.
+    retry_at: AtomicU64,
+    pub(crate) opened: AtomicU64,
+    pub(crate) skipped: AtomicU64,
+}
+
+/// Permission to run one operation. A probe that is dropped without an outcome (its future
+/// was cancelled) re-opens the circuit with no cool-down, so the next call probes again.
+pub(crate) struct Permit<'a> {
+    breaker: &'a Breaker,
+    probe: bool,
+    done: bool,
+}
+
+impl Breaker {
+    pub(crate) fn new(threshold: u32, cooldown: Duration) -> Self {
+        Breaker {
+            threshold: threshold.max(1),
+            cooldown,
+            epoch: Instant::now(),
+            state: AtomicU8::new(CLOSED),
+            failures: AtomicU32::new(0),
+            retry_at: AtomicU64::new(0),
+            opened: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn state(&self) -> BreakerState {
+        match self.state.load(Relaxed) {
+            OPEN => BreakerState::Open,
+            HALF_OPEN => BreakerState::HalfOpen,
+            _ => BreakerState::Closed,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch
+            .elapsed()
+            .as_millis()
+            .try_into()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// `None`: the circuit is open, skip Redis.
+    pub(crate) fn admit(&self) -> Option<Permit<'_>> {
+        let probe = match self.state.load(Relaxed) {
+            CLOSED => false,
+            OPEN if self.now_ms() >= self.retry_at.load(Relaxed) => self
+                .state
+                .compare_exchange(OPEN, HALF_OPEN, Relaxed, Relaxed)
+                .is_ok(),
+            _ => false,
+        };
+        if !probe && self.state.load(Relaxed) != CLOSED {
+            self.skipped.fetch_add(1, Relaxed);
+            return None;
+        }
+        Some(Permit {
+            breaker: self,
+            probe,
+            done: false,
+        })
+    }
+
+    fn open(&self, from: u8, cooldown: Duration) {
+        let retry_at = self.now_ms().saturating_add(cooldown.as_millis() as u64);
+        self.retry_at.store(retry_at, Relaxed);
+        if self
+            .state
+            .compare_exchange(from, OPEN, Relaxed, Relaxed)
+            .is_ok()
+            && from == CLOSED
+        {
+            self.opened.fetch_add(1, Relaxed);
+            tracing::warn!(
+                failures = self.threshold,
+                cooldown = ?self.cooldown,
+                "cache-aside: Redis unreachable; circuit open, calls skip the cache"
+            );
+        }
+    }
+}
+
+impl Permit<'_> {
+    /// Records the operation's outcome: `reachable` is false for connection failures and
+    /// timeouts.
+    pub(crate) fn record(mut self, reachable: bool) {
+        self.done = true;
+        let b = self.breaker;
+        match (self.probe, reachable) {
+            (true, true) => {
+                b.failures.store(0, Relaxed);
+                b.state.store(CLOSED, Relaxed);
+                tracing::info!("cache-aside: Redis reachable again; circuit closed");
+            }
+            (true, false) => b.open(HALF_OPEN, b.cooldown),
+            (false, true) => {
+                if b.failures.load(Relaxed) != 0 {
+                    b.failures.store(0, Relaxed);
+                }
+            }
+            (false, false) => {
+                if b.failures.fetch_add(1, Relaxed) + 1 >= b.threshold {
+                    b.open(CLOSED, b.cooldown);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if self.probe && !self.done {
+            self.breaker.open(HALF_OPEN, Duration::ZERO);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_after_consecutive_failures_then_probes_and_closes() {
+        let b = Breaker::new(3, Duration::ZERO);
+        for _ in 0..2 {
+            b.admit().unwrap().record(false);
+        }
+        b.admit().unwrap().record(true);
+        assert_eq!(
+            b.state(),
+            BreakerState::Closed,
+            "a success resets the count"
+        );
+        for _ in 0..3 {
+            b.admit().unwrap().record(false);
+        }
+        assert_eq!(b.state(), BreakerState::Open);
+        assert_eq!(b.opened.load(Relaxed), 1);
+        // Cool-down of zero: the next call is the probe; others are refused meanwhile.
+        let probe = b.admit().expect("probe admitted");
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        assert!(b.admit().is_none());
+        assert_eq!(b.skipped.load(Relaxed), 1);
+        probe.record(false);
+        assert_eq!(b.state(), BreakerState::Open, "a failed probe re-opens");
+        b.admit().unwrap().record(true);
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert_eq!(
+            b.opened.load(Relaxed),
+            1,
+            "re-opening from half-open is one outage"
+        );
+    }
+
+    #[test]
+    fn open_circuit_refuses_until_the_cooldown_ends() {
+        let b = Breaker::new(1, Duration::from_secs(3600));
+        b.admit().unwrap().record(false);
+        assert!(b.admit().is_none());
+        assert_eq!(b.state(), BreakerState::Open);
+    }
+
+    #[test]
+    fn a_cancelled_probe_lets_the_next_call_probe() {
+        let b = Breaker::new(1, Duration::ZERO);
+        b.admit().unwrap().record(false);
+        drop(b.admit().expect("probe"));
+        assert_eq!(b.state(), BreakerState::Open);
+        assert!(b.admit().is_some(), "no cool-down after a cancelled probe");
+    }
+}

@@ -1,0 +1,154 @@
+//! The distributed lock: one loader per key across every process sharing a Redis.
+//!
+//! A process that misses (and leads its own single-flight) runs one script: return the
+//! value if it is fresh, else `SET {key}!lock token NX PX lock_ttl`. If another process
+//! holds the lock, it polls the same script with a growing pause until the value appears,
+//! it takes the lock itself (the holder died and the lock expired), or `lock_wait` runs
+//! out and it loads without the lock. The holder extends the lock every third of its TTL
+//! while the body runs, so a slow load keeps it, and stores the value and deletes the lock
+//! in one script, only if its random token still holds it.
+//!
+//! `!` never appears in a key's arguments (it is escaped, except in the `!~` marker) nor
+//! in templates, so `{key}!lock` cannot be another entry's key.
+
+use std::future::Future;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+
+use crate::backend::{LockAttempt, RedisBackend};
+use crate::cache::Cache;
+use crate::codec::unix_ms;
+use crate::error::Error;
+use crate::key::Key;
+use crate::policy::{Lock, Policy};
+use crate::stats::Counters;
+
+const FIRST_PAUSE: Duration = Duration::from_millis(5);
+const MAX_PAUSE: Duration = Duration::from_millis(100);
+
+/// A lock this process holds.
+pub(crate) struct Held {
+    pub(crate) key: String,
+    pub(crate) token: String,
+}
+
+pub(crate) enum Acquired {
+    Held(Held),
+    /// Another process stored a fresh value meanwhile.
+    Value(Bytes),
+    /// `lock_wait` ran out: load without the lock.
+    GaveUp,
+}
+
+impl Held {
+    /// The lock of `key`, with a fresh random token (not taken yet).
+    pub(crate) fn new(key: &Key) -> Held {
+        Held {
+            key: format!("{}!lock", key.as_str()),
+            token: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
+        }
+    }
+}
+
+impl Cache {
+    pub(crate) async fn acquire(
+        &self,
+        redis: &RedisBackend,
+        key: &Key,
+        policy: &Policy,
+        lock: Lock,
+    ) -> Result<Acquired, Error> {
+        let held = Held::new(key);
+        let deadline = Instant::now() + lock.wait;
+        let mut pause = FIRST_PAUSE;
+        let mut waited = false;
+        loop {
+            let now_ms = unix_ms(SystemTime::now());
+            let attempt = redis
+                .get_or_lock(
+                    key.as_str(),
+                    &held.key,
+                    &held.token,
+                    lock.ttl,
+                    now_ms,
+                    policy.timeout,
+                )
+                .await?;
+            match attempt {
+                LockAttempt::Value(bytes) => return Ok(Acquired::Value(bytes)),
+                LockAttempt::Locked => return Ok(Acquired::Held(held)),
+                LockAttempt::Busy => {}
+            }
+            if !waited {
+                waited = true;
+                Counters::bump(&self.inner.counters.lock_waits);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                Counters::bump(&self.inner.counters.lock_timeouts);
+                tracing::debug!(
+                    key = key.as_str(),
+                    "cache-aside: lock wait ran out; loading without it"
+                );
+                return Ok(Acquired::GaveUp);
+            }
+            // Randomised so that a fleet of waiters does not poll in lock-step.
+            let jittered = pause.mul_f64(0.5 + fastrand::f64());
+            tokio::time::sleep(jittered.min(left)).await;
+            pause = (pause * 2).min(MAX_PAUSE);
+        }
+    }
+
+    /// Runs `load` while extending `held` every third of the lock TTL.
+    pub(crate) async fn hold<F: Future>(
+        &self,
+        redis: &RedisBackend,
+        held: &Held,
+        policy: &Policy,
+        lock: Lock,
+        load: F,
+    ) -> F::Output {
+        let period = lock.ttl / 3;
+        let keep_alive = async {
+            let mut lost = false;
+            #[allow(clippy::infinite_loop)]
+            loop {
+                tokio::time::sleep(period).await;
+                match redis
+                    .extend_lock(&held.key, &held.token, lock.ttl, policy.timeout)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) if !lost => {
+                        lost = true;
+                        tracing::warn!(
+                            lock = held.key,
+                            "cache-aside: lock expired or was taken while loading; another process may load this key too"
+                        );
+                    }
+                    Ok(false) => {}
+                    Err(error) => self.failed("lock", &held.key, &error),
+                }
+            }
+        };
+        tokio::select! {
+            out = load => out,
+            () = keep_alive => unreachable!("the keep-alive loop never ends"),
+        }
+    }
+
+    /// Stores `entry` (if any) and releases `held`, in one round trip.
+    pub(crate) async fn release(
+        &self,
+        redis: &RedisBackend,
+        held: &Held,
+        entry: Option<(&Key, &Bytes, Duration)>,
+        policy: &Policy,
+    ) -> Result<(), Error> {
+        let value = entry.map(|(key, bytes, ttl)| (key.as_str(), &bytes[..], ttl));
+        redis
+            .release(&held.key, &held.token, value, policy.timeout)
+            .await
+    }
+}

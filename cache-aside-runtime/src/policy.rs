@@ -1,0 +1,165 @@
+//! One function's settings, resolved against its cache's defaults, and the freshness rules
+//! that follow from them.
+//!
+//! An entry has two deadlines. Until `fresh_until` (written in the envelope) it is served
+//! as is. After it, the entry stays in the backend for `keep` more (`max(stale, fail_safe)`,
+//! the physical TTL being `ttl + keep`): within `stale` it is served while a background
+//! refresh replaces it; within `fail_safe` it answers calls whose body fails.
+
+use std::time::{Duration, SystemTime};
+
+use crate::cache::Settings;
+use crate::spec::FnSpec;
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Lock {
+    pub(crate) ttl: Duration,
+    pub(crate) wait: Duration,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Policy {
+    pub(crate) ttl: Duration,
+    pub(crate) none_ttl: Option<Duration>,
+    pub(crate) stale: Duration,
+    pub(crate) refresh_ahead: Option<f64>,
+    pub(crate) fail_safe: Duration,
+    pub(crate) fail_safe_backoff: Duration,
+    pub(crate) jitter: f64,
+    pub(crate) lock: Option<Lock>,
+    pub(crate) timeout: Duration,
+    pub(crate) max_value_bytes: u64,
+    /// `on_cache_error = "fail"`: cache failures become the call's `Err`.
+    pub(crate) surface_errors: bool,
+}
+
+/// How a decoded entry may be used at a given moment.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Freshness {
+    /// Serve it.
+    Fresh,
+    /// Serve it, and refresh it in the background (refresh-ahead).
+    RefreshDue,
+    /// Expired but within `stale`: serve it, and refresh it in the background.
+    Stale,
+    /// Expired beyond `stale`: load, but keep it as the fail-safe answer.
+    Expired,
+}
+
+impl Policy {
+    /// The function's options, else the cache's; `None` if neither gives a TTL.
+    pub(crate) fn resolve(
+        spec: &FnSpec,
+        settings: &Settings,
+        surface_errors: bool,
+    ) -> Option<Policy> {
+        let ttl = spec.ttl.or(settings.default_ttl)?;
+        let lock = spec.lock.unwrap_or(settings.lock).then_some(Lock {
+            ttl: settings.lock_ttl,
+            wait: settings.lock_wait,
+        });
+        Some(Policy {
+            ttl,
+            none_ttl: spec.none_ttl,
+            stale: spec.stale.unwrap_or_default(),
+            refresh_ahead: spec.refresh_ahead,
+            fail_safe: spec.fail_safe.or(settings.fail_safe).unwrap_or_default(),
+            fail_safe_backoff: settings.fail_safe_backoff,
+            jitter: spec.jitter.unwrap_or(settings.jitter),
+            lock,
+            timeout: spec.timeout.unwrap_or(settings.timeout),
+            max_value_bytes: spec.max_value_bytes.unwrap_or(settings.max_value_bytes),
+            surface_errors,
+        })
+    }
+
+    /// How long an entry outlives its freshness.
+    pub(crate) fn keep(&self) -> Duration {
+        self.stale.max(self.fail_safe)
+    }
+
+    /// Whether `fresh_until` matters at all. Without `stale`, `fail_safe` or
+    /// `refresh_ahead`, the backend's expiry alone decides, and a writer's clock being
+    /// ahead or behind ours changes nothing.
+    pub(crate) fn tracks_freshness(&self) -> bool {
+        !self.keep().is_zero() || self.refresh_ahead.is_some()
+    }
+
+    /// `base` spread by up to `±jitter`.
+    pub(crate) fn jittered(&self, base: Duration) -> Duration {
+        if self.jitter <= 0.0 {
+            return base;
+        }
+        let spread = 1.0 + self.jitter * (2.0 * fastrand::f64() - 1.0);
+        base.mul_f64(spread).max(Duration::from_millis(1))
+    }
+
+    pub(crate) fn classify(&self, fresh_until: Option<SystemTime>, now: SystemTime) -> Freshness {
+        let Some(fresh_until) = fresh_until.filter(|_| self.tracks_freshness()) else {
+            return Freshness::Fresh;
+        };
+        match fresh_until.duration_since(now) {
+            Ok(left) => match self.refresh_ahead {
+                Some(at) if left < self.ttl.mul_f64((1.0 - at).clamp(0.0, 1.0)) => {
+                    Freshness::RefreshDue
+                }
+                _ => Freshness::Fresh,
+            },
+            Err(past) if past.duration() < self.stale => Freshness::Stale,
+            Err(_) => Freshness::Expired,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        static SPEC: FnSpec = FnSpec::new("m", "f", None).ttl_ms(10_000);
+        let settings = crate::Cache::builder().settings_for_tests();
+        Policy::resolve(&SPEC, &settings, false).unwrap()
+    }
+
+    #[test]
+    fn without_freshness_options_the_backend_expiry_decides() {
+        let p = policy();
+        let now = SystemTime::now();
+        let long_ago = now - Duration::from_secs(3600);
+        assert_eq!(p.classify(Some(long_ago), now), Freshness::Fresh);
+        assert_eq!(p.keep(), Duration::ZERO);
+    }
+
+    #[test]
+    fn classifies_by_age() {
+        let p = Policy {
+            stale: Duration::from_secs(5),
+            fail_safe: Duration::from_secs(60),
+            refresh_ahead: Some(0.8),
+            ..policy()
+        };
+        let now = SystemTime::now();
+        let s = Duration::from_secs;
+        assert_eq!(p.classify(Some(now + s(5)), now), Freshness::Fresh);
+        assert_eq!(p.classify(Some(now + s(1)), now), Freshness::RefreshDue);
+        assert_eq!(p.classify(Some(now - s(1)), now), Freshness::Stale);
+        assert_eq!(p.classify(Some(now - s(10)), now), Freshness::Expired);
+        assert_eq!(p.classify(None, now), Freshness::Fresh);
+        assert_eq!(p.keep(), s(60));
+    }
+
+    #[test]
+    fn jitter_stays_within_its_band() {
+        let p = Policy {
+            jitter: 0.1,
+            ..policy()
+        };
+        let base = Duration::from_secs(100);
+        let spread: Vec<_> = (0..1000).map(|_| p.jittered(base)).collect();
+        assert!(spread.iter().all(|d| (s(90)..=s(110)).contains(d)));
+        assert!(spread.iter().any(|d| *d < s(99)) && spread.iter().any(|d| *d > s(101)));
+        fn s(n: u64) -> Duration {
+            Duration::from_secs(n)
+        }
+    }
+}

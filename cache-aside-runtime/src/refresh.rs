@@ -1,0 +1,127 @@
+//! Background refreshes, for `stale` (stale-while-revalidate) and `refresh_ahead`.
+//!
+//! The call that finds a stale (or nearly expired) entry returns it at once and hands its
+//! own body to a spawned Tokio task, which loads and stores the new value. Refreshes are
+//! bounded three ways: one per key in this process (the refresh leads the key's
+//! single-flight), one per key across processes when the lock is on (a refresh never
+//! waits for a lock: if another process holds it, that process is refreshing), and at most
+//! `max_refreshes` per cache (beyond it the refresh is dropped and a later call retries).
+//! A failed refresh backs off like fail-safe, so a failing body is not retried per call.
+
+use std::sync::atomic::AtomicU64;
+
+use bytes::Bytes;
+
+use crate::backend::LockAttempt;
+use crate::cache::Cache;
+use crate::codec::unix_ms;
+use crate::flight::{Lead, Outcome, Role};
+use crate::key::Key;
+use crate::lock::Held;
+use crate::policy::Policy;
+use crate::shape::{Shape, Store};
+use crate::stats::Counters;
+
+/// Counts a refresh as failed unless disarmed: a body that panics unwinds through it.
+struct FailureGuard<'a>(Option<&'a AtomicU64>);
+
+impl Drop for FailureGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(counter) = self.0 {
+            Counters::bump(counter);
+        }
+    }
+}
+
+/// The [`Detach`](crate::engine::Detach) of bodies that can outlive their call.
+pub(crate) fn spawn_refresh<S, R, F>(
+    cache: &Cache,
+    key: &Key,
+    policy: Policy,
+    load: F,
+    current: Bytes,
+) -> bool
+where
+    S: Shape<R> + 'static,
+    R: Send + 'static,
+    F: Future<Output = R> + Send + 'static,
+{
+    let counters = &cache.inner.counters;
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return false;
+    };
+    let Role::Leader(lead) = cache.inner.flights.join(key.as_str()) else {
+        return false; // already loading in this process
+    };
+    let Ok(permit) = cache.inner.refresh_slots.clone().try_acquire_owned() else {
+        Counters::bump(&counters.refreshes_dropped);
+        return false;
+    };
+    Counters::bump(&counters.refreshes);
+    let cache = cache.clone();
+    let key = key.clone();
+    runtime.spawn(async move {
+        cache
+            .refresh::<S, R, F>(&key, policy, load, current, lead)
+            .await;
+        drop(permit);
+    });
+    true
+}
+
+impl Cache {
+    async fn refresh<S: Shape<R>, R, F: Future<Output = R>>(
+        &self,
+        key: &Key,
+        policy: Policy,
+        load: F,
+        current: Bytes,
+        lead: Lead,
+    ) {
+        let counters = &self.inner.counters;
+        let mut held = None;
+        if let (Some(lock), Some(redis)) = (policy.lock, self.inner.backend.redis()) {
+            let h = Held::new(key);
+            let now = unix_ms(std::time::SystemTime::now());
+            let attempt = redis
+                .get_or_lock(
+                    key.as_str(),
+                    &h.key,
+                    &h.token,
+                    lock.ttl,
+                    now,
+                    policy.timeout,
+                )
+                .await;
+            match attempt {
+                Ok(LockAttempt::Locked) => held = Some(h),
+                // Someone refreshed it already, or is refreshing it now.
+                Ok(LockAttempt::Value(entry)) => return lead.finish(Outcome::Stored(entry)),
+                Ok(LockAttempt::Busy) => return lead.finish(Outcome::NotStored),
+                Err(error) => self.failed("lock", key.as_str(), &error),
+            }
+        }
+        Counters::bump(&counters.loads);
+        let mut guard = FailureGuard(Some(&counters.refresh_failures));
+        let loaded = match (&held, policy.lock, self.inner.backend.redis()) {
+            (Some(h), Some(lock), Some(redis)) => self.hold(redis, h, &policy, lock, load).await,
+            _ => load.await,
+        };
+        if matches!(S::store(&loaded), Store::Skip) {
+            drop(guard);
+            tracing::debug!(
+                key = key.as_str(),
+                "cache-aside: background refresh failed; backing off"
+            );
+            self.back_off(key, &current, &policy).await;
+            let nothing = Ok(None);
+            let (_, _) = self.store(key, &policy, nothing, held.as_ref()).await;
+            return lead.finish(Outcome::NotStored);
+        }
+        guard.0 = None;
+        let encoded = self.encode::<S, R>(key, &policy, &loaded);
+        drop(loaded);
+        let (entry, _) = self.store(key, &policy, encoded, held.as_ref()).await;
+        lead.finish(entry.map_or(Outcome::NotStored, Outcome::Stored));
+    }
+}

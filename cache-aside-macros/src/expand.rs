@@ -255,7 +255,15 @@ impl<'a> Gen<'a> {
                 #check
                 #spec
                 #prepare
-                #private::get_or_load::<#shape, #ret, _>(#prepared, #spec_var, #private::Foreground(async move #block)).await
+                #private::get_or_load::<#shape, #ret, _>(
+                    #prepared,
+                    #spec_var,
+                    #private::Foreground(async move #block),
+                    {
+                        use #private::{ByClone as _, NotShared as _};
+                        (&&#private::Probe::<#ret>::new()).sharer()
+                    },
+                ).await
             }
         }
     }

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use crate::cache::Cache;
 use crate::codec::{self, unix_ms};
 use crate::error::Error;
-use crate::flight::{self, Lead, Outcome, Role};
+use crate::flight::{self, Lead, Outcome, Role, Share};
 use crate::key::Key;
 use crate::lock::{Acquired, Held};
 use crate::policy::{Freshness, Policy};
@@ -50,6 +50,7 @@ impl Cache {
         policy: Policy,
         load: F,
         detach: Option<Detach<F>>,
+        share: Option<Share<R>>,
     ) -> Result<R, Error>
     where
         S: Shape<R>,
@@ -103,7 +104,9 @@ impl Cache {
         loop {
             match self.inner.flights.join(key.as_str()) {
                 Role::Leader(lead) => {
-                    return self.lead::<S, R, F>(key, policy, load, kept, lead).await;
+                    return self
+                        .lead::<S, R, F>(key, policy, load, kept, lead, share)
+                        .await;
                 }
                 Role::Waiter(rx) => {
                     Counters::bump(&counters.waited);
@@ -117,6 +120,11 @@ impl Cache {
                             if let Ok((value, _)) = decode_entry::<S, R>(&entry) {
                                 Counters::bump(&counters.stale_served);
                                 Counters::bump(&counters.fail_safe);
+                                return Ok(value);
+                            }
+                        }
+                        Outcome::Shared(result) => {
+                            if let Some(value) = share.as_ref().and_then(|s| (s.take)(&*result)) {
                                 return Ok(value);
                             }
                         }
@@ -140,6 +148,7 @@ impl Cache {
         load: F,
         kept: Option<Found<R>>,
         lead: Lead,
+        share: Option<Share<R>>,
     ) -> Result<R, Error> {
         let mut held = None;
         if let (Some(lock), Some(redis)) = (policy.lock, self.inner.backend.redis()) {
@@ -161,6 +170,10 @@ impl Cache {
             }
         }
         let (result, outcome) = self.load::<S, R, F>(key, policy, load, kept, held).await;
+        let outcome = match (outcome, &result, share) {
+            (Outcome::NotStored, Ok(value), Some(share)) => Outcome::Shared((share.put)(value)),
+            (outcome, _, _) => outcome,
+        };
         lead.finish(outcome);
         result
     }

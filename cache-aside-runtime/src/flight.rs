@@ -8,10 +8,12 @@
 //! caller's future. If that future is dropped mid-load, its guard marks the flight
 //! abandoned and one waiter takes over as the new leader with its own body: nobody hangs.
 //! When the leader's result is not stored (an `Err`, or `None` without `none_ttl`), waiters
-//! run their own bodies, since a result that is not `Clone` cannot be handed to many.
+//! get a clone of it if the return type is `Clone` ([`Share`]); otherwise they run their
+//! own bodies, since a result that is not `Clone` cannot be handed to many.
 //!
 //! A [`Lead`] owns what it needs, so a background refresh can carry it into a spawned task.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -25,13 +27,33 @@ pub(crate) enum Outcome {
     Stored(Bytes),
     /// The leader's body failed and fail-safe answered with this expired entry.
     Stale(Bytes),
-    /// The leader's result was not cacheable; each waiter loads for itself.
+    /// The leader's result was not stored, and is handed over as is (see [`Share`]).
+    Shared(Arc<dyn Any + Send + Sync>),
+    /// The leader's result was not stored and cannot be shared; each waiter loads for itself.
     NotStored,
     /// The leader was cancelled before finishing.
     Abandoned,
 }
 
 type Running = Arc<Mutex<HashMap<Box<str>, watch::Receiver<Outcome>>>>;
+
+/// How a result that is not stored (an `Err`) reaches the waiters of its load: the leader
+/// puts a clone in the flight, each waiter takes a clone out. Exists only for `Clone`
+/// return types, which the macro detects (`__private::Probe`).
+pub struct Share<R> {
+    pub(crate) put: fn(&R) -> Arc<dyn Any + Send + Sync>,
+    /// `None` if the flight holds another type: two functions given the same `prefix`.
+    pub(crate) take: fn(&(dyn Any + Send + Sync)) -> Option<R>,
+}
+
+impl<R: Clone + Send + Sync + 'static> Share<R> {
+    pub(crate) fn by_clone() -> Share<R> {
+        Share {
+            put: |r| Arc::new(r.clone()),
+            take: |any| any.downcast_ref::<R>().cloned(),
+        }
+    }
+}
 
 #[derive(Default)]
 pub(crate) struct Flights {

@@ -1,5 +1,6 @@
 //! What `#[cached]` expands to calls. Not a public API: no semver promises.
 
+use std::marker::PhantomData;
 use std::sync::{Arc, LazyLock};
 
 pub use crate::Error;
@@ -169,13 +170,51 @@ where
     }
 }
 
-/// The body of every `#[cached]` function: fails open.
-pub async fn get_or_load<S, R, B>(prepared: Prepared<'_>, spec: &FnSpec, body: B) -> R
+pub use crate::flight::Share;
+
+/// Autoref specialisation: `(&&Probe::<R>::new()).sharer()` is `Some` for `Clone` return
+/// types (through [`ByClone`], found first) and `None` for the others ([`NotShared`]).
+pub struct Probe<R>(PhantomData<fn() -> R>);
+
+impl<R> Probe<R> {
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Self {
+        Probe(PhantomData)
+    }
+}
+
+pub trait ByClone<R> {
+    fn sharer(&self) -> Option<Share<R>>;
+}
+
+impl<R: Clone + Send + Sync + 'static> ByClone<R> for &Probe<R> {
+    fn sharer(&self) -> Option<Share<R>> {
+        Some(Share::by_clone())
+    }
+}
+
+pub trait NotShared<R> {
+    fn sharer(&self) -> Option<Share<R>>;
+}
+
+impl<R> NotShared<R> for Probe<R> {
+    fn sharer(&self) -> Option<Share<R>> {
+        None
+    }
+}
+
+/// The body of every `#[cached]` function: fails open. `share`: see [`Probe`].
+pub async fn get_or_load<S, R, B>(
+    prepared: Prepared<'_>,
+    spec: &FnSpec,
+    body: B,
+    share: Option<Share<R>>,
+) -> R
 where
     S: Shape<R> + 'static,
     B: Body<R>,
 {
-    match run::<S, R, B>(prepared, spec, body, false).await {
+    match run::<S, R, B>(prepared, spec, body, share, false).await {
         Ok(value) => value,
         Err(error) => unreachable!("a fail-open call surfaced {error}"),
     }
@@ -186,13 +225,14 @@ pub async fn try_get_or_load<S, T, E, B>(
     prepared: Prepared<'_>,
     spec: &FnSpec,
     body: B,
+    share: Option<Share<Result<T, E>>>,
 ) -> Result<T, E>
 where
     S: Shape<Result<T, E>> + 'static,
     B: Body<Result<T, E>>,
     E: From<Error>,
 {
-    run::<S, Result<T, E>, B>(prepared, spec, body, true)
+    run::<S, Result<T, E>, B>(prepared, spec, body, share, true)
         .await
         .unwrap_or_else(|error| Err(E::from(error)))
 }
@@ -201,6 +241,7 @@ async fn run<S, R, B>(
     prepared: Prepared<'_>,
     spec: &FnSpec,
     body: B,
+    share: Option<Share<R>>,
     surface: bool,
 ) -> Result<R, Error>
 where
@@ -225,7 +266,7 @@ where
     };
     let detach = detach.map(|d| d.0);
     cache
-        .get_or_load::<S, R, _>(&key, policy, load, detach)
+        .get_or_load::<S, R, _>(&key, policy, load, detach, share)
         .await
 }
 

@@ -138,3 +138,81 @@ async fn a_cancelled_leader_does_not_strand_its_waiters() {
     }
     assert_eq!(f.loads.load(SeqCst), 2);
 }
+
+/// An error that cannot be cloned: waiters cannot be handed a copy.
+#[derive(Debug, PartialEq)]
+struct Opaque(u64);
+
+#[cached(ttl = 60, prefix = "failing", cache = cache, skip(cache, loads, gate))]
+async fn failing(
+    cache: &Cache,
+    loads: &AtomicU32,
+    gate: &Semaphore,
+    id: u64,
+) -> Result<u64, String> {
+    loads.fetch_add(1, SeqCst);
+    gate.acquire().await.expect("gate open").forget();
+    Err(format!("no row {id}"))
+}
+
+#[cached(ttl = 60, prefix = "opaque", cache = cache, skip(cache, loads, gate))]
+async fn opaque(
+    cache: &Cache,
+    loads: &AtomicU32,
+    gate: &Semaphore,
+    id: u64,
+) -> Result<u64, Opaque> {
+    loads.fetch_add(1, SeqCst);
+    gate.acquire().await.expect("gate open").forget();
+    Err(Opaque(id))
+}
+
+/// Runs `calls` concurrent calls of one failing key; returns the results and the loads.
+async fn stampede_on_error<T: Send + 'static>(
+    call: impl Fn(Arc<Fixture>) -> tokio::task::JoinHandle<T>,
+) -> (Vec<T>, u32) {
+    let f = Fixture::new(Cache::memory());
+    let calls: Vec<_> = (0..100).map(|_| call(f.clone())).collect();
+    f.until("99 waiters", |f| f.cache.stats().waited == 99)
+        .await;
+    // Enough permits for every body that might run; how many did is the point.
+    f.gate.add_permits(100);
+    let mut results = Vec::new();
+    for c in calls {
+        results.push(c.await.unwrap());
+    }
+    let loads = f.loads.load(SeqCst);
+    (results, loads)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_share_the_leaders_error_without_caching_it() {
+    let (results, loads) = stampede_on_error(|f| {
+        tokio::spawn(async move { failing(&f.cache, &f.loads, &f.gate, 4).await })
+    })
+    .await;
+    assert_eq!(loads, 1, "one body ran for 100 concurrent calls");
+    assert!(
+        results.iter().all(|r| r == &Err("no row 4".to_owned())),
+        "{results:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_that_is_not_clone_is_not_shared() {
+    let (results, loads) = stampede_on_error(|f| {
+        tokio::spawn(async move { opaque(&f.cache, &f.loads, &f.gate, 4).await })
+    })
+    .await;
+    assert_eq!(loads, 100, "each waiter ran its own body");
+    assert!(results.iter().all(|r| r == &Err(Opaque(4))));
+}
+
+#[tokio::test]
+async fn a_shared_error_is_not_cached() {
+    let f = Fixture::new(Cache::memory());
+    f.gate.add_permits(2);
+    assert!(failing(&f.cache, &f.loads, &f.gate, 8).await.is_err());
+    assert!(failing(&f.cache, &f.loads, &f.gate, 8).await.is_err());
+    assert_eq!(f.loads.load(SeqCst), 2, "the next call runs the body again");
+}

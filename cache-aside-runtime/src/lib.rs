@@ -26,10 +26,14 @@
 //! | stage | module | job |
 //! |---|---|---|
 //! | key | [`key`] | `{namespace}:{prefix}:{arguments}`, escaped and deterministic |
+//! | policy | `policy` | a function's options over its cache's settings; freshness rules |
 //! | backend | `backend` | Redis (`ConnectionManager`) or the embedded store |
-//! | codec | [`codec`] | JSON inside a small versioned envelope |
+//! | breaker | `breaker` | skips an unreachable Redis in-process, probes it back |
+//! | codec | [`codec`] | JSON inside a small versioned envelope with a fresh-until time |
 //! | flight | `flight` | concurrent misses on one key share one load (single-flight) |
-//! | load | `engine` | the get-or-load path; fails open on every cache error |
+//! | lock | `lock` | one loader per key across processes (`SET NX PX` + token scripts) |
+//! | refresh | `refresh` | bounded background refreshes: stale-while-revalidate, refresh-ahead |
+//! | load | `engine` | the get-or-load path, step by step; fails open on every cache error |
 //!
 //! A cache never fails a call: when Redis is down, slow, or holds garbage, the function
 //! body runs and its result is returned; the failure is logged (rate-limited) and counted

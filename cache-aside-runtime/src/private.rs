@@ -132,7 +132,7 @@ pub trait Body<R>: Sized {
     fn split<S: Shape<R> + 'static>(self) -> (Self::Fut, Option<Detacher<Self::Fut>>);
 }
 
-/// A [`Detach`] in a public wrapper.
+/// How to start a background refresh with a body (the engine's `Detach`), opaque.
 pub struct Detacher<F>(Detach<F>);
 
 /// A body that runs in the caller's future only: it may borrow the arguments.

@@ -6,16 +6,27 @@
 use proc_macro2::{Span, TokenStream, TokenTree};
 use syn::ext::IdentExt;
 use syn::parse::{ParseStream, Parser};
-use syn::{Expr, Ident, Lit, LitStr, Path, Token};
+use syn::{Expr, Ident, Lit, LitBool, LitStr, Path, Token};
 
 use crate::key::Template;
 
-const OPTIONS: &str = "`ttl`, `none_ttl`, `prefix`, `key`, `skip`, `cache`, `crate`";
+const OPTIONS: &str = "`ttl`, `none_ttl`, `stale`, `refresh_ahead`, `fail_safe`, `jitter`, \
+                       `lock`, `timeout`, `max_value_bytes`, `on_cache_error`, `prefix`, `key`, \
+                       `skip`, `cache`, `crate`";
 
 /// A duration given as whole seconds (`60`) or a string (`"90s"`, `"5m"`, `"1h30m"`, `"250ms"`).
 #[derive(Clone, Copy)]
 pub struct Dur {
     pub millis: u64,
+}
+
+/// `on_cache_error = "fail"` or `"open"`.
+pub struct OnCacheError {
+    pub fail: bool,
+    /// The option's name, for errors about where it applies.
+    pub name: Span,
+    /// The value, where a missing `From<cache_aside_runtime::Error>` is reported.
+    pub value: Span,
 }
 
 /// The parsed attribute.
@@ -24,6 +35,18 @@ pub struct Args {
     pub ttl: Option<Dur>,
     /// The value, and the span of the `none_ttl` name for errors about where it applies.
     pub none_ttl: Option<(Dur, Span)>,
+    pub stale: Option<Dur>,
+    pub refresh_ahead: Option<f64>,
+    /// The first of `stale` and `refresh_ahead` given: the body must be able to run as a
+    /// background task, and errors saying so point at this name.
+    pub background: Option<Ident>,
+    /// The value, and the span of the `fail_safe` name.
+    pub fail_safe: Option<(Dur, Span)>,
+    pub jitter: Option<f64>,
+    pub lock: Option<bool>,
+    pub timeout: Option<Dur>,
+    pub max_value_bytes: Option<u64>,
+    pub on_cache_error: Option<OnCacheError>,
     pub prefix: Option<LitStr>,
     /// The template, and the span of the `key` name.
     pub key: Option<(Template, Span)>,
@@ -105,6 +128,53 @@ fn parse_option(input: ParseStream, args: &mut Args, errors: &mut Errors) -> syn
             let dur = parse_duration(input, &name)?;
             set_once(&mut args.none_ttl, (dur, name.span()), &name, errors);
         }
+        "stale" => {
+            input.parse::<Token![=]>()?;
+            let dur = parse_duration(input, &name)?;
+            set_once(&mut args.stale, dur, &name, errors);
+            args.background.get_or_insert(name);
+        }
+        "refresh_ahead" => {
+            input.parse::<Token![=]>()?;
+            let fraction = parse_fraction(input, REFRESH_AHEAD)?;
+            set_once(&mut args.refresh_ahead, fraction, &name, errors);
+            args.background.get_or_insert(name);
+        }
+        "fail_safe" => {
+            input.parse::<Token![=]>()?;
+            let dur = parse_duration(input, &name)?;
+            set_once(&mut args.fail_safe, (dur, name.span()), &name, errors);
+        }
+        "jitter" => {
+            input.parse::<Token![=]>()?;
+            let fraction = parse_fraction(input, JITTER)?;
+            set_once(&mut args.jitter, fraction, &name, errors);
+        }
+        "lock" => {
+            input.parse::<Token![=]>()?;
+            let lit = input.parse::<LitBool>().map_err(|e| {
+                syn::Error::new(
+                    e.span(),
+                    "`lock` takes `true` (take a distributed lock before loading) or `false`",
+                )
+            })?;
+            set_once(&mut args.lock, lit.value, &name, errors);
+        }
+        "timeout" => {
+            input.parse::<Token![=]>()?;
+            let dur = parse_duration(input, &name)?;
+            set_once(&mut args.timeout, dur, &name, errors);
+        }
+        "max_value_bytes" => {
+            input.parse::<Token![=]>()?;
+            let bytes = parse_count(input, &name)?;
+            set_once(&mut args.max_value_bytes, bytes, &name, errors);
+        }
+        "on_cache_error" => {
+            input.parse::<Token![=]>()?;
+            let value = parse_on_cache_error(input, &name)?;
+            set_once(&mut args.on_cache_error, value, &name, errors);
+        }
         "prefix" => {
             input.parse::<Token![=]>()?;
             let lit: LitStr = input.parse()?;
@@ -160,12 +230,10 @@ fn parse_duration(input: ParseStream, name: &Ident) -> syn::Result<Dur> {
         "`{name}` takes a literal: whole seconds (`{name} = 60`) or a duration string (`{name} = \"90s\"`, \"5m\", \"1h30m\", \"250ms\")"
     );
     if input.peek(Token![-]) {
-        let minus: Token![-] = input.parse()?;
-        let number = input.parse::<TokenTree>()?;
-        return Err(syn::Error::new_spanned(
-            quote::quote!(#minus #number),
+        return Err(negative(
+            input,
             format_args!("`{name}` must be greater than zero"),
-        ));
+        )?);
     }
     let lit: Lit = match input.parse() {
         Ok(lit) => lit,
@@ -192,6 +260,105 @@ fn parse_duration(input: ParseStream, name: &Ident) -> syn::Result<Dur> {
         ));
     }
     Ok(Dur { millis })
+}
+
+/// An error spanning `-` and the literal after it, for options that take positive values.
+fn negative(input: ParseStream, message: impl std::fmt::Display) -> syn::Result<syn::Error> {
+    let minus: Token![-] = input.parse()?;
+    let number = input.parse::<TokenTree>()?;
+    Ok(syn::Error::new_spanned(
+        quote::quote!(#minus #number),
+        message,
+    ))
+}
+
+/// The accepted range of a fraction option, and how to say it.
+struct Range {
+    max: f64,
+    max_inclusive: bool,
+    help: &'static str,
+}
+
+const REFRESH_AHEAD: Range = Range {
+    max: 1.0,
+    max_inclusive: false,
+    help: "`refresh_ahead` takes a float literal strictly between 0 and 1, the fraction of the \
+           TTL after which a hit refreshes the entry in the background (`refresh_ahead = 0.8`)",
+};
+
+const JITTER: Range = Range {
+    max: 0.5,
+    max_inclusive: true,
+    help: "`jitter` takes a float literal greater than 0 and at most 0.5, how far each TTL may \
+           vary either way (`jitter = 0.1` for ±10%)",
+};
+
+/// A float literal in `range`, every mistake reported at the value.
+fn parse_fraction(input: ParseStream, range: Range) -> syn::Result<f64> {
+    if input.peek(Token![-]) {
+        return Err(negative(input, range.help)?);
+    }
+    let lit: Lit = input
+        .parse()
+        .map_err(|e| syn::Error::new(e.span(), range.help))?;
+    let value = match &lit {
+        Lit::Float(float) => float.base10_parse::<f64>().ok(),
+        _ => None,
+    };
+    let in_range = |v: f64| {
+        v > 0.0
+            && if range.max_inclusive {
+                v <= range.max
+            } else {
+                v < range.max
+            }
+    };
+    match value {
+        Some(v) if in_range(v) => Ok(v),
+        _ => Err(syn::Error::new(lit.span(), range.help)),
+    }
+}
+
+/// An integer literal greater than zero (`65536`, `65_536`, `1 << 20` is not a literal).
+fn parse_count(input: ParseStream, name: &Ident) -> syn::Result<u64> {
+    let positive = format!("`{name}` must be greater than zero");
+    if input.peek(Token![-]) {
+        return Err(negative(input, positive)?);
+    }
+    let help = format!("`{name}` takes an integer literal, like `{name} = 65_536`");
+    let lit: Lit = input
+        .parse()
+        .map_err(|e| syn::Error::new(e.span(), &help))?;
+    let Lit::Int(int) = &lit else {
+        return Err(syn::Error::new(lit.span(), help));
+    };
+    match int.base10_parse::<u64>() {
+        Ok(0) => Err(syn::Error::new(int.span(), positive)),
+        Ok(n) => Ok(n),
+        Err(_) => Err(syn::Error::new(int.span(), help)),
+    }
+}
+
+fn parse_on_cache_error(input: ParseStream, name: &Ident) -> syn::Result<OnCacheError> {
+    let help = "`on_cache_error` takes \"open\" (the default: a cache failure makes the call a \
+                miss and the body runs) or \"fail\" (a cache failure is returned as `Err`)";
+    let lit: Lit = input.parse().map_err(|e| syn::Error::new(e.span(), help))?;
+    let fail = match &lit {
+        Lit::Str(s) if s.value() == "fail" => true,
+        Lit::Str(s) if s.value() == "open" => false,
+        Lit::Str(s) => {
+            return Err(syn::Error::new(
+                s.span(),
+                format_args!("unknown `on_cache_error` value {:?}; {help}", s.value()),
+            ));
+        }
+        other => return Err(syn::Error::new(other.span(), help)),
+    };
+    Ok(OnCacheError {
+        fail,
+        name: name.span(),
+        value: lit.span(),
+    })
 }
 
 /// `"90s"`, `"5m"`, `"1h30m"`, `"250ms"`, `"1d"` → milliseconds. `None` on anything else.
@@ -318,6 +485,114 @@ mod tests {
                 "duplicate `skip` option; list every argument in one `skip(...)`"
             ]
         );
+    }
+
+    #[test]
+    fn parses_freshness_and_resilience_options() {
+        let args = parse_ok(quote!(
+            stale = "5m",
+            refresh_ahead = 0.8,
+            fail_safe = 3600,
+            jitter = 0.5,
+            lock = false,
+            timeout = "50ms",
+            max_value_bytes = 65_536,
+            on_cache_error = "fail"
+        ));
+        assert_eq!(args.stale.unwrap().millis, 300_000);
+        assert_eq!(args.refresh_ahead, Some(0.8));
+        assert_eq!(args.fail_safe.unwrap().0.millis, 3_600_000);
+        assert_eq!(args.jitter, Some(0.5));
+        assert_eq!(args.lock, Some(false));
+        assert_eq!(args.timeout.unwrap().millis, 50);
+        assert_eq!(args.max_value_bytes, Some(65_536));
+        assert!(args.on_cache_error.unwrap().fail);
+        assert_eq!(args.background.unwrap(), "stale");
+
+        let args = parse_ok(quote!(
+            refresh_ahead = 0.5,
+            lock = true,
+            on_cache_error = "open"
+        ));
+        assert_eq!(args.background.unwrap(), "refresh_ahead");
+        assert_eq!(args.lock, Some(true));
+        assert!(!args.on_cache_error.unwrap().fail);
+        let args = parse_ok(quote!(refresh_ahead = 0.999f64, jitter = 0.01));
+        assert_eq!(args.refresh_ahead, Some(0.999));
+        assert_eq!(args.jitter, Some(0.01));
+        assert!(parse_ok(quote!(ttl = 1)).background.is_none());
+    }
+
+    /// Each input must give exactly one error, starting with the expected text.
+    fn assert_one_error(cases: &[(TokenStream, &str)]) {
+        for (tokens, expected) in cases {
+            let errors = parse_err(tokens.clone());
+            assert_eq!(errors.len(), 1, "{tokens}: {errors:?}");
+            assert!(errors[0].starts_with(expected), "{tokens}: {errors:?}");
+        }
+    }
+
+    #[test]
+    fn fractions_must_be_float_literals_in_range() {
+        let refresh = "`refresh_ahead` takes a float literal strictly between 0 and 1";
+        let jitter = "`jitter` takes a float literal greater than 0 and at most 0.5";
+        assert_one_error(&[
+            (quote!(refresh_ahead = 1.0), refresh),
+            (quote!(refresh_ahead = 0.0), refresh),
+            (quote!(refresh_ahead = 1), refresh),
+            (quote!(refresh_ahead = -0.5), refresh),
+            (quote!(refresh_ahead = "0.8"), refresh),
+            (quote!(refresh_ahead = FRACTION), refresh),
+            (quote!(jitter = 0.51), jitter),
+            (quote!(jitter = 0.0), jitter),
+            (quote!(jitter = -0.1), jitter),
+            (quote!(jitter = 1e-400), jitter),
+        ]);
+    }
+
+    #[test]
+    fn other_values_are_checked() {
+        let lock = "`lock` takes `true` (take a distributed lock before loading) or `false`";
+        let bytes = "`max_value_bytes` takes an integer literal, like `max_value_bytes = 65_536`";
+        let on_error = "`on_cache_error` takes \"open\"";
+        assert_one_error(&[
+            (quote!(lock = "yes"), lock),
+            (quote!(lock = 1), lock),
+            (quote!(lock = on), lock),
+            (
+                quote!(max_value_bytes = 0),
+                "`max_value_bytes` must be greater than zero",
+            ),
+            (
+                quote!(max_value_bytes = -1),
+                "`max_value_bytes` must be greater than zero",
+            ),
+            (quote!(max_value_bytes = "64k"), bytes),
+            (quote!(max_value_bytes = 1.5), bytes),
+            (quote!(max_value_bytes = 99999999999999999999999), bytes),
+            (quote!(max_value_bytes = LIMIT), bytes),
+            (
+                quote!(on_cache_error = "ignore"),
+                "unknown `on_cache_error` value \"ignore\"; `on_cache_error` takes \"open\"",
+            ),
+            (quote!(on_cache_error = fail), on_error),
+            (quote!(on_cache_error = true), on_error),
+            (quote!(stale = 0), "`stale` must be greater than zero"),
+            (
+                quote!(fail_safe = "0s"),
+                "`fail_safe` must be greater than zero",
+            ),
+            (quote!(timeout = -5), "`timeout` must be greater than zero"),
+            (
+                quote!(timeout = "soon"),
+                "invalid duration \"soon\"; `timeout` takes a literal",
+            ),
+            (quote!(stale = 1, stale = 2), "duplicate `stale` option"),
+            (
+                quote!(on_cache_error = "open", on_cache_error = "fail"),
+                "duplicate `on_cache_error` option",
+            ),
+        ]);
     }
 
     #[test]

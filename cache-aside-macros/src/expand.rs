@@ -16,15 +16,19 @@
 //! pub async fn get_user_invalidate(id: u64) -> Result<bool, Error> { /* same prepare */ }
 //! pub async fn get_user_invalidate_all() -> Result<u64, Error> { /* prefix of SPEC */ }
 //! ```
+//! With `stale` or `refresh_ahead` the body is `background(async move { body })` instead of
+//! `Foreground(..)`; with `on_cache_error = "fail"` the call is `try_get_or_load`, after an
+//! `assert_surface::<Result<User, DbError>>()` check.
+//!
 //! Every generated name goes through `{crate}::__private`; generated locals use
 //! `Span::mixed_site()` so they cannot clash with the user's names.
 
-use proc_macro2::{Span, TokenStream, TokenTree};
+use proc_macro2::{Group, Literal, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
 use syn::{Ident, ItemFn};
 
-use crate::args::{self, Args, Errors};
+use crate::args::{self, Args, Dur, Errors};
 use crate::func::{Func, Shape};
 use crate::key::Part;
 
@@ -130,11 +134,27 @@ impl<'a> Gen<'a> {
             let ms = d.millis;
             quote!(.none_ttl_ms(#ms))
         });
+        let a = self.args;
+        let ms = |d: Dur| d.millis;
+        let float = Literal::f64_unsuffixed;
+        let stale = a.stale.map(ms).map(|ms| quote!(.stale_ms(#ms)));
+        let refresh_ahead = a
+            .refresh_ahead
+            .map(float)
+            .map(|f| quote!(.refresh_ahead(#f)));
+        let fail_safe = a.fail_safe.map(|(d, _)| d.millis);
+        let fail_safe = fail_safe.map(|ms| quote!(.fail_safe_ms(#ms)));
+        let jitter = a.jitter.map(float).map(|f| quote!(.jitter(#f)));
+        let lock = a.lock.map(|on| quote!(.lock(#on)));
+        let timeout = a.timeout.map(ms).map(|ms| quote!(.timeout_ms(#ms)));
+        let max_value_bytes = a.max_value_bytes.map(|n| quote!(.max_value_bytes(#n)));
         let spec = local("__ca_spec");
         quote! {
             let #spec: &'static #private::FnSpec = {
                 static SPEC: #private::FnSpec =
-                    #private::FnSpec::new(::core::module_path!(), #name, #prefix) #ttl #none_ttl;
+                    #private::FnSpec::new(::core::module_path!(), #name, #prefix)
+                        #ttl #none_ttl #stale #refresh_ahead #fail_safe #jitter #lock #timeout
+                        #max_value_bytes;
                 &SPEC
             };
         }
@@ -249,21 +269,49 @@ impl<'a> Gen<'a> {
         };
         let prepared = local("__ca_prepared");
         let spec_var = local("__ca_spec");
+        // `stale`/`refresh_ahead` may run the body after the call returns: `background` asks
+        // for an owned, `Send` future, and its errors point at the option that asked.
+        let body = match &self.args.background {
+            Some(option) => {
+                let span = option.span();
+                let path = Self::private_path(self.args, span);
+                quote_spanned!(span=> #path::background(async move #block))
+            }
+            None => quote!(#private::Foreground(async move #block)),
+        };
+        // Clone results (an `Err` above all) reach the waiters of a load; see `Probe`.
+        let share = quote! {
+            {
+                use #private::{ByClone as _, NotShared as _};
+                (&&#private::Probe::<#ret>::new()).sharer()
+            }
+        };
+        let (surface, call) = match &self.args.on_cache_error {
+            Some(on_error) if on_error.fail => {
+                // Every token at the value, so a missing `From<Error>` is reported there.
+                let span = on_error.value;
+                let path = Self::private_path(self.args, span);
+                let ret = respan(ret.clone(), span);
+                let surface = quote_spanned!(span=> #path::assert_surface::<#ret>(););
+                let shape = self.shape(span);
+                let call = quote_spanned! {span=>
+                    #path::try_get_or_load::<#shape, _, _, _>(#prepared, #spec_var, #body, #share)
+                };
+                (surface, call)
+            }
+            _ => {
+                let call = quote!(#private::get_or_load::<#shape, #ret, _>(#prepared, #spec_var, #body, #share));
+                (TokenStream::new(), call)
+            }
+        };
         quote! {
             #(#attrs)*
             #vis #sig {
                 #check
+                #surface
                 #spec
                 #prepare
-                #private::get_or_load::<#shape, #ret, _>(
-                    #prepared,
-                    #spec_var,
-                    #private::Foreground(async move #block),
-                    {
-                        use #private::{ByClone as _, NotShared as _};
-                        (&&#private::Probe::<#ret>::new()).sharer()
-                    },
-                ).await
+                #call.await
             }
         }
     }
@@ -363,6 +411,23 @@ impl<'a> Gen<'a> {
             #invalidate_all_body
         }
     }
+}
+
+/// `tokens` with every span, inside groups too, set to `span`.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tt| {
+            if let TokenTree::Group(g) = &tt {
+                let mut group = Group::new(g.delimiter(), respan(g.stream(), span));
+                group.set_span(span);
+                tt = TokenTree::Group(group);
+            } else {
+                tt.set_span(span);
+            }
+            tt
+        })
+        .collect()
 }
 
 /// Does `ident` occur anywhere in `tokens`?

@@ -4,7 +4,7 @@
 use proc_macro2::TokenStream;
 use quote::ToTokens;
 use syn::spanned::Spanned;
-use syn::{FnArg, GenericArgument, Ident, ItemFn, Pat, PathArguments, ReturnType, Type};
+use syn::{FnArg, GenericArgument, Ident, ItemFn, Lifetime, Pat, PathArguments, ReturnType, Type};
 
 use crate::args::{Args, Errors};
 use crate::key::Template;
@@ -29,6 +29,11 @@ impl Shape {
             })),
             _ => Shape::Plain,
         }
+    }
+
+    /// Can the body fail, so that `fail_safe` and `on_cache_error = "fail"` mean something?
+    fn is_result(&self) -> bool {
+        matches!(self, Shape::Res(_))
     }
 
     /// Does `None` reach the cache, so that `none_ttl` means something?
@@ -100,8 +105,19 @@ impl Func {
         for input in &sig.inputs {
             match input {
                 FnArg::Receiver(r) => {
-                    if let syn::ReceiverKind::Reference(_, _, Some(mutability)) = &r.kind {
-                        errors.push(mutability.span(), MUT_ARG);
+                    let borrowed = match &r.kind {
+                        syn::ReceiverKind::Reference(_, _, Some(mutability)) => {
+                            errors.push(mutability.span(), MUT_ARG);
+                            false
+                        }
+                        syn::ReceiverKind::Reference(_, lifetime, None) => {
+                            !lifetime.as_ref().is_some_and(is_static)
+                        }
+                        syn::ReceiverKind::Typed(_, ty) => borrows(ty),
+                        _ => false,
+                    };
+                    if let (true, Some(option)) = (borrowed, &args.background) {
+                        errors.push_error(syn::Error::new_spanned(r, not_owned(option, "self")));
                     }
                     receiver = Some(r.to_token_stream());
                 }
@@ -110,6 +126,12 @@ impl Func {
                         && let Some(mutability) = &reference.mutability
                     {
                         errors.push(mutability.span(), MUT_ARG);
+                    } else if let Some(option) = &args.background
+                        && borrows(&pat_type.ty)
+                    {
+                        let name = pat_type.pat.to_token_stream().to_string();
+                        let message = not_owned(option, &name);
+                        errors.push_error(syn::Error::new_spanned(pat_type, message));
                     }
                     match &*pat_type.pat {
                         Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => {
@@ -169,6 +191,25 @@ impl Func {
                  this one never returns `None`",
             );
         }
+        if let Some((_, name_span)) = &args.fail_safe
+            && !shape.is_result()
+        {
+            errors.push(
+                *name_span,
+                "`fail_safe` answers with an expired value when the body fails, so it applies to \
+                 functions returning `Result<T, E>`; this one cannot fail",
+            );
+        }
+        if let Some(on_error) = &args.on_cache_error
+            && on_error.fail
+            && !shape.is_result()
+        {
+            errors.push(
+                on_error.name,
+                "`on_cache_error = \"fail\"` returns cache failures as `Err`, so it applies to \
+                 functions returning `Result<T, E>`; this one has no `Err` to return them in",
+            );
+        }
         if let (Some(_), Some((_, key_span))) = (&args.prefix, &args.key) {
             errors.push(
                 *key_span,
@@ -191,6 +232,49 @@ impl Func {
     pub fn key_args(&self) -> impl Iterator<Item = &Arg> {
         self.args.iter().filter(|a| a.in_key)
     }
+}
+
+/// Does an argument of this type borrow something for less than `'static`? Syntactic: a
+/// reference or non-`'static` lifetime anywhere in the written type. `impl Trait`, `dyn`
+/// and `fn` types are left to rustc.
+fn borrows(ty: &Type) -> bool {
+    match ty {
+        Type::Reference(r) => !r.lifetime.as_ref().is_some_and(is_static) || borrows(&r.elem),
+        Type::Path(p) => {
+            p.qself.as_ref().is_some_and(|q| borrows(&q.ty))
+                || p.path.segments.iter().any(|seg| match &seg.arguments {
+                    PathArguments::AngleBracketed(a) => a.args.iter().any(|arg| match arg {
+                        GenericArgument::Lifetime(l) => !is_static(l),
+                        GenericArgument::Type(t) => borrows(t),
+                        _ => false,
+                    }),
+                    _ => false,
+                })
+        }
+        Type::Tuple(t) => t.elems.iter().any(borrows),
+        Type::Array(a) => borrows(&a.elem),
+        Type::Slice(s) => borrows(&s.elem),
+        Type::Paren(p) => borrows(&p.elem),
+        Type::Group(g) => borrows(&g.elem),
+        _ => false,
+    }
+}
+
+fn is_static(lifetime: &Lifetime) -> bool {
+    lifetime.ident == "static"
+}
+
+/// Why `stale`/`refresh_ahead` reject a borrowing argument.
+fn not_owned(option: &Ident, arg: &str) -> String {
+    let fix = if arg == "self" {
+        "take `self: Arc<Self>`"
+    } else {
+        "take an owned type (`String`, `Vec<T>`, `Arc<T>`) and clone into it at the call site"
+    };
+    format!(
+        "`{option}` refreshes in a background task that outlives the call, so arguments must be \
+         owned and `'static`; `{arg}` borrows: {fix}"
+    )
 }
 
 const MUT_ARG: &str = "#[cached] functions cannot take `&mut` arguments: a cache hit skips the body, \
@@ -302,6 +386,83 @@ mod tests {
         for (error, needle) in errors.iter().zip(expected) {
             assert!(error.contains(needle), "{error:?} lacks {needle:?}");
         }
+    }
+
+    #[test]
+    fn failure_options_need_a_result() {
+        let attr = quote!(fail_safe = "1h", on_cache_error = "fail");
+        for ret in [quote!(u8), quote!(Option<u8>)] {
+            let errors = check(attr.clone(), quote!(async fn f() -> #ret {}));
+            assert_eq!(errors.len(), 2, "{errors:#?}");
+            assert!(errors[0].starts_with("`fail_safe` answers with an expired value"));
+            assert!(errors[1].starts_with("`on_cache_error = \"fail\"` returns cache failures"));
+        }
+        for ret in [quote!(Result<u8, E>), quote!(io::Result<Option<u8>>)] {
+            let errors = check(attr.clone(), quote!(async fn f() -> #ret {}));
+            assert!(errors.is_empty(), "{errors:?}");
+        }
+        let errors = check(
+            quote!(on_cache_error = "open"),
+            quote!(
+                async fn f() -> u8 {}
+            ),
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+
+    #[test]
+    fn background_refresh_needs_owned_arguments() {
+        let errors = check(
+            quote!(refresh_ahead = 0.5, stale = 5),
+            quote!(
+                async fn f<'a>(
+                    &self,
+                    a: &str,
+                    b: &'a [u8],
+                    c: Option<&u8>,
+                    d: Cow<'a, str>,
+                    e: (u8, &'static str),
+                    f: &'static str,
+                    g: Vec<&'static str>,
+                    h: impl Fn(&str) -> u8,
+                    i: String,
+                ) -> u8 {
+                }
+            ),
+        );
+        let borrowing: Vec<&str> = errors
+            .iter()
+            .map(|e| {
+                assert!(
+                    e.starts_with("`refresh_ahead` refreshes in a background task"),
+                    "{e}"
+                );
+                e.split('`').nth(5).unwrap()
+            })
+            .collect();
+        assert_eq!(borrowing, ["self", "a", "b", "c", "d"]);
+        assert!(errors[0].ends_with("take `self: Arc<Self>`"));
+        // Owned receivers pass; without `stale`/`refresh_ahead` borrowing is fine.
+        for receiver in [quote!(self: Arc<Self>), quote!(self), quote!(&'static self)] {
+            let errors = check(quote!(stale = 5), quote!(async fn f(#receiver) -> u8 {}));
+            assert!(errors.is_empty(), "{errors:?}");
+        }
+        let errors = check(
+            quote!(),
+            quote!(
+                async fn f(&self, a: &str) -> u8 {}
+            ),
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        // `&mut` is reported once, as `&mut`.
+        let errors = check(
+            quote!(stale = 5),
+            quote!(
+                async fn f(a: &mut u8) -> u8 {}
+            ),
+        );
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].contains("cannot take `&mut` arguments"));
     }
 
     #[test]

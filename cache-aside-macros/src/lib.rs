@@ -37,7 +37,8 @@ use proc_macro::TokenStream;
 /// ```
 ///
 /// A cache failure never fails the call: a Redis that is down, slow or holds garbage makes
-/// the call a miss; the body runs and its value is returned.
+/// the call a miss; the body runs and its value is returned (unless
+/// `on_cache_error = "fail"`, below).
 ///
 /// # Return types
 ///
@@ -90,6 +91,107 @@ use proc_macro::TokenStream;
 /// **`crate = path`**: where the runtime is, if the dependency is renamed
 /// (`crate = ::my_cache`).
 ///
+/// # Freshness and resilience
+///
+/// Durations take the same forms as `ttl`; options left out use the cache's settings
+/// (`Cache::builder()`).
+///
+/// **`stale = "5m"`**: after the TTL, keep serving the old value for this long while one
+/// background task reloads it (stale-while-revalidate).
+///
+/// ```text
+/// #[cached(ttl = "1m", stale = "5m")]
+/// async fn prices(region: String) -> Result<Prices, DbError> { db.prices(&region).await }
+/// ```
+///
+/// is, by hand:
+///
+/// ```text
+/// match redis.get(&key).await {
+///     Some(e) if e.age < 1m => Ok(e.value),
+///     Some(e) if e.age < 1m + 5m => {
+///         tokio::spawn(async move { store(&key, db.prices(&region).await) }); // one per key
+///         Ok(e.value)
+///     }
+///     _ => load_and_store(&key, db.prices(&region).await),  // kept for 1m + 5m
+/// }
+/// ```
+///
+/// **`refresh_ahead = 0.8`** (a float strictly between 0 and 1): a hit after this fraction
+/// of the TTL returns the value and reloads it in the background, so a busy key is replaced
+/// before it expires and no caller waits for the reload.
+///
+/// ```text
+/// #[cached(ttl = "10m", refresh_ahead = 0.8)]
+/// async fn config(name: String) -> Config { .. }
+/// // by hand: on a hit with e.age > 8m, tokio::spawn(reload(key)) and return e.value
+/// ```
+///
+/// With `stale` or `refresh_ahead` the body may run after the call has returned, in a
+/// spawned task: every argument must be owned and `'static` (`String`, not `&str`;
+/// `self: Arc<Self>`, not `&self`) and the body's future `Send`. A borrowed argument is an
+/// error at the argument, a non-`Send` body one at the option.
+///
+/// **`fail_safe = "1h"`**: keep values this long past their TTL; when the body returns
+/// `Err`, answer with the expired value instead (and serve it for a short back-off before
+/// trying the body again). Only for `Result` return types: the body must be able to fail.
+///
+/// ```text
+/// #[cached(ttl = "1m", fail_safe = "1h")]
+/// async fn rates() -> Result<Rates, ApiError> { api.rates().await }
+/// // by hand: match api.rates().await {
+/// //     Ok(r) => { store(&key, &r); Ok(r) }              // kept for 1m + 1h
+/// //     Err(e) => expired_entry.map(|old| Ok(old.value)).unwrap_or(Err(e)),
+/// // }
+/// ```
+///
+/// **`jitter = 0.1`** (a float above 0, at most 0.5): each stored TTL is spread at random by
+/// up to ±that fraction, so keys written together do not expire together.
+///
+/// ```text
+/// #[cached(ttl = "1h", jitter = 0.1)]
+/// // by hand: redis.set_px(&key, v, 3_600_000.0 * (1.0 + 0.1 * rand(-1.0..1.0)))
+/// ```
+///
+/// **`lock = true`** or **`lock = false`**: take a Redis lock before loading, so one process
+/// in the fleet runs the body for a missing key while the others wait for its value.
+/// Within one process calls are always single-flight.
+///
+/// ```text
+/// #[cached(ttl = "1h", lock = true)]
+/// // by hand: if redis.set_nx_px(&lock_key, token, 5_000) { load, store, delete lock }
+/// //          else { poll the key until the holder stored it, or load after lock_wait }
+/// ```
+///
+/// **`timeout = "50ms"`**: bound on each cache read and write of this function; a slower
+/// read is a miss, a slower write is abandoned.
+///
+/// ```text
+/// #[cached(ttl = 60, timeout = "50ms")]
+/// // by hand: tokio::time::timeout(50ms, redis.get(&key)).await.ok().flatten()
+/// ```
+///
+/// **`max_value_bytes = 65_536`** (an integer above 0): a larger encoded value is returned
+/// but not stored.
+///
+/// ```text
+/// #[cached(ttl = 60, max_value_bytes = 65_536)]
+/// // by hand: if bytes.len() <= 65_536 { redis.set_px(&key, bytes, ttl) }
+/// ```
+///
+/// **`on_cache_error = "fail"`** or **`"open"`** (the default): with `"fail"`, a cache
+/// failure (Redis down or slow, no default cache, a key argument that cannot serialize)
+/// is returned as the call's `Err` instead of running the body uncached. Only for `Result`
+/// return types whose error implements `From<cache_aside_runtime::Error>`.
+///
+/// ```text
+/// impl From<cache_aside_runtime::Error> for AppError { .. }
+///
+/// #[cached(ttl = 60, on_cache_error = "fail")]
+/// async fn balance(id: u64) -> Result<u64, AppError> { .. }
+/// // by hand: let cached = redis.get(&key).await.map_err(AppError::from)?;
+/// ```
+///
 /// # Keys
 ///
 /// `{namespace}:{prefix}:{arguments}`: arguments joined by `:` (or the template), each in a
@@ -109,8 +211,9 @@ use proc_macro::TokenStream;
 /// # Not accepted
 ///
 /// Non-`async` functions, `&mut` arguments (a hit would skip the mutation), destructuring
-/// patterns in arguments, unknown or repeated options: each is a compile error at the token
-/// at fault. On any error the function itself is still emitted unchanged.
+/// patterns in arguments, borrowed arguments with `stale`/`refresh_ahead`, `fail_safe` or
+/// `on_cache_error = "fail"` without a `Result`, unknown or repeated options, values out of
+/// range: each is a compile error at the token at fault. On any error the function itself is still emitted unchanged.
 #[proc_macro_attribute]
 pub fn cached(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand::cached(attr.into(), item.into()).into()

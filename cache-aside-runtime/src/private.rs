@@ -120,6 +120,7 @@ pub const fn assert_cacheable<S: Shape<R>, R>() {}
 )]
 pub trait Surface {}
 
+#[diagnostic::do_not_recommend]
 impl<T, E: From<Error>> Surface for Result<T, E> {}
 
 /// The macro spans this at `on_cache_error`.

@@ -109,6 +109,16 @@ pub(crate) fn retimed_header(entry: &[u8], fresh_until: SystemTime) -> Option<[u
     Some(header)
 }
 
+/// The fresh-until time of an envelope, read from its header alone; `None` if the bytes
+/// are not an envelope or carry no deadline.
+pub(crate) fn fresh_until(bytes: &[u8]) -> Option<SystemTime> {
+    let header = bytes
+        .first_chunk::<HEADER_LEN>()
+        .filter(|h| h[0] == MAGIC)?;
+    let ms = u64::from_be_bytes(header[4..].try_into().expect("8 bytes"));
+    (ms != 0).then(|| UNIX_EPOCH + Duration::from_millis(ms))
+}
+
 /// Reads an envelope; any deviation from the layout is [`Error::Decode`].
 pub fn decode<V: DeserializeOwned>(bytes: &[u8]) -> Result<Entry<V>, Error> {
     let bad = |why: &str| Error::Decode(why.to_string());

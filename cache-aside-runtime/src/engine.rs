@@ -19,7 +19,7 @@
 //! The cache is an optimisation: no failure in steps 1, 2 or 4 reaches the caller unless
 //! the function asked for it with `on_cache_error = "fail"` ([`Policy::surface_errors`]).
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 
@@ -58,7 +58,10 @@ impl Cache {
     {
         let counters = &self.inner.counters;
         // 1. read
+        let started = Instant::now();
         let read = self.inner.backend.get(key.as_str(), policy.timeout).await;
+        let mut policy = policy;
+        policy.write_timeout = policy.timeout.saturating_sub(started.elapsed());
         let entry = match read {
             Ok(entry) => entry,
             Err(error) => {
@@ -277,6 +280,8 @@ impl Cache {
     }
 
     /// Writes `entry` with its physical TTL, and releases `held` in the same round trip.
+    /// Skipped when the call's read used up the timeout: Redis is hung or unreachable, and
+    /// waiting for it a second time would double what the outage costs the caller.
     async fn write(
         &self,
         key: &Key,
@@ -284,6 +289,11 @@ impl Cache {
         held: Option<&Held>,
         policy: &Policy,
     ) -> Result<(), Error> {
+        if policy.write_timeout.is_zero() && (entry.is_some() || held.is_some()) {
+            let error = Error::Timeout(policy.timeout);
+            self.failed("set", key.as_str(), &error);
+            return Err(error);
+        }
         let (op, result) = match (held, self.inner.backend.redis()) {
             (Some(held), Some(redis)) => {
                 let entry = entry.map(|(bytes, ttl)| (key, bytes, ttl));
@@ -294,7 +304,7 @@ impl Cache {
                     "set",
                     self.inner
                         .backend
-                        .set(key.as_str(), bytes, ttl, policy.timeout)
+                        .set(key.as_str(), bytes, ttl, policy.write_timeout)
                         .await,
                 ),
                 None => return Ok(()),
@@ -319,7 +329,7 @@ impl Cache {
         let retimed = self
             .inner
             .backend
-            .retime(key.as_str(), old, &new, policy.timeout)
+            .retime(key.as_str(), old, &new, policy.write_timeout)
             .await;
         if let Err(error) = retimed {
             self.failed("retime", key.as_str(), &error);

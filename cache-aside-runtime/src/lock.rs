@@ -148,7 +148,7 @@ impl Cache {
     ) -> Result<(), Error> {
         let value = entry.map(|(key, bytes, ttl)| (key.as_str(), &bytes[..], ttl));
         redis
-            .release(&held.key, &held.token, value, policy.timeout)
+            .release(&held.key, &held.token, value, policy.write_timeout)
             .await
     }
 }

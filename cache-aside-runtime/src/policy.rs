@@ -27,7 +27,11 @@ pub(crate) struct Policy {
     pub(crate) fail_safe_backoff: Duration,
     pub(crate) jitter: f64,
     pub(crate) lock: Option<Lock>,
+    /// Bound on each cache operation.
     pub(crate) timeout: Duration,
+    /// What the call's read left of `timeout` for its write: a call spends at most one
+    /// `timeout` on the cache, so a hung Redis costs `timeout` once, not per operation.
+    pub(crate) write_timeout: Duration,
     pub(crate) max_value_bytes: u64,
     /// `on_cache_error = "fail"`: cache failures become the call's `Err`.
     pub(crate) surface_errors: bool,
@@ -58,6 +62,7 @@ impl Policy {
             ttl: settings.lock_ttl,
             wait: settings.lock_wait,
         });
+        let timeout = spec.timeout.unwrap_or(settings.timeout);
         Some(Policy {
             ttl,
             none_ttl: spec.none_ttl,
@@ -67,7 +72,8 @@ impl Policy {
             fail_safe_backoff: settings.fail_safe_backoff,
             jitter: spec.jitter.unwrap_or(settings.jitter),
             lock,
-            timeout: spec.timeout.unwrap_or(settings.timeout),
+            timeout,
+            write_timeout: timeout,
             max_value_bytes: spec.max_value_bytes.unwrap_or(settings.max_value_bytes),
             surface_errors,
         })
@@ -94,17 +100,23 @@ impl Policy {
         base.mul_f64(spread).max(Duration::from_millis(1))
     }
 
+    /// How long past `now` an entry must stay fresh to need no refresh: `now` for stale
+    /// entries, the refresh-ahead point for nearly expired ones. A refresh that finds the
+    /// entry fresh past this (another caller or process refreshed it) does nothing.
+    pub(crate) fn refresh_point(&self, now: SystemTime) -> SystemTime {
+        match self.refresh_ahead {
+            Some(at) => now + self.ttl.mul_f64((1.0 - at).clamp(0.0, 1.0)),
+            None => now,
+        }
+    }
+
     pub(crate) fn classify(&self, fresh_until: Option<SystemTime>, now: SystemTime) -> Freshness {
         let Some(fresh_until) = fresh_until.filter(|_| self.tracks_freshness()) else {
             return Freshness::Fresh;
         };
         match fresh_until.duration_since(now) {
-            Ok(left) => match self.refresh_ahead {
-                Some(at) if left < self.ttl.mul_f64((1.0 - at).clamp(0.0, 1.0)) => {
-                    Freshness::RefreshDue
-                }
-                _ => Freshness::Fresh,
-            },
+            Ok(_) if fresh_until < self.refresh_point(now) => Freshness::RefreshDue,
+            Ok(_) => Freshness::Fresh,
             Err(past) if past.duration() < self.stale => Freshness::Stale,
             Err(_) => Freshness::Expired,
         }

@@ -14,7 +14,9 @@ use bytes::Bytes;
 
 use crate::backend::LockAttempt;
 use crate::cache::Cache;
-use crate::codec::unix_ms;
+use std::time::SystemTime;
+
+use crate::codec::{self, unix_ms};
 use crate::flight::{Lead, Outcome, Role};
 use crate::key::Key;
 use crate::lock::Held;
@@ -47,6 +49,11 @@ where
     F: Future<Output = R> + Send + 'static,
 {
     let counters = &cache.inner.counters;
+    // A refresh runs on its own time, not the call's: the full timeout for each write.
+    let policy = Policy {
+        write_timeout: policy.timeout,
+        ..policy
+    };
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return false;
     };
@@ -79,31 +86,49 @@ impl Cache {
         lead: Lead,
     ) {
         let counters = &self.inner.counters;
+        // Between this call's read and now, another caller or process may have refreshed
+        // the entry: look again (taking the lock in the same step if it is on).
+        let point = unix_ms(policy.refresh_point(SystemTime::now()));
         let mut held = None;
-        if let (Some(lock), Some(redis)) = (policy.lock, self.inner.backend.redis()) {
-            let h = Held::new(key);
-            let now = unix_ms(std::time::SystemTime::now());
-            let attempt = redis
-                .get_or_lock(
-                    key.as_str(),
-                    &h.key,
-                    &h.token,
-                    lock.ttl,
-                    now,
-                    policy.timeout,
-                )
-                .await;
-            match attempt {
-                Ok(LockAttempt::Locked) => held = Some(h),
-                // Someone refreshed it already, or is refreshing it now.
-                Ok(LockAttempt::Value(entry)) => return lead.finish(Outcome::Stored(entry)),
-                Ok(LockAttempt::Busy) => return lead.finish(Outcome::NotStored),
-                Err(error) => self.failed("lock", key.as_str(), &error),
+        let redis = self.inner.backend.redis();
+        let current_state = match (policy.lock, redis) {
+            (Some(lock), Some(redis)) => {
+                let h = Held::new(key);
+                let attempt = redis
+                    .get_or_lock(
+                        key.as_str(),
+                        &h.key,
+                        &h.token,
+                        lock.ttl,
+                        point,
+                        policy.timeout,
+                    )
+                    .await;
+                if matches!(attempt, Ok(LockAttempt::Locked)) {
+                    held = Some(h);
+                }
+                attempt
             }
+            _ => match self.inner.backend.get(key.as_str(), policy.timeout).await {
+                Ok(Some(entry))
+                    if codec::fresh_until(&entry).is_some_and(|t| unix_ms(t) > point) =>
+                {
+                    Ok(LockAttempt::Value(entry))
+                }
+                other => other.map(|_| LockAttempt::Locked),
+            },
+        };
+        match current_state {
+            Ok(LockAttempt::Locked) => {}
+            // Refreshed already.
+            Ok(LockAttempt::Value(entry)) => return lead.finish(Outcome::Stored(entry)),
+            // Another process holds the lock: it is refreshing.
+            Ok(LockAttempt::Busy) => return lead.finish(Outcome::NotStored),
+            Err(error) => self.failed("refresh", key.as_str(), &error),
         }
         Counters::bump(&counters.loads);
         let mut guard = FailureGuard(Some(&counters.refresh_failures));
-        let loaded = match (&held, policy.lock, self.inner.backend.redis()) {
+        let loaded = match (&held, policy.lock, redis) {
             (Some(h), Some(lock), Some(redis)) => self.hold(redis, h, &policy, lock, load).await,
             _ => load.await,
         };

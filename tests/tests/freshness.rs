@@ -154,3 +154,179 @@ async fn without_jitter_every_ttl_is_exact() {
         );
     }
 }
+
+/// A database whose answers (after the first) are held at a gate, so a test controls when
+/// a refresh ends.
+struct GatedDb {
+    db: Db,
+    gate: tokio::sync::Semaphore,
+}
+
+impl Default for GatedDb {
+    fn default() -> Self {
+        GatedDb {
+            db: Db::default(),
+            gate: tokio::sync::Semaphore::new(0),
+        }
+    }
+}
+
+#[cached(ttl = "200ms", stale = "1h", prefix = "swr", cache = cache, skip(cache, db))]
+async fn swr(cache: Cache, db: Arc<GatedDb>, id: u64) -> Result<String, String> {
+    if db.db.queries.load(SeqCst) > 0 {
+        db.gate.acquire().await.expect("gate").forget();
+    }
+    db.db.query(id)
+}
+
+async fn until(what: &str, cache: &Cache, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {:?}",
+            cache.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_while_revalidate_serves_at_once_and_refreshes_once() {
+    let server = RedisServer::start();
+    for cache in both_backends(&server, Cache::builder) {
+        let db = Arc::new(GatedDb::default());
+        assert_eq!(swr(cache.clone(), db.clone(), 1).await.unwrap(), "1-v0");
+        wait_past(Duration::from_millis(200)).await;
+        db.db.version.store(1, SeqCst);
+
+        // The refresh is held at the gate: every call still answers at once, stale.
+        let calls: Vec<_> = (0..20)
+            .map(|_| {
+                let (cache, db) = (cache.clone(), db.clone());
+                tokio::spawn(async move { swr(cache, db, 1).await })
+            })
+            .collect();
+        for call in calls {
+            let answered = tokio::time::timeout(Duration::from_secs(5), call)
+                .await
+                .expect("a stale answer does not wait for the refresh");
+            assert_eq!(answered.unwrap().as_deref(), Ok("1-v0"));
+        }
+        let stats = cache.stats();
+        assert_eq!((stats.stale_served, stats.refreshes), (20, 1), "{stats:?}");
+        assert_eq!(stats.misses, 1, "only the very first call missed");
+
+        db.gate.add_permits(1);
+        until("the refresh to land", &cache, || cache.stats().loads == 2).await;
+        let refreshed = loop {
+            let v = swr(cache.clone(), db.clone(), 1).await.unwrap();
+            if v != "1-v0" {
+                break v;
+            }
+            tokio::task::yield_now().await;
+        };
+        assert_eq!(refreshed, "1-v1", "{}", cache.backend_name());
+        assert_eq!(db.db.queries.load(SeqCst), 2, "exactly one refresh ran");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_refresh_keeps_serving_stale_and_backs_off() {
+    let server = RedisServer::start();
+    let cache = Cache::builder()
+        .fail_safe_backoff(Duration::from_secs(60))
+        .redis(&server.url())
+        .unwrap();
+    let db = Arc::new(GatedDb::default());
+    db.gate.add_permits(100);
+    assert_eq!(swr(cache.clone(), db.clone(), 2).await.unwrap(), "2-v0");
+    wait_past(Duration::from_millis(200)).await;
+    db.db.failing.store(true, SeqCst);
+    assert_eq!(
+        swr(cache.clone(), db.clone(), 2).await.as_deref(),
+        Ok("2-v0")
+    );
+    until("the refresh to fail", &cache, || {
+        cache.stats().refresh_failures == 1
+    })
+    .await;
+    for _ in 0..10 {
+        assert_eq!(
+            swr(cache.clone(), db.clone(), 2).await.as_deref(),
+            Ok("2-v0")
+        );
+    }
+    assert_eq!(
+        db.db.queries.load(SeqCst),
+        2,
+        "backing off: no refresh per call"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refreshes_beyond_max_refreshes_are_dropped_not_queued() {
+    let server = RedisServer::start();
+    let cache = Cache::builder()
+        .max_refreshes(1)
+        .redis(&server.url())
+        .unwrap();
+    let db = Arc::new(GatedDb::default());
+    // The first query passes ungated; the second takes the one permit. The refreshes
+    // below then wait at a closed gate.
+    swr(cache.clone(), db.clone(), 3).await.unwrap();
+    db.gate.add_permits(1);
+    swr(cache.clone(), db.clone(), 4).await.unwrap();
+    let queries_before = db.db.queries.load(SeqCst);
+    wait_past(Duration::from_millis(200)).await;
+    swr(cache.clone(), db.clone(), 3).await.unwrap();
+    swr(cache.clone(), db.clone(), 4).await.unwrap();
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.refreshes, stats.refreshes_dropped),
+        (1, 1),
+        "{stats:?}"
+    );
+    db.gate.add_permits(1);
+    until("the one refresh", &cache, || {
+        db.db.queries.load(SeqCst) == queries_before + 1
+    })
+    .await;
+}
+
+#[cached(ttl = "600ms", refresh_ahead = 0.5, prefix = "ahead", cache = cache, skip(cache, db))]
+async fn ahead(cache: Cache, db: Arc<Db>, id: u64) -> Result<String, String> {
+    db.query(id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_ahead_replaces_a_hot_key_before_it_expires() {
+    let server = RedisServer::start();
+    let cache = Cache::redis(&server.url()).unwrap();
+    let db = Arc::new(Db::default());
+    assert_eq!(ahead(cache.clone(), db.clone(), 1).await.unwrap(), "1-v0");
+    db.version.store(1, SeqCst);
+    // Before half the TTL: a plain hit.
+    assert_eq!(ahead(cache.clone(), db.clone(), 1).await.unwrap(), "1-v0");
+    assert_eq!(cache.stats().refreshes, 0);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    // Past half the TTL: still the cached value, and a refresh starts.
+    assert_eq!(ahead(cache.clone(), db.clone(), 1).await.unwrap(), "1-v0");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ahead(cache.clone(), db.clone(), 1).await.unwrap() != "1-v1" {
+        assert!(
+            Instant::now() < deadline,
+            "no refresh landed: {:?}",
+            cache.stats()
+        );
+        tokio::task::yield_now().await;
+    }
+    let key = ahead_cache_key(cache.clone(), 1).unwrap();
+    let left = cache.ttl_of(&key).await.unwrap().expect("still cached");
+    assert!(
+        left > Duration::from_millis(400),
+        "the TTL started over: {left:?}"
+    );
+    assert_eq!(db.queries.load(SeqCst), 2, "one refresh");
+    assert_eq!(cache.stats().misses, 1, "the hot key never expired");
+}

@@ -174,7 +174,10 @@ impl RedisBackend {
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(self.connect_timeout))
                     .set_response_timeout(None)
-                    .set_number_of_retries(1);
+                    .set_number_of_retries(1)
+                    // redis-rs waits 100 ms before its reconnect retry by default; a refused
+                    // connection should fail the call fast (the breaker takes it from there).
+                    .set_min_delay(Duration::from_millis(10));
                 ConnectionManager::new_lazy_with_config(self.client.clone(), config)
             })
             .await?;

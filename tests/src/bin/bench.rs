@@ -34,6 +34,7 @@ use cache_aside_runtime::{Cache, cached};
 use cache_aside_tests::RedisServer;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
 
 const ROUNDS: usize = 9;
 const SEQUENTIAL_OPS: u64 = 4_000;
@@ -204,6 +205,118 @@ where
         op(i).await;
     }
     ops as f64 / start.elapsed().as_secs_f64()
+}
+
+/// A sequential row's work: one side of one row.
+#[derive(Clone, Copy)]
+enum Job {
+    OursSmall,
+    OursLarge,
+    RawSmall,
+    RawLarge,
+    OursMiss(u64),
+    RawMiss(u64),
+    EmbeddedSmall,
+    EmbeddedLarge,
+}
+
+/// Runs the sequential rows on a thread of its own, with a current-thread runtime and its
+/// own cache and raw connection: caller, connection driver and reply share one thread. On
+/// the multi-thread runtime a lone caller's latency depends on whether the connection's
+/// driver task landed on the caller's worker (about 2x either way), which is noise about
+/// task placement, not about the library.
+struct OneCaller {
+    jobs: mpsc::UnboundedSender<(Job, oneshot::Sender<f64>)>,
+}
+
+impl OneCaller {
+    fn start(url: String, memory: &'static Cache) -> Self {
+        let (jobs, mut rx) = mpsc::unbounded_channel::<(Job, oneshot::Sender<f64>)>();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let cache = &Cache::builder().timeout(TIMEOUT).redis(&url).expect("url");
+                let conn = &bounded_connection(&url).await;
+                while let Some((job, done)) = rx.recv().await {
+                    let ops = match job {
+                        Job::OursSmall => {
+                            sequential(SEQUENTIAL_OPS, |_| async move {
+                                cached_small(cache, 1).await;
+                            })
+                            .await
+                        }
+                        Job::OursLarge => {
+                            sequential(SEQUENTIAL_OPS / 2, |_| async move {
+                                cached_large(cache, 1).await;
+                            })
+                            .await
+                        }
+                        Job::RawSmall => {
+                            sequential(SEQUENTIAL_OPS, |_| async move {
+                                let _: Small = raw_get(conn, "raw:small").await;
+                            })
+                            .await
+                        }
+                        Job::RawLarge => {
+                            sequential(SEQUENTIAL_OPS / 2, |_| async move {
+                                let _: Large = raw_get(conn, "raw:large").await;
+                            })
+                            .await
+                        }
+                        Job::OursMiss(base) => {
+                            sequential(MISS_OPS, |i| async move {
+                                cached_miss(cache, base + i).await;
+                            })
+                            .await
+                        }
+                        Job::RawMiss(base) => {
+                            sequential(MISS_OPS, |i| async move {
+                                raw_miss(conn, base + i).await;
+                            })
+                            .await
+                        }
+                        Job::EmbeddedSmall => {
+                            sequential(SEQUENTIAL_OPS * 25, |_| async move {
+                                cached_small(memory, 1).await;
+                            })
+                            .await
+                        }
+                        Job::EmbeddedLarge => {
+                            sequential(SEQUENTIAL_OPS * 2, |_| async move {
+                                cached_large(memory, 1).await;
+                            })
+                            .await
+                        }
+                    };
+                    let _ = done.send(ops);
+                }
+            });
+        });
+        OneCaller { jobs }
+    }
+
+    /// ops/s of `job`.
+    async fn run(&self, job: Job) -> f64 {
+        let (done, ops) = oneshot::channel();
+        self.jobs.send((job, done)).expect("one-caller thread");
+        ops.await.expect("one-caller thread")
+    }
+}
+
+/// Raw redis-rs with the library's connection settings (backend/redis.rs), plus redis-rs's
+/// response timeout: a cache read must be bounded, and this is how raw redis-rs bounds it.
+async fn bounded_connection(url: &str) -> ConnectionManager {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(TIMEOUT))
+        .set_response_timeout(Some(TIMEOUT))
+        .set_number_of_retries(1);
+    let client = redis::Client::open(url).expect("url");
+    ConnectionManager::new_with_config(client, config)
+        .await
+        .expect("connect")
 }
 
 /// CPU time of this process (all threads; redis-server not included), in seconds.
@@ -450,16 +563,8 @@ async fn main() {
         .timeout(TIMEOUT)
         .redis(&server.url())
         .expect("url");
+    let conn = bounded_connection(&server.url()).await;
     let client = redis::Client::open(server.url()).expect("url");
-    // The library's connection settings (backend/redis.rs), plus redis-rs's response timeout:
-    // a cache read must be bounded, and this is how raw redis-rs bounds it.
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(TIMEOUT))
-        .set_response_timeout(Some(TIMEOUT))
-        .set_number_of_retries(1);
-    let conn = ConnectionManager::new_with_config(client.clone(), config)
-        .await
-        .expect("connect");
     let unbounded = ConnectionManagerConfig::new()
         .set_connection_timeout(None)
         .set_response_timeout(None);
@@ -525,6 +630,7 @@ async fn main() {
         Row::new("embedded backend hit, 150 B"),
         Row::new("embedded backend hit, 4 KB"),
     ];
+    let one = OneCaller::start(server.url(), memory);
     let mut miss_base = 0u64;
     for round in 0..ROUNDS {
         // Alternate which side goes first, so drift in the machine's load hits both.
@@ -532,48 +638,24 @@ async fn main() {
             let base = miss_base;
             miss_base += MISS_OPS;
             if ours {
-                let seq_small = sequential(SEQUENTIAL_OPS, |_| async move {
-                    cached_small(cache, 1).await;
-                });
-                rows[0].ours.push(seq_small.await);
-                let seq_large = sequential(SEQUENTIAL_OPS / 2, |_| async move {
-                    cached_large(cache, 1).await;
-                });
-                rows[1].ours.push(seq_large.await);
+                rows[0].ours.push(one.run(Job::OursSmall).await);
+                rows[1].ours.push(one.run(Job::OursLarge).await);
                 let small = env.ours_small().await;
                 rows[2].push_ours(small);
                 rows[4].push_ours(small);
                 rows[3].push_ours(env.ours_large().await);
-                let miss = sequential(MISS_OPS, |i| async move {
-                    cached_miss(cache, base + i).await;
-                });
-                rows[5].ours.push(miss.await);
+                rows[5].ours.push(one.run(Job::OursMiss(base)).await);
             } else {
-                let seq_small = sequential(SEQUENTIAL_OPS, |_| async move {
-                    let _: Small = raw_get(conn, "raw:small").await;
-                });
-                rows[0].raw.push(seq_small.await);
-                let seq_large = sequential(SEQUENTIAL_OPS / 2, |_| async move {
-                    let _: Large = raw_get(conn, "raw:large").await;
-                });
-                rows[1].raw.push(seq_large.await);
+                rows[0].raw.push(one.run(Job::RawSmall).await);
+                rows[1].raw.push(one.run(Job::RawLarge).await);
                 rows[2].push_raw(env.raw_small(conn).await);
                 rows[3].push_raw(env.raw_large().await);
                 rows[4].push_raw(env.raw_small(env.unbounded).await);
-                let miss = sequential(MISS_OPS, |i| async move {
-                    raw_miss(conn, base + i).await;
-                });
-                rows[5].raw.push(miss.await);
+                rows[5].raw.push(one.run(Job::RawMiss(base)).await);
             }
         }
-        let embedded_small = sequential(SEQUENTIAL_OPS * 25, |_| async move {
-            cached_small(memory, 1).await;
-        });
-        rows[6].ours.push(embedded_small.await);
-        let embedded_large = sequential(SEQUENTIAL_OPS * 2, |_| async move {
-            cached_large(memory, 1).await;
-        });
-        rows[7].ours.push(embedded_large.await);
+        rows[6].ours.push(one.run(Job::EmbeddedSmall).await);
+        rows[7].ours.push(one.run(Job::EmbeddedLarge).await);
     }
 
     // Allocations per hit, sequential (one caller), after the rounds warmed everything up.
@@ -618,7 +700,8 @@ async fn main() {
     assert_eq!(stats.errors, 0, "no cache errors during the run: {stats:?}");
 
     println!(
-        "\nthroughput: median of {ROUNDS} alternating rounds; redis-server on 127.0.0.1, {} cores",
+        "\nthroughput: median of {ROUNDS} alternating rounds; redis-server on 127.0.0.1, {} cores; \
+         sequential rows on a current-thread runtime",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     for row in &rows {

@@ -60,8 +60,6 @@ impl Cache {
         // 1. read
         let started = Instant::now();
         let read = self.inner.backend.get(key.as_str(), policy.timeout).await;
-        let mut policy = policy;
-        policy.write_timeout = policy.timeout.saturating_sub(started.elapsed());
         let entry = match read {
             Ok(entry) => entry,
             Err(error) => {
@@ -77,7 +75,7 @@ impl Cache {
         if let Some(entry) = entry {
             match decode_entry::<S, R>(&entry) {
                 Ok((value, fresh_until)) => {
-                    let freshness = policy.classify(fresh_until, SystemTime::now());
+                    let freshness = policy.classify(fresh_until);
                     match (freshness, detach) {
                         (Freshness::Fresh, _) | (Freshness::RefreshDue, None) => {
                             Counters::bump(&counters.hits);
@@ -103,6 +101,8 @@ impl Cache {
             }
         }
         Counters::bump(&counters.misses);
+        let mut policy = policy;
+        policy.write_timeout = policy.timeout.saturating_sub(started.elapsed());
         // 3. load once
         loop {
             match self.inner.flights.join(key.as_str()) {

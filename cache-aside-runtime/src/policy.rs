@@ -110,10 +110,16 @@ impl Policy {
         }
     }
 
-    pub(crate) fn classify(&self, fresh_until: Option<SystemTime>, now: SystemTime) -> Freshness {
-        let Some(fresh_until) = fresh_until.filter(|_| self.tracks_freshness()) else {
-            return Freshness::Fresh;
-        };
+    /// Reads the clock only for functions that track freshness: the hit path of the
+    /// others stays free of it.
+    pub(crate) fn classify(&self, fresh_until: Option<SystemTime>) -> Freshness {
+        match fresh_until.filter(|_| self.tracks_freshness()) {
+            Some(fresh_until) => self.classify_at(fresh_until, SystemTime::now()),
+            None => Freshness::Fresh,
+        }
+    }
+
+    fn classify_at(&self, fresh_until: SystemTime, now: SystemTime) -> Freshness {
         match fresh_until.duration_since(now) {
             Ok(_) if fresh_until < self.refresh_point(now) => Freshness::RefreshDue,
             Ok(_) => Freshness::Fresh,
@@ -138,7 +144,7 @@ mod tests {
         let p = policy();
         let now = SystemTime::now();
         let long_ago = now - Duration::from_secs(3600);
-        assert_eq!(p.classify(Some(long_ago), now), Freshness::Fresh);
+        assert_eq!(p.classify(Some(long_ago)), Freshness::Fresh);
         assert_eq!(p.keep(), Duration::ZERO);
     }
 
@@ -152,11 +158,11 @@ mod tests {
         };
         let now = SystemTime::now();
         let s = Duration::from_secs;
-        assert_eq!(p.classify(Some(now + s(5)), now), Freshness::Fresh);
-        assert_eq!(p.classify(Some(now + s(1)), now), Freshness::RefreshDue);
-        assert_eq!(p.classify(Some(now - s(1)), now), Freshness::Stale);
-        assert_eq!(p.classify(Some(now - s(10)), now), Freshness::Expired);
-        assert_eq!(p.classify(None, now), Freshness::Fresh);
+        assert_eq!(p.classify_at(now + s(5), now), Freshness::Fresh);
+        assert_eq!(p.classify_at(now + s(1), now), Freshness::RefreshDue);
+        assert_eq!(p.classify_at(now - s(1), now), Freshness::Stale);
+        assert_eq!(p.classify_at(now - s(10), now), Freshness::Expired);
+        assert_eq!(p.classify(None), Freshness::Fresh);
         assert_eq!(p.keep(), s(60));
     }
 

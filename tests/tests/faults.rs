@@ -868,3 +868,67 @@ async fn builder_timeout_bounds_a_call_on_a_frozen_redis() {
         .await
         .expect("bounded");
 }
+
+/// What `on_cache_error = "fail"` functions return when the cache fails.
+#[derive(Debug)]
+enum LoadError {
+    Cache(Error),
+}
+
+impl From<Error> for LoadError {
+    fn from(error: Error) -> Self {
+        LoadError::Cache(error)
+    }
+}
+
+#[cached(ttl = 60, prefix = "strict", cache = cache, skip(cache, loads), on_cache_error = "fail", timeout = "200ms")]
+async fn strict(cache: &Cache, loads: &AtomicU64, id: u64) -> Result<u64, LoadError> {
+    loads.fetch_add(1, SeqCst);
+    Ok(id)
+}
+
+#[cached(ttl = 60, prefix = "quick", cache = cache, skip(cache), timeout = "100ms")]
+async fn quick(cache: &Cache, id: u64) -> u64 {
+    id
+}
+
+/// `on_cache_error = "fail"` surfaces a cache failure instead of running the body; the
+/// attribute's `timeout` overrides the cache's.
+#[tokio::test]
+async fn strict_functions_surface_cache_failures_and_function_timeouts_win() {
+    let server = RedisServer::start();
+    let cache = Cache::builder()
+        .timeout(Duration::from_secs(5))
+        .breaker(1_000, Duration::from_secs(1))
+        .redis(&server.url())
+        .unwrap();
+    let loads = AtomicU64::new(0);
+    assert_eq!(
+        strict(&cache, &loads, 1).await.unwrap(),
+        1,
+        "works while Redis is up"
+    );
+    assert_eq!(strict(&cache, &loads, 1).await.unwrap(), 1);
+    assert_eq!(loads.load(SeqCst), 1, "the second call was a hit");
+
+    server.pause();
+    let started = Instant::now();
+    let failed = strict(&cache, &loads, 2).await;
+    assert!(
+        matches!(&failed, Err(LoadError::Cache(e)) if e.is_timeout()),
+        "{failed:?}"
+    );
+    assert_eq!(loads.load(SeqCst), 1, "the body did not run");
+    let strict_took = started.elapsed();
+    let started = Instant::now();
+    assert_eq!(
+        quick(&cache, 3).await,
+        3,
+        "fail-open functions still answer"
+    );
+    let quick_took = started.elapsed();
+    server.resume();
+    // Each is bounded by its own timeout (200 ms, 100 ms), not the cache's 5 s.
+    assert!(strict_took < Duration::from_secs(2), "{strict_took:?}");
+    assert!(quick_took < Duration::from_secs(1), "{quick_took:?}");
+}

@@ -193,11 +193,7 @@ impl Cache {
     ) -> (Result<R, Error>, Outcome) {
         let counters = &self.inner.counters;
         Counters::bump(&counters.loads);
-        let redis = self.inner.backend.redis();
-        let loaded = match (&held, policy.lock, redis) {
-            (Some(h), Some(lock), Some(redis)) => self.hold(redis, h, &policy, lock, load).await,
-            _ => load.await,
-        };
+        let loaded = self.run_body(held.as_ref(), &policy, load).await;
         if let (Store::Skip, Some(kept)) = (S::store(&loaded), kept) {
             Counters::bump(&counters.fail_safe);
             Counters::bump(&counters.stale_served);
@@ -282,7 +278,7 @@ impl Cache {
     /// Writes `entry` with its physical TTL, and releases `held` in the same round trip.
     /// Skipped when the call's read used up the timeout: Redis is hung or unreachable, and
     /// waiting for it a second time would double what the outage costs the caller.
-    async fn write(
+    pub(crate) async fn write(
         &self,
         key: &Key,
         entry: Option<(&Bytes, Duration)>,

@@ -100,8 +100,23 @@ impl Cache {
         }
     }
 
+    /// Runs a body: as is, or, when this call holds the lock, while extending it.
+    pub(crate) async fn run_body<F: Future>(
+        &self,
+        held: Option<&Held>,
+        policy: &Policy,
+        load: F,
+    ) -> F::Output {
+        match (held, policy.lock, self.inner.backend.redis()) {
+            (Some(held), Some(lock), Some(redis)) => {
+                self.hold(redis, held, policy, lock, load).await
+            }
+            _ => load.await,
+        }
+    }
+
     /// Runs `load` while extending `held` every third of the lock TTL.
-    pub(crate) async fn hold<F: Future>(
+    async fn hold<F: Future>(
         &self,
         redis: &RedisBackend,
         held: &Held,

@@ -115,6 +115,7 @@ impl Cache {
                 {
                     Ok(LockAttempt::Value(entry))
                 }
+                // Still due (or unreadable): go ahead, as if the lock had been taken.
                 other => other.map(|_| LockAttempt::Locked),
             },
         };
@@ -128,10 +129,7 @@ impl Cache {
         }
         Counters::bump(&counters.loads);
         let mut guard = FailureGuard(Some(&counters.refresh_failures));
-        let loaded = match (&held, policy.lock, redis) {
-            (Some(h), Some(lock), Some(redis)) => self.hold(redis, h, &policy, lock, load).await,
-            _ => load.await,
-        };
+        let loaded = self.run_body(held.as_ref(), &policy, load).await;
         if matches!(S::store(&loaded), Store::Skip) {
             drop(guard);
             tracing::debug!(
@@ -139,8 +137,8 @@ impl Cache {
                 "cache-aside: background refresh failed; backing off"
             );
             self.back_off(key, &current, &policy).await;
-            let nothing = Ok(None);
-            let (_, _) = self.store(key, &policy, nothing, held.as_ref()).await;
+            // Releases the lock, if held; a failure is counted and logged inside.
+            self.write(key, None, held.as_ref(), &policy).await.ok();
             return lead.finish(Outcome::NotStored);
         }
         guard.0 = None;

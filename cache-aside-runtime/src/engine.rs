@@ -19,10 +19,13 @@
 //! The cache is an optimisation: no failure in steps 1, 2 or 4 reaches the caller unless
 //! the function asked for it with `on_cache_error = "fail"` ([`Policy::surface_errors`]).
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 
+use crate::backend::Backend;
 use crate::cache::Cache;
 use crate::codec::{self, unix_ms};
 use crate::error::Error;
@@ -37,6 +40,22 @@ use crate::stats::Counters;
 /// Only bodies that can outlive their call (`stale`, `refresh_ahead`) have one.
 pub(crate) type Detach<F> = fn(&Cache, &Key, Policy, F, Bytes) -> bool;
 
+/// The miss path of a call, boxed and polled through a function that is never inlined: a
+/// hit then neither carries the miss path's state (the lock, the flight, the store) in its
+/// future nor its code in its poll function. Measured with callgrind on the bench's
+/// sequential 150 B hit: fewer instructions and instruction-cache misses per hit; a miss pays
+/// one allocation, next to two round trips.
+struct Cold<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for Cold<F> {
+    type Output = F::Output;
+
+    #[inline(never)]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
 /// A value the engine could serve, with its entry.
 struct Found<R> {
     value: R,
@@ -47,7 +66,7 @@ impl Cache {
     pub(crate) async fn get_or_load<S, R, F>(
         &self,
         key: &Key,
-        policy: Policy,
+        policy: &Policy,
         load: F,
         detach: Option<Detach<F>>,
         share: Option<Share<R>>,
@@ -59,7 +78,12 @@ impl Cache {
         let counters = &self.inner.counters;
         // 1. read
         let started = Instant::now();
-        let read = self.inner.backend.get(key.as_str(), policy.timeout).await;
+        // The backend's `get`, with no future of its own around the Redis read: every layer
+        // of `async` on the hit path costs instructions per call (see `Cold`).
+        let read = match &self.inner.backend {
+            Backend::Redis(redis) => redis.get(key.as_str(), policy.timeout).await,
+            Backend::Memory(memory) => Ok(memory.get(key.as_str())),
+        };
         let entry = match read {
             Ok(entry) => entry,
             Err(error) => {
@@ -78,15 +102,15 @@ impl Cache {
                     let freshness = policy.classify(fresh_until);
                     match (freshness, detach) {
                         (Freshness::Fresh, _) | (Freshness::RefreshDue, None) => {
-                            Counters::bump(&counters.hits);
+                            counters.hits.bump();
                             return Ok(value);
                         }
                         (Freshness::RefreshDue | Freshness::Stale, Some(detach)) => {
-                            Counters::bump(&counters.hits);
+                            counters.hits.bump();
                             if freshness == Freshness::Stale {
                                 Counters::bump(&counters.stale_served);
                             }
-                            detach(self, key, policy, load, entry);
+                            detach(self, key, *policy, load, entry);
                             return Ok(value);
                         }
                         (Freshness::Stale | Freshness::Expired, _) => {
@@ -101,8 +125,25 @@ impl Cache {
             }
         }
         Counters::bump(&counters.misses);
-        let mut policy = policy;
+        let mut policy = *policy;
         policy.write_timeout = policy.timeout.saturating_sub(started.elapsed());
+        // 3-5 out of line: the hit path's future and code stay small (see [`Cold`]).
+        Cold(Box::pin(
+            self.miss::<S, R, F>(key, policy, load, kept, share),
+        ))
+        .await
+    }
+
+    /// A miss: load once, store, return.
+    async fn miss<S: Shape<R>, R, F: Future<Output = R>>(
+        &self,
+        key: &Key,
+        policy: Policy,
+        load: F,
+        kept: Option<Found<R>>,
+        share: Option<Share<R>>,
+    ) -> Result<R, Error> {
+        let counters = &self.inner.counters;
         // 3. load once
         loop {
             match self.inner.flights.join(key.as_str()) {

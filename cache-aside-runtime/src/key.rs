@@ -150,6 +150,14 @@ fn is_reserved(b: u8) -> bool {
         )
 }
 
+/// Writes `%XX` for a reserved or non-ASCII byte.
+fn push_percent(out: &mut String, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.push('%');
+    out.push(HEX[usize::from(b >> 4)] as char);
+    out.push(HEX[usize::from(b & 0xF)] as char);
+}
+
 fn push_escaped_bytes(out: &mut String, bytes: &[u8]) {
     if bytes.is_empty() {
         out.push_str("%_");
@@ -157,7 +165,7 @@ fn push_escaped_bytes(out: &mut String, bytes: &[u8]) {
     }
     for &b in bytes {
         if is_reserved(b) || !b.is_ascii() {
-            let _ = write!(out, "%{b:02X}");
+            push_percent(out, b);
         } else {
             out.push(b as char);
         }
@@ -175,7 +183,7 @@ fn push_escaped_str(out: &mut String, s: &str) {
     for (i, b) in s.bytes().enumerate() {
         if is_reserved(b) {
             out.push_str(&s[start..i]);
-            let _ = write!(out, "%{b:02X}");
+            push_percent(out, b);
             start = i + 1;
         }
     }
@@ -200,10 +208,12 @@ impl ser::Error for Error {
     }
 }
 
+// Integers are most keys' arguments: `itoa` writes them without `core::fmt`, about a tenth
+// of the instructions of `write!` (a measurable share of a Redis hit's client CPU).
 macro_rules! display_ints {
     ($($method:ident: $ty:ty),*) => {$(
         fn $method(self, v: $ty) -> Result<(), Error> {
-            let _ = write!(self.plain(), "{v}");
+            self.plain().push_str(itoa::Buffer::new().format(v));
             Ok(())
         }
     )*};

@@ -205,46 +205,50 @@ impl<R> NotShared<R> for Probe<R> {
 }
 
 /// The body of every `#[cached]` function: fails open. `share`: see [`Probe`].
-pub async fn get_or_load<S, R, B>(
+///
+/// Not an `async fn`: it hands back [`run`]'s future as is, so the hit path has one layer of
+/// state machine less (each costs instructions on every call).
+pub fn get_or_load<S, R, B>(
     prepared: Prepared<'_>,
     spec: &FnSpec,
     body: B,
     share: Option<Share<R>>,
-) -> R
+) -> impl Future<Output = R>
 where
     S: Shape<R> + 'static,
     B: Body<R>,
 {
-    match run::<S, R, B>(prepared, spec, body, share, false).await {
-        Ok(value) => value,
-        Err(error) => unreachable!("a fail-open call surfaced {error}"),
-    }
+    run::<S, R, B>(prepared, spec, body, share, None)
 }
 
 /// The body of `#[cached(on_cache_error = "fail")]` functions: cache failures become `Err`.
-pub async fn try_get_or_load<S, T, E, B>(
+pub fn try_get_or_load<S, T, E, B>(
     prepared: Prepared<'_>,
     spec: &FnSpec,
     body: B,
     share: Option<Share<Result<T, E>>>,
-) -> Result<T, E>
+) -> impl Future<Output = Result<T, E>>
 where
     S: Shape<Result<T, E>> + 'static,
     B: Body<Result<T, E>>,
     E: From<Error>,
 {
-    run::<S, Result<T, E>, B>(prepared, spec, body, share, true)
-        .await
-        .unwrap_or_else(|error| Err(E::from(error)))
+    run::<S, Result<T, E>, B>(prepared, spec, body, share, Some(surface::<T, E>))
 }
 
+fn surface<T, E: From<Error>>(error: Error) -> Result<T, E> {
+    Err(E::from(error))
+}
+
+/// `surface`: how a cache failure becomes the call's result (`on_cache_error = "fail"`);
+/// `None` fails open: the engine never reports a failure, and the body's value is returned.
 async fn run<S, R, B>(
     prepared: Prepared<'_>,
     spec: &FnSpec,
     body: B,
     share: Option<Share<R>>,
-    surface: bool,
-) -> Result<R, Error>
+    surface: Option<fn(Error) -> R>,
+) -> R
 where
     S: Shape<R> + 'static,
     B: Body<R>,
@@ -261,21 +265,31 @@ where
             return uncached(error, surface, load).await;
         }
     };
-    let Some(policy) = Policy::resolve(spec, &cache.inner.settings, surface) else {
+    let Some(policy) = Policy::resolve(spec, &cache.inner.settings, surface.is_some()) else {
         cache.failed("ttl", key.as_str(), &Error::NoTtl);
         return uncached(Error::NoTtl, surface, load).await;
     };
     let detach = detach.map(|d| d.0);
-    cache
-        .get_or_load::<S, R, _>(&key, policy, load, detach, share)
+    match cache
+        .get_or_load::<S, R, _>(&key, &policy, load, detach, share)
         .await
+    {
+        Ok(value) => value,
+        Err(error) => match surface {
+            Some(surface) => surface(error),
+            None => unreachable!("a fail-open call surfaced {error}"),
+        },
+    }
 }
 
 /// A call the cache cannot serve: its error, or the body's result.
 async fn uncached<R>(
     error: Error,
-    surface: bool,
+    surface: Option<fn(Error) -> R>,
     load: impl Future<Output = R>,
-) -> Result<R, Error> {
-    if surface { Err(error) } else { Ok(load.await) }
+) -> R {
+    match surface {
+        Some(surface) => surface(error),
+        None => load.await,
+    }
 }

@@ -1,6 +1,7 @@
 //! Counters kept per [`Cache`](crate::Cache), read with [`Cache::stats`](crate::Cache::stats).
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use crate::breaker::BreakerState;
 
@@ -9,12 +10,15 @@ macro_rules! counters {
     ($($(#[$doc:meta])* $name:ident,)*) => {
         #[derive(Default)]
         pub(crate) struct Counters {
+            /// Every hit writes it, from every worker thread: striped (see [`Striped`]).
+            pub(crate) hits: Striped,
             $(pub(crate) $name: AtomicU64,)*
         }
 
         impl Counters {
             pub(crate) fn snapshot(&self, breaker: (BreakerState, u64, u64)) -> Stats {
                 Stats {
+                    hits: self.hits.load(),
                     $($name: self.$name.load(Relaxed),)*
                     breaker: breaker.0,
                     breaker_opened: breaker.1,
@@ -27,6 +31,8 @@ macro_rules! counters {
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
         #[non_exhaustive]
         pub struct Stats {
+            /// Calls answered from the cache, stale-while-revalidate answers included.
+            pub hits: u64,
             $($(#[$doc])* pub $name: u64,)*
             /// The circuit breaker's state now (always `Closed` for the embedded backend).
             pub breaker: BreakerState,
@@ -39,8 +45,6 @@ macro_rules! counters {
 }
 
 counters! {
-    /// Calls answered from the cache, stale-while-revalidate answers included.
-    hits,
     /// Calls that found nothing usable (absent, expired, corrupt, or the cache failed).
     misses,
     /// Times a function body ran because of a miss, in the caller or as a refresh.
@@ -78,6 +82,44 @@ impl Counters {
     pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Relaxed);
     }
+}
+
+/// How many cache lines a [`Striped`] counter spreads over.
+const STRIPES: usize = 8;
+
+/// One cache line (two, against adjacent-line prefetch) of a [`Striped`] counter.
+#[derive(Default)]
+#[repr(align(128))]
+struct Stripe(AtomicU64);
+
+/// A counter that threads add to without sharing a cache line: each thread adds to its own
+/// stripe, and reading sums them. A single `AtomicU64` that every hit increments bounces
+/// between the cores' caches under concurrent hits; the hit path should write nothing shared.
+#[derive(Default)]
+pub(crate) struct Striped([Stripe; STRIPES]);
+
+impl Striped {
+    pub(crate) fn bump(&self) {
+        self.0[stripe()].0.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn load(&self) -> u64 {
+        self.0.iter().map(|s| s.0.load(Relaxed)).sum()
+    }
+}
+
+/// This thread's stripe: threads take stripes in turn as they first count.
+fn stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local!(static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) });
+    STRIPE.with(|s| {
+        let mut i = s.get();
+        if i == usize::MAX {
+            i = NEXT.fetch_add(1, Relaxed) % STRIPES;
+            s.set(i);
+        }
+        i
+    })
 }
 
 impl Stats {

@@ -93,22 +93,30 @@ pub(crate) enum LockAttempt {
     Busy,
 }
 
-/// One command or one script call.
-#[derive(Clone, Copy)]
-enum Op<'a> {
-    Cmd(&'a redis::Cmd),
-    Script(&'a ScriptInvocation<'a>),
+/// One command or one script call. A trait, not an enum, so that each use compiles to the
+/// command's own future with no dispatch layer around it (the GET of every hit goes here).
+trait Command: Sync {
+    fn send<'a, T: redis::FromRedisValue + Send + 'static>(
+        &'a self,
+        conn: &'a mut ConnectionManager,
+    ) -> impl Future<Output = redis::RedisResult<T>> + Send + 'a;
 }
 
-impl Op<'_> {
-    async fn send<T: redis::FromRedisValue>(
-        self,
-        conn: &mut ConnectionManager,
-    ) -> redis::RedisResult<T> {
-        match self {
-            Op::Cmd(cmd) => cmd.query_async(conn).await,
-            Op::Script(call) => call.invoke_async(conn).await,
-        }
+impl Command for redis::Cmd {
+    fn send<'a, T: redis::FromRedisValue + Send + 'static>(
+        &'a self,
+        conn: &'a mut ConnectionManager,
+    ) -> impl Future<Output = redis::RedisResult<T>> + Send + 'a {
+        self.query_async(conn)
+    }
+}
+
+impl Command for ScriptInvocation<'_> {
+    fn send<'a, T: redis::FromRedisValue + Send + 'static>(
+        &'a self,
+        conn: &'a mut ConnectionManager,
+    ) -> impl Future<Output = redis::RedisResult<T>> + Send + 'a {
+        self.invoke_async(conn)
     }
 }
 
@@ -139,17 +147,20 @@ impl RedisBackend {
 
     /// One operation under the breaker and a deadline. `retry_read`: run it once more if the
     /// connection dropped (only for idempotent commands).
-    async fn run<T: redis::FromRedisValue>(
+    async fn run<T: redis::FromRedisValue + Send + 'static>(
         &self,
         timeout: Duration,
         retry_read: bool,
-        op: Op<'_>,
+        op: &impl Command,
     ) -> Result<T, Error> {
         let Some(permit) = self.breaker.admit() else {
             return Err(Error::CircuitOpen);
         };
         let attempt = async {
-            let mut conn = self.conn().await?;
+            let mut conn = match self.manager.get() {
+                Some(manager) => manager.clone(),
+                None => self.connect().await?,
+            };
             match op.send(&mut conn).await {
                 Err(e) if retry_read && (e.is_connection_dropped() || e.is_io_error()) => {
                     tokio::time::sleep(RETRY_PAUSE).await;
@@ -165,7 +176,9 @@ impl RedisBackend {
         result
     }
 
-    async fn conn(&self) -> Result<ConnectionManager, Error> {
+    /// The first command's way to the connection manager; later ones find it set.
+    #[cold]
+    async fn connect(&self) -> Result<ConnectionManager, Error> {
         let manager = self
             .manager
             .get_or_try_init(|| async {
@@ -191,7 +204,7 @@ impl RedisBackend {
     pub(crate) async fn get(&self, key: &str, timeout: Duration) -> Result<Option<Bytes>, Error> {
         let mut cmd = redis::Cmd::with_capacity(2, "GET".len() + key.len());
         cmd.arg("GET").arg(key);
-        let value: Option<Vec<u8>> = self.run(timeout, true, Op::Cmd(&cmd)).await?;
+        let value: Option<Vec<u8>> = self.run(timeout, true, &cmd).await?;
         Ok(value.map(Bytes::from))
     }
 
@@ -205,7 +218,7 @@ impl RedisBackend {
         // SET key value PX millis: `u64::MAX` has 20 digits.
         let mut cmd = redis::Cmd::with_capacity(5, 3 + key.len() + value.len() + 2 + 20);
         cmd.arg("SET").arg(key).arg(value).arg("PX").arg(ms(ttl));
-        self.run(timeout, false, Op::Cmd(&cmd)).await
+        self.run(timeout, false, &cmd).await
     }
 
     /// Replaces the header `old` of `key` by `new` if it is still there (see [`RETIME`]).
@@ -218,13 +231,13 @@ impl RedisBackend {
     ) -> Result<(), Error> {
         let mut call = RETIME.prepare_invoke();
         call.key(key).arg(old).arg(new);
-        self.run::<i64>(timeout, false, Op::Script(&call)).await?;
+        self.run::<i64>(timeout, false, &call).await?;
         Ok(())
     }
 
     pub(crate) async fn delete(&self, key: &str, timeout: Duration) -> Result<bool, Error> {
         let cmd = redis::cmd("UNLINK").arg(key).to_owned();
-        let removed: u64 = self.run(timeout, true, Op::Cmd(&cmd)).await?;
+        let removed: u64 = self.run(timeout, true, &cmd).await?;
         Ok(removed > 0)
     }
 
@@ -244,10 +257,10 @@ impl RedisBackend {
                 .arg(pattern)
                 .arg("COUNT")
                 .arg(SCAN_BATCH);
-            let (next, keys): (u64, Vec<Vec<u8>>) = self.run(timeout, true, Op::Cmd(&scan)).await?;
+            let (next, keys): (u64, Vec<Vec<u8>>) = self.run(timeout, true, &scan).await?;
             if !keys.is_empty() {
                 let unlink = redis::cmd("UNLINK").arg(&keys).to_owned();
-                removed += self.run::<u64>(timeout, true, Op::Cmd(&unlink)).await?;
+                removed += self.run::<u64>(timeout, true, &unlink).await?;
             }
             if next == 0 {
                 return Ok(removed);
@@ -262,7 +275,7 @@ impl RedisBackend {
         timeout: Duration,
     ) -> Result<Option<Duration>, Error> {
         let cmd = redis::cmd("PTTL").arg(key).to_owned();
-        let millis: i64 = self.run(timeout, true, Op::Cmd(&cmd)).await?;
+        let millis: i64 = self.run(timeout, true, &cmd).await?;
         // -2: no such key; -1: no expiry, which this library never writes.
         Ok(match millis {
             -2 => None,
@@ -287,7 +300,7 @@ impl RedisBackend {
             .arg(token)
             .arg(ms(lock_ttl))
             .arg(now_ms);
-        let reply: Value = self.run(timeout, false, Op::Script(&call)).await?;
+        let reply: Value = self.run(timeout, false, &call).await?;
         Ok(match reply {
             Value::BulkString(bytes) => LockAttempt::Value(Bytes::from(bytes)),
             Value::Int(1) => LockAttempt::Locked,
@@ -305,7 +318,7 @@ impl RedisBackend {
     ) -> Result<bool, Error> {
         let mut call = EXTEND.prepare_invoke();
         call.key(lock).arg(token).arg(ms(lock_ttl));
-        let extended: i64 = self.run(timeout, false, Op::Script(&call)).await?;
+        let extended: i64 = self.run(timeout, false, &call).await?;
         Ok(extended == 1)
     }
 
@@ -322,7 +335,7 @@ impl RedisBackend {
         if let Some((key, bytes, ttl)) = value {
             call.key(key).arg(bytes).arg(ms(ttl));
         }
-        self.run::<i64>(timeout, false, Op::Script(&call)).await?;
+        self.run::<i64>(timeout, false, &call).await?;
         Ok(())
     }
 }

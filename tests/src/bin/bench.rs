@@ -23,7 +23,11 @@
 //! figure with its target.
 //!
 //! `bench --quick [rounds]` runs only the 64-task hit rows (and this process's CPU time per
-//! op); `bench --profile ours|raw [secs]` loops one side of the 150 B row, for `perf record`.
+//! op); `bench --profile ours|raw [secs]` loops one side of the 150 B row, for `perf record`;
+//! `bench --count ours|raw|embedded [times]` runs `times` sequential 150 B rows of one side
+//! and nothing else, for `valgrind --tool=callgrind`: instructions per hit are the difference
+//! between `times` = 2 and 1, divided by the row's 4,000 calls, and repeat exactly on a
+//! noisy machine where ops/s do not.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::Future;
@@ -617,6 +621,45 @@ async fn main() {
         let side = args.get(i + 1).map_or("ours", String::as_str);
         let secs = args.get(i + 2).and_then(|s| s.parse().ok()).unwrap_or(10);
         return profile(env, side, secs).await;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--count") {
+        let times = args.get(i + 2).and_then(|s| s.parse().ok()).unwrap_or(1);
+        let job = match args.get(i + 1).map(String::as_str) {
+            Some("ours64") | Some("raw64") => {
+                for _ in 0..times {
+                    if args[i + 1] == "ours64" {
+                        env.ours_small().await;
+                    } else {
+                        env.raw_small(env.conn).await;
+                    }
+                }
+                return;
+            }
+            Some("raw") => Job::RawSmall,
+            Some("embedded") => Job::EmbeddedSmall,
+            _ => Job::OursSmall,
+        };
+        let one = OneCaller::start(&server.url(), memory);
+        for _ in 0..times {
+            one.run(job).await;
+        }
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--seq") {
+        let rounds = args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(15);
+        let one = OneCaller::start(&server.url(), memory);
+        for round in 0..rounds {
+            let (mut a, mut b) = (0.0, 0.0);
+            for ours in [round % 2 == 0, round % 2 != 0] {
+                if ours {
+                    a = one.run(Job::OursSmall).await
+                } else {
+                    b = one.run(Job::RawSmall).await
+                }
+            }
+            println!("{a:.0} {b:.0} {:.3}", a / b);
+        }
+        return;
     }
     if let Some(i) = args.iter().position(|a| a == "--quick") {
         let rounds = args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(15);

@@ -10,7 +10,7 @@
 //! pub async fn get_user(id: u64) -> Result<User, DbError> {
 //!     static SPEC: FnSpec = FnSpec::new(module_path!(), "get_user", Some("user")).ttl_ms(60000);
 //!     let prepared = prepare(default_cache(), &SPEC, None, |b| { b.value(&id)?; Ok(()) });
-//!     get_or_load::<Res<Plain>, Result<User, DbError>, _>(prepared, &SPEC, Foreground(async move { body })).await
+//!     get_or_load::<Res<Plain>, Result<User, DbError>, _, _>(prepared, &SPEC, Foreground(async move { body })).await
 //! }
 //! pub fn get_user_cache_key(id: u64) -> Result<String, Error> { /* same prepare */ }
 //! pub async fn get_user_invalidate(id: u64) -> Result<bool, Error> { /* same prepare */ }
@@ -279,11 +279,11 @@ impl<'a> Gen<'a> {
             }
             None => quote!(#private::Foreground(async move #block)),
         };
-        // Clone results (an `Err` above all) reach the waiters of a load; see `Probe`.
+        // Unstored results (an `Err` above all) reach the waiters of a load; see `Probe`.
         let share = quote! {
             {
-                use #private::{ByClone as _, NotShared as _};
-                (&&#private::Probe::<#ret>::new()).sharer()
+                use #private::{ByClone as _, ErrByClone as _, ErrByMessage as _, NotShared as _};
+                (&&&&#private::Probe::<#ret>::new()).sharer()
             }
         };
         let (surface, call) = match &self.args.on_cache_error {
@@ -295,12 +295,12 @@ impl<'a> Gen<'a> {
                 let surface = quote_spanned!(span=> #path::assert_surface::<#ret>(););
                 let shape = self.shape(span);
                 let call = quote_spanned! {span=>
-                    #path::try_get_or_load::<#shape, _, _, _>(#prepared, #spec_var, #body, #share)
+                    #path::try_get_or_load::<#shape, _, _, _, _>(#prepared, #spec_var, #body, #share)
                 };
                 (surface, call)
             }
             _ => {
-                let call = quote!(#private::get_or_load::<#shape, #ret, _>(#prepared, #spec_var, #body, #share));
+                let call = quote!(#private::get_or_load::<#shape, #ret, _, _>(#prepared, #spec_var, #body, #share));
                 (TokenStream::new(), call)
             }
         };

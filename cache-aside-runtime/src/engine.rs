@@ -215,7 +215,9 @@ impl Cache {
         }
         let (result, outcome) = self.load::<S, R, F>(key, policy, load, kept, held).await;
         let outcome = match (outcome, &result, share) {
-            (Outcome::NotStored, Ok(value), Some(share)) => Outcome::Shared((share.put)(value)),
+            (Outcome::NotStored, Ok(value), Some(share)) => {
+                (share.put)(value).map_or(Outcome::NotStored, Outcome::Shared)
+            }
             (outcome, _, _) => outcome,
         };
         lead.finish(outcome);
@@ -235,7 +237,11 @@ impl Cache {
         let counters = &self.inner.counters;
         Counters::bump(&counters.loads);
         let loaded = self.run_body(held.as_ref(), &policy, load).await;
-        if let (Store::Skip, Some(kept)) = (S::store(&loaded), kept) {
+        // A bool first: a `Store` borrowing `loaded` must not live across the awaits below,
+        // or the call's future stops being `Send` for return types holding a `dyn Trait`
+        // (`Box<dyn Error + Send + Sync>`: "one type is more general than the other").
+        let failed = matches!(S::store(&loaded), Store::Skip);
+        if let (true, Some(kept)) = (failed, kept) {
             Counters::bump(&counters.fail_safe);
             Counters::bump(&counters.stale_served);
             tracing::debug!(

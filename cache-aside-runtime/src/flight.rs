@@ -8,8 +8,10 @@
 //! caller's future. If that future is dropped mid-load, its guard marks the flight
 //! abandoned and one waiter takes over as the new leader with its own body: nobody hangs.
 //! When the leader's result is not stored (an `Err`, or `None` without `none_ttl`), waiters
-//! get a clone of it if the return type is `Clone` ([`Share`]); otherwise they run their
-//! own bodies, since a result that is not `Clone` cannot be handed to many.
+//! get it through a [`Share`]: a clone of the result if the return type is `Clone`, a clone
+//! of the `Err` if the error type is, or the error's message converted into the function's
+//! error type if it implements `From<cache_aside_runtime::Error>`. Only results none of these
+//! can carry (an error type with neither) make each waiter run its own body.
 //!
 //! A [`Lead`] owns what it needs, so a background refresh can carry it into a spawned task.
 
@@ -27,8 +29,8 @@ pub(crate) enum Outcome {
     Stored(Bytes),
     /// The leader's body failed and fail-safe answered with this expired entry.
     Stale(Bytes),
-    /// The leader's result was not stored, and is handed over as is (see [`Share`]).
-    Shared(Arc<dyn Any + Send + Sync>),
+    /// The leader's result was not stored, and is handed over (see [`Share`]).
+    Shared(Shared),
     /// The leader's result was not stored and cannot be shared; each waiter loads for itself.
     NotStored,
     /// The leader was cancelled before finishing.
@@ -38,19 +40,57 @@ pub(crate) enum Outcome {
 type Running = Arc<Mutex<HashMap<Box<str>, watch::Receiver<Outcome>>>>;
 
 /// How a result that is not stored (an `Err`) reaches the waiters of its load: the leader
-/// puts a clone in the flight, each waiter takes a clone out. Exists only for `Clone`
-/// return types, which the macro detects (`__private::Probe`).
+/// puts something in the flight, each waiter makes its own result from it. The macro picks
+/// the richest way the return type allows (`__private::Probe`).
 pub struct Share<R> {
-    pub(crate) put: fn(&R) -> Arc<dyn Any + Send + Sync>,
+    /// `None`: this result cannot be shared (an `Ok` that was not stored, for the ways that
+    /// carry only errors).
+    pub(crate) put: fn(&R) -> Option<Shared>,
     /// `None` if the flight holds another type: two functions given the same `prefix`.
     pub(crate) take: fn(&(dyn Any + Send + Sync)) -> Option<R>,
 }
 
+type Shared = Arc<dyn Any + Send + Sync>;
+
 impl<R: Clone + Send + Sync + 'static> Share<R> {
+    /// Any result, cloned.
     pub(crate) fn by_clone() -> Share<R> {
         Share {
-            put: |r| Arc::new(r.clone()),
+            put: |r| Some(Arc::new(r.clone())),
             take: |any| any.downcast_ref::<R>().cloned(),
+        }
+    }
+}
+
+impl<T, E: Clone + Send + Sync + 'static> Share<Result<T, E>> {
+    /// The `Err`, cloned; `T` need not be `Clone`.
+    pub(crate) fn err_by_clone() -> Share<Result<T, E>> {
+        Share {
+            put: |r| match r {
+                Err(e) => Some(Arc::new(e.clone())),
+                Ok(_) => None,
+            },
+            take: |any| any.downcast_ref::<E>().cloned().map(Err),
+        }
+    }
+}
+
+/// What [`Share::err_by_message`] puts in the flight: a type of its own, so that it is never
+/// taken for another function's error type.
+struct Message(Arc<str>);
+
+impl<T, E: From<crate::Error> + std::fmt::Display> Share<Result<T, E>> {
+    /// The `Err`'s message, as `E::from(Error::LoadFailed(message))`.
+    pub(crate) fn err_by_message() -> Share<Result<T, E>> {
+        Share {
+            put: |r| match r {
+                Err(e) => Some(Arc::new(Message(e.to_string().into()))),
+                Ok(_) => None,
+            },
+            take: |any| {
+                let message = any.downcast_ref::<Message>()?;
+                Some(Err(E::from(crate::Error::LoadFailed(message.0.clone()))))
+            },
         }
     }
 }

@@ -173,8 +173,11 @@ where
 
 pub use crate::flight::Share;
 
-/// Autoref specialisation: `(&&Probe::<R>::new()).sharer()` is `Some` for `Clone` return
-/// types (through [`ByClone`], found first) and `None` for the others ([`NotShared`]).
+/// Autoref specialisation: `(&&&&Probe::<R>::new()).sharer()` picks the richest way to hand
+/// a load's unstored result (an `Err`) to the calls that waited for it, by the first trait
+/// whose impl applies: [`ByClone`] (`R: Clone`), [`ErrByClone`] (`Result<T, E>` with
+/// `E: Clone`), [`ErrByMessage`] (`E: From<cache_aside_runtime::Error> + Display`), else
+/// [`NotShared`] (each waiter runs its own body).
 pub struct Probe<R>(PhantomData<fn() -> R>);
 
 impl<R> Probe<R> {
@@ -188,9 +191,32 @@ pub trait ByClone<R> {
     fn sharer(&self) -> Option<Share<R>>;
 }
 
-impl<R: Clone + Send + Sync + 'static> ByClone<R> for &Probe<R> {
+impl<R: Clone + Send + Sync + 'static> ByClone<R> for &&&Probe<R> {
     fn sharer(&self) -> Option<Share<R>> {
         Some(Share::by_clone())
+    }
+}
+
+pub trait ErrByClone<R> {
+    fn sharer(&self) -> Option<Share<R>>;
+}
+
+impl<T, E: Clone + Send + Sync + 'static> ErrByClone<Result<T, E>> for &&Probe<Result<T, E>> {
+    fn sharer(&self) -> Option<Share<Result<T, E>>> {
+        Some(Share::err_by_clone())
+    }
+}
+
+pub trait ErrByMessage<R> {
+    fn sharer(&self) -> Option<Share<R>>;
+}
+
+impl<T, E> ErrByMessage<Result<T, E>> for &Probe<Result<T, E>>
+where
+    E: From<Error> + std::fmt::Display,
+{
+    fn sharer(&self) -> Option<Share<Result<T, E>>> {
+        Some(Share::err_by_message())
     }
 }
 
@@ -208,7 +234,7 @@ impl<R> NotShared<R> for Probe<R> {
 ///
 /// Not an `async fn`: it hands back [`run`]'s future as is, so the hit path has one layer of
 /// state machine less (each costs instructions on every call).
-pub fn get_or_load<S, R, B>(
+pub fn get_or_load<S, R, F, B>(
     prepared: Prepared<'_>,
     spec: &FnSpec,
     body: B,
@@ -216,13 +242,14 @@ pub fn get_or_load<S, R, B>(
 ) -> impl Future<Output = R>
 where
     S: Shape<R> + 'static,
-    B: Body<R>,
+    F: Future<Output = R>,
+    B: Body<R, Fut = F>,
 {
-    run::<S, R, B>(prepared, spec, body, share, None)
+    run::<S, R, F, B>(prepared, spec, body, share, None)
 }
 
 /// The body of `#[cached(on_cache_error = "fail")]` functions: cache failures become `Err`.
-pub fn try_get_or_load<S, T, E, B>(
+pub fn try_get_or_load<S, T, E, F, B>(
     prepared: Prepared<'_>,
     spec: &FnSpec,
     body: B,
@@ -230,10 +257,11 @@ pub fn try_get_or_load<S, T, E, B>(
 ) -> impl Future<Output = Result<T, E>>
 where
     S: Shape<Result<T, E>> + 'static,
-    B: Body<Result<T, E>>,
+    F: Future<Output = Result<T, E>>,
+    B: Body<Result<T, E>, Fut = F>,
     E: From<Error>,
 {
-    run::<S, Result<T, E>, B>(prepared, spec, body, share, Some(surface::<T, E>))
+    run::<S, Result<T, E>, F, B>(prepared, spec, body, share, Some(surface::<T, E>))
 }
 
 fn surface<T, E: From<Error>>(error: Error) -> Result<T, E> {
@@ -242,7 +270,13 @@ fn surface<T, E: From<Error>>(error: Error) -> Result<T, E> {
 
 /// `surface`: how a cache failure becomes the call's result (`on_cache_error = "fail"`);
 /// `None` fails open: the engine never reports a failure, and the body's value is returned.
-async fn run<S, R, B>(
+///
+/// The body's future is the type parameter `F` here and in the two functions above, never
+/// the projection `B::Fut`: a projection in this future's type makes rustc fail to prove the
+/// call's future `Send + 'static` when `R` holds a `dyn Trait` (a function returning
+/// `Result<T, Box<dyn Error + Send + Sync>>` could not be `tokio::spawn`ed: "one type is more
+/// general than the other"). `tests/tests/stampede.rs` spawns one.
+async fn run<S, R, F, B>(
     prepared: Prepared<'_>,
     spec: &FnSpec,
     body: B,
@@ -251,7 +285,8 @@ async fn run<S, R, B>(
 ) -> R
 where
     S: Shape<R> + 'static,
-    B: Body<R>,
+    F: Future<Output = R>,
+    B: Body<R, Fut = F>,
 {
     let (load, detach) = body.split::<S>();
     let (cache, key) = match prepared {

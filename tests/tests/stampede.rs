@@ -139,7 +139,8 @@ async fn a_cancelled_leader_does_not_strand_its_waiters() {
     assert_eq!(f.loads.load(SeqCst), 2);
 }
 
-/// An error that cannot be cloned: waiters cannot be handed a copy.
+/// An error that can neither be cloned nor made from the runtime's `Error`: waiters cannot
+/// be handed anything, and run their own bodies.
 #[derive(Debug, PartialEq)]
 struct Opaque(u64);
 
@@ -206,6 +207,74 @@ async fn an_error_that_is_not_clone_is_not_shared() {
     .await;
     assert_eq!(loads, 100, "each waiter ran its own body");
     assert!(results.iter().all(|r| r == &Err(Opaque(4))));
+}
+
+/// A value that cannot be cloned, behind an error that can.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Row(u64);
+
+#[cached(ttl = 60, prefix = "rowless", cache = cache, skip(cache, loads, gate))]
+async fn rowless(
+    cache: &Cache,
+    loads: &AtomicU32,
+    gate: &Semaphore,
+    id: u64,
+) -> Result<Row, String> {
+    loads.fetch_add(1, SeqCst);
+    gate.acquire().await.expect("gate open").forget();
+    Err(format!("no row {id}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clone_error_is_shared_when_the_value_is_not_clone() {
+    let (results, loads) = stampede_on_error(|f| {
+        tokio::spawn(async move { rowless(&f.cache, &f.loads, &f.gate, 4).await })
+    })
+    .await;
+    assert_eq!(loads, 1, "one body ran for 100 concurrent calls");
+    assert!(
+        results.iter().all(|r| r == &Err("no row 4".to_owned())),
+        "{results:?}"
+    );
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[cached(ttl = 60, prefix = "boxed", cache = cache, skip(cache, loads, gate))]
+async fn boxed(
+    cache: &Cache,
+    loads: &AtomicU32,
+    gate: &Semaphore,
+    id: u64,
+) -> Result<u64, BoxError> {
+    loads.fetch_add(1, SeqCst);
+    gate.acquire().await.expect("gate open").forget();
+    Err(format!("no row {id}").into())
+}
+
+/// `Box<dyn Error>` (like `anyhow::Error`) is not `Clone` but converts from the runtime's
+/// `Error`: waiters get the leader's message inside `Error::LoadFailed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_that_converts_from_ours_is_shared_as_its_message() {
+    let (results, loads) = stampede_on_error(|f| {
+        tokio::spawn(async move {
+            boxed(&f.cache, &f.loads, &f.gate, 4)
+                .await
+                .map_err(|e| match e.downcast::<cache_aside_runtime::Error>() {
+                    Ok(ours) => format!("waiter: {ours}"),
+                    Err(theirs) => format!("leader: {theirs}"),
+                })
+        })
+    })
+    .await;
+    assert_eq!(loads, 1, "one body ran for 100 concurrent calls");
+    let leaders = results
+        .iter()
+        .filter(|r| r == &&Err("leader: no row 4".into()));
+    let waiters = results
+        .iter()
+        .filter(|r| r == &&Err("waiter: the load this call waited for failed: no row 4".into()));
+    assert_eq!((leaders.count(), waiters.count()), (1, 99), "{results:?}");
 }
 
 #[tokio::test]

@@ -35,8 +35,11 @@ pub struct Args {
     pub ttl: Option<Dur>,
     /// The value, and the span of the `none_ttl` name for errors about where it applies.
     pub none_ttl: Option<(Dur, Span)>,
-    pub stale: Option<Dur>,
-    pub refresh_ahead: Option<f64>,
+    /// `stale = "5m"`, or bare `stale` (`None` inside): the window the cache's `.stale(..)`
+    /// sets.
+    pub stale: Option<Option<Dur>>,
+    /// `refresh_ahead = 0.8`, or bare `refresh_ahead`: the cache's `.refresh_ahead(..)`.
+    pub refresh_ahead: Option<Option<f64>>,
     /// The first of `stale` and `refresh_ahead` given: the body must be able to run as a
     /// background task, and errors saying so point at this name.
     pub background: Option<Ident>,
@@ -129,14 +132,19 @@ fn parse_option(input: ParseStream, args: &mut Args, errors: &mut Errors) -> syn
             set_once(&mut args.none_ttl, (dur, name.span()), &name, errors);
         }
         "stale" => {
-            input.parse::<Token![=]>()?;
-            let dur = parse_duration(input, &name)?;
+            // Bare `stale`: serve stale for the window the cache sets (`.stale(..)`).
+            let dur = match input.parse::<Option<Token![=]>>()? {
+                Some(_) => Some(parse_duration(input, &name)?),
+                None => None,
+            };
             set_once(&mut args.stale, dur, &name, errors);
             args.background.get_or_insert(name);
         }
         "refresh_ahead" => {
-            input.parse::<Token![=]>()?;
-            let fraction = parse_fraction(input, REFRESH_AHEAD)?;
+            let fraction = match input.parse::<Option<Token![=]>>()? {
+                Some(_) => Some(parse_fraction(input, REFRESH_AHEAD)?),
+                None => None,
+            };
             set_once(&mut args.refresh_ahead, fraction, &name, errors);
             args.background.get_or_insert(name);
         }
@@ -499,8 +507,8 @@ mod tests {
             max_value_bytes = 65_536,
             on_cache_error = "fail"
         ));
-        assert_eq!(args.stale.unwrap().millis, 300_000);
-        assert_eq!(args.refresh_ahead, Some(0.8));
+        assert_eq!(args.stale.unwrap().unwrap().millis, 300_000);
+        assert_eq!(args.refresh_ahead, Some(Some(0.8)));
         assert_eq!(args.fail_safe.unwrap().0.millis, 3_600_000);
         assert_eq!(args.jitter, Some(0.5));
         assert_eq!(args.lock, Some(false));
@@ -518,9 +526,20 @@ mod tests {
         assert_eq!(args.lock, Some(true));
         assert!(!args.on_cache_error.unwrap().fail);
         let args = parse_ok(quote!(refresh_ahead = 0.999f64, jitter = 0.01));
-        assert_eq!(args.refresh_ahead, Some(0.999));
+        assert_eq!(args.refresh_ahead, Some(Some(0.999)));
         assert_eq!(args.jitter, Some(0.01));
         assert!(parse_ok(quote!(ttl = 1)).background.is_none());
+    }
+
+    #[test]
+    fn bare_stale_and_refresh_ahead_take_the_caches_setting() {
+        let args = parse_ok(quote!(ttl = 60, stale, refresh_ahead, jitter = 0.1));
+        assert!(matches!(args.stale, Some(None)));
+        assert_eq!(args.refresh_ahead, Some(None));
+        assert_eq!(args.jitter, Some(0.1));
+        assert_eq!(args.background.unwrap(), "stale");
+        let args = parse_ok(quote!(refresh_ahead));
+        assert_eq!(args.background.unwrap(), "refresh_ahead");
     }
 
     /// Each input must give exactly one error, starting with the expected text.

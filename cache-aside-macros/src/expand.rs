@@ -137,11 +137,14 @@ impl<'a> Gen<'a> {
         let a = self.args;
         let ms = |d: Dur| d.millis;
         let float = Literal::f64_unsuffixed;
-        let stale = a.stale.map(ms).map(|ms| quote!(.stale_ms(#ms)));
-        let refresh_ahead = a
-            .refresh_ahead
-            .map(float)
-            .map(|f| quote!(.refresh_ahead(#f)));
+        let stale = a.stale.map(|stale| match stale.map(ms) {
+            Some(ms) => quote!(.stale_ms(#ms)),
+            None => quote!(.stale_from_cache()),
+        });
+        let refresh_ahead = a.refresh_ahead.map(|at| match at.map(float) {
+            Some(f) => quote!(.refresh_ahead(#f)),
+            None => quote!(.refresh_ahead_from_cache()),
+        });
         let fail_safe = a.fail_safe.map(|(d, _)| d.millis);
         let fail_safe = fail_safe.map(|ms| quote!(.fail_safe_ms(#ms)));
         let jitter = a.jitter.map(float).map(|f| quote!(.jitter(#f)));

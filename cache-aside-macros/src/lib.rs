@@ -127,10 +127,15 @@ use proc_macro::TokenStream;
 /// // by hand: on a hit with e.age > 8m, tokio::spawn(reload(key)) and return e.value
 /// ```
 ///
+/// Bare **`stale`** and **`refresh_ahead`** (no value) take the window and fraction from the
+/// cache (`Cache::builder().stale(..)`, `.refresh_ahead(..)`), so one setting serves every
+/// function that opts in; a cache without the setting serves nothing stale.
+///
 /// With `stale` or `refresh_ahead` the body may run after the call has returned, in a
 /// spawned task: every argument must be owned and `'static` (`String`, not `&str`;
 /// `self: Arc<Self>`, not `&self`) and the body's future `Send`. A borrowed argument is an
-/// error at the argument, a non-`Send` body one at the option.
+/// error at the argument, a non-`Send` body one at the option. That is why a function opts
+/// in, even to the cache's window: a cache setting alone cannot change what the body must be.
 ///
 /// **`fail_safe = "1h"`**: keep values this long past their TTL; when the body returns
 /// `Err`, answer with the expired value instead (and serve it for a short back-off before

@@ -66,6 +66,8 @@ pub(crate) struct Settings {
     pub(crate) jitter: f64,
     pub(crate) fail_safe: Option<Duration>,
     pub(crate) fail_safe_backoff: Duration,
+    pub(crate) stale: Option<Duration>,
+    pub(crate) refresh_ahead: Option<f64>,
     pub(crate) lock: bool,
     pub(crate) lock_ttl: Duration,
     pub(crate) lock_wait: Duration,
@@ -95,6 +97,8 @@ impl Default for CacheBuilder {
                 jitter: 0.0,
                 fail_safe: None,
                 fail_safe_backoff: Duration::from_secs(5),
+                stale: None,
+                refresh_ahead: None,
                 lock: false,
                 lock_ttl: Duration::from_secs(5),
                 lock_wait: Duration::from_secs(5),
@@ -151,6 +155,24 @@ impl CacheBuilder {
     /// expire together. `0` (the default) turns it off.
     pub fn jitter(mut self, fraction: f64) -> Self {
         self.settings.jitter = fraction;
+        self
+    }
+
+    /// The stale-while-revalidate window of functions marked with a bare `stale`
+    /// (`#[cached(ttl = 60, stale)]`): after their TTL, serve the old value this long while one
+    /// background refresh replaces it. Functions opt in because the refresh runs their body
+    /// in a spawned task, which needs an owned, `Send` body; `stale = "5m"` on a function
+    /// sets its own window. Without this setting, a bare `stale` serves nothing stale.
+    pub fn stale(mut self, window: Duration) -> Self {
+        self.settings.stale = Some(window);
+        self
+    }
+
+    /// The refresh-ahead point of functions marked with a bare `refresh_ahead`: a hit after
+    /// this fraction of the TTL (strictly between 0 and 1) refreshes in the background. Same
+    /// opt-in rule as [`stale`](Self::stale); `refresh_ahead = 0.8` on a function wins.
+    pub fn refresh_ahead(mut self, fraction: f64) -> Self {
+        self.settings.refresh_ahead = Some(fraction);
         self
     }
 
@@ -257,6 +279,15 @@ impl CacheBuilder {
             return Err(Error::Config(
                 "default_ttl, timeout, lock_ttl and lock_wait must be greater than zero".into(),
             ));
+        }
+        if s.stale.is_some_and(|d| d.is_zero()) {
+            return Err(Error::Config("stale must be greater than zero".into()));
+        }
+        if s.refresh_ahead.is_some_and(|f| !(f > 0.0 && f < 1.0)) {
+            return Err(Error::Config(format!(
+                "refresh_ahead must be strictly between 0 and 1, got {}",
+                s.refresh_ahead.unwrap_or_default()
+            )));
         }
         if !(0.0..1.0).contains(&s.jitter) {
             return Err(Error::Config(format!(

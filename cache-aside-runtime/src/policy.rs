@@ -66,8 +66,13 @@ impl Policy {
         Some(Policy {
             ttl,
             none_ttl: spec.none_ttl,
-            stale: spec.stale.unwrap_or_default(),
-            refresh_ahead: spec.refresh_ahead,
+            stale: spec
+                .stale
+                .or(settings.stale.filter(|_| spec.stale_from_cache))
+                .unwrap_or_default(),
+            refresh_ahead: spec.refresh_ahead.or(settings
+                .refresh_ahead
+                .filter(|_| spec.refresh_ahead_from_cache)),
             fail_safe: spec.fail_safe.or(settings.fail_safe).unwrap_or_default(),
             fail_safe_backoff: settings.fail_safe_backoff,
             jitter: spec.jitter.unwrap_or(settings.jitter),

@@ -15,7 +15,11 @@ pub struct FnSpec {
     pub(crate) ttl: Option<Duration>,
     pub(crate) none_ttl: Option<Duration>,
     pub(crate) stale: Option<Duration>,
+    /// Bare `stale`: the window is the cache's `.stale(..)`.
+    pub(crate) stale_from_cache: bool,
     pub(crate) refresh_ahead: Option<f64>,
+    /// Bare `refresh_ahead`: the fraction is the cache's `.refresh_ahead(..)`.
+    pub(crate) refresh_ahead_from_cache: bool,
     pub(crate) fail_safe: Option<Duration>,
     pub(crate) jitter: Option<f64>,
     pub(crate) lock: Option<bool>,
@@ -37,7 +41,9 @@ impl FnSpec {
             ttl: None,
             none_ttl: None,
             stale: None,
+            stale_from_cache: false,
             refresh_ahead: None,
+            refresh_ahead_from_cache: false,
             fail_safe: None,
             jitter: None,
             lock: None,
@@ -62,6 +68,18 @@ impl FnSpec {
     /// `stale = ...`: serve an expired value this long while one background refresh runs.
     pub const fn stale_ms(mut self, ms: u64) -> Self {
         self.stale = Some(Duration::from_millis(ms));
+        self
+    }
+
+    /// Bare `stale`: serve stale for the window set by `CacheBuilder::stale`.
+    pub const fn stale_from_cache(mut self) -> Self {
+        self.stale_from_cache = true;
+        self
+    }
+
+    /// Bare `refresh_ahead`: refresh at the fraction set by `CacheBuilder::refresh_ahead`.
+    pub const fn refresh_ahead_from_cache(mut self) -> Self {
+        self.refresh_ahead_from_cache = true;
         self
     }
 

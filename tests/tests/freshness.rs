@@ -330,3 +330,72 @@ async fn refresh_ahead_replaces_a_hot_key_before_it_expires() {
     assert_eq!(db.queries.load(SeqCst), 2, "one refresh");
     assert_eq!(cache.stats().misses, 1, "the hot key never expired");
 }
+
+#[cached(ttl = "200ms", stale, refresh_ahead, prefix = "swrc", cache = cache, skip(cache, db))]
+async fn swr_from_cache(cache: Cache, db: Arc<Db>, id: u64) -> Result<String, String> {
+    db.query(id)
+}
+
+/// Bare `stale` and `refresh_ahead` take the cache's `.stale(..)` and `.refresh_ahead(..)`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bare_stale_uses_the_caches_window_and_nothing_without_one() {
+    let server = RedisServer::start();
+    let with = Cache::builder().stale(Duration::from_secs(3600));
+    let without = Cache::builder;
+    // One id per cache: two of them share the Redis.
+    for (id, cache, stale) in [
+        (1, with.clone().redis(&server.url()).unwrap(), true),
+        (2, with.memory().unwrap(), true),
+        (3, without().redis(&server.url()).unwrap(), false),
+    ] {
+        let db = Arc::new(Db::default());
+        assert_eq!(
+            swr_from_cache(cache.clone(), db.clone(), id).await.unwrap(),
+            format!("{id}-v0")
+        );
+        wait_past(Duration::from_millis(200)).await;
+        db.version.store(1, SeqCst);
+        let answer = swr_from_cache(cache.clone(), db.clone(), id).await.unwrap();
+        let stats = cache.stats();
+        if stale {
+            assert_eq!(
+                answer,
+                format!("{id}-v0"),
+                "served stale: {} {:?}",
+                cache.backend_name(),
+                cache.stats()
+            );
+            assert_eq!((stats.stale_served, stats.misses), (1, 1), "{stats:?}");
+            until("the refresh", &cache, || db.queries.load(SeqCst) == 2).await;
+        } else {
+            assert_eq!(answer, format!("{id}-v1"), "expired: reloaded in the call");
+            assert_eq!((stats.stale_served, stats.misses), (0, 2), "{stats:?}");
+        }
+        let key = swr_from_cache_cache_key(cache.clone(), id).unwrap();
+        let left = cache.ttl_of(&key).await.unwrap().expect("cached");
+        assert_eq!(
+            left > Duration::from_secs(60),
+            stale,
+            "the physical TTL carries the cache's stale window: {left:?}"
+        );
+    }
+}
+
+#[test]
+fn the_builder_checks_stale_and_refresh_ahead() {
+    let bad = [
+        Cache::builder().stale(Duration::ZERO).memory(),
+        Cache::builder().refresh_ahead(1.0).memory(),
+        Cache::builder().refresh_ahead(0.0).memory(),
+    ];
+    for built in bad {
+        assert!(matches!(built, Err(cache_aside_runtime::Error::Config(_))));
+    }
+    assert!(
+        Cache::builder()
+            .stale(Duration::from_secs(1))
+            .refresh_ahead(0.8)
+            .memory()
+            .is_ok()
+    );
+}

@@ -152,9 +152,9 @@ impl Cache {
                         .lead::<S, R, F>(key, policy, load, kept, lead, share)
                         .await;
                 }
-                Role::Waiter(rx) => {
+                Role::Waiter(theirs) => {
                     Counters::bump(&counters.waited);
-                    match flight::wait(rx).await {
+                    match flight::wait(theirs).await {
                         Outcome::Stored(entry) => {
                             if let Ok((value, _)) = decode_entry::<S, R>(&entry) {
                                 return Ok(value);
@@ -173,7 +173,7 @@ impl Cache {
                             }
                         }
                         // The leader was cancelled: try to lead (or wait for whoever does).
-                        Outcome::Abandoned | Outcome::Running => continue,
+                        Outcome::Abandoned => continue,
                         Outcome::NotStored => {}
                     }
                     // Nothing shareable: this caller loads for itself.

@@ -17,14 +17,13 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 #[derive(Clone, Debug)]
 pub(crate) enum Outcome {
-    Running,
     /// The entry the leader stored (envelope bytes).
     Stored(Bytes),
     /// The leader's body failed and fail-safe answered with this expired entry.
@@ -37,7 +36,17 @@ pub(crate) enum Outcome {
     Abandoned,
 }
 
-type Running = Arc<Mutex<HashMap<Box<str>, watch::Receiver<Outcome>>>>;
+/// The loads under way, by key. Hashed with foldhash: SipHash cost a few hundred
+/// instructions per miss (one insert, one removal), and a per-process seed keeps user-chosen
+/// keys from being crafted into collisions.
+type Running = Arc<Mutex<HashMap<Arc<str>, Arc<Flight>, foldhash::fast::RandomState>>>;
+
+/// One load under way: its outcome once there, and the waiters to wake then.
+#[derive(Default)]
+pub(crate) struct Flight {
+    outcome: OnceLock<Outcome>,
+    done: Notify,
+}
 
 /// How a result that is not stored (an `Err`) reaches the waiters of its load: the leader
 /// puts something in the flight, each waiter makes its own result from it. The macro picks
@@ -102,29 +111,32 @@ pub(crate) struct Flights {
 
 pub(crate) enum Role {
     Leader(Lead),
-    Waiter(watch::Receiver<Outcome>),
+    Waiter(Arc<Flight>),
 }
 
-/// Held by the leader; reports `Abandoned` if dropped before [`Lead::finish`].
+/// Held by the leader; reports `Abandoned` if dropped before [`Lead::finish`] (its future
+/// was cancelled, or its body panicked).
 pub(crate) struct Lead {
     running: Running,
-    key: Box<str>,
-    tx: Option<watch::Sender<Outcome>>,
+    key: Arc<str>,
+    flight: Arc<Flight>,
+    ended: bool,
 }
 
 impl Flights {
     pub(crate) fn join(&self, key: &str) -> Role {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(rx) = running.get(key) {
-            return Role::Waiter(rx.clone());
+        if let Some(flight) = running.get(key) {
+            return Role::Waiter(Arc::clone(flight));
         }
-        let (tx, rx) = watch::channel(Outcome::Running);
-        let key: Box<str> = key.into();
-        running.insert(key.clone(), rx);
+        let key: Arc<str> = key.into();
+        let flight = Arc::new(Flight::default());
+        running.insert(Arc::clone(&key), Arc::clone(&flight));
         Role::Leader(Lead {
             running: Arc::clone(&self.running),
             key,
-            tx: Some(tx),
+            flight,
+            ended: false,
         })
     }
 
@@ -140,15 +152,17 @@ impl Lead {
     }
 
     fn end(&mut self, outcome: Outcome) {
-        if let Some(tx) = self.tx.take() {
-            // Remove first: a caller arriving after this point starts a fresh lookup, which
-            // finds the stored entry (or loads again if it was not stored).
-            self.running
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&self.key);
-            let _ = tx.send(outcome);
+        if std::mem::replace(&mut self.ended, true) {
+            return;
         }
+        // Remove first: a caller arriving after this point starts a fresh lookup, which
+        // finds the stored entry (or loads again if it was not stored).
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+        let _ = self.flight.outcome.set(outcome);
+        self.flight.done.notify_waiters();
     }
 }
 
@@ -158,11 +172,17 @@ impl Drop for Lead {
     }
 }
 
-/// Waits until the leader is done; a leader that vanished counts as abandoned.
-pub(crate) async fn wait(mut rx: watch::Receiver<Outcome>) -> Outcome {
-    match rx.wait_for(|o| !matches!(o, Outcome::Running)).await {
-        Ok(outcome) => outcome.clone(),
-        Err(_) => Outcome::Abandoned,
+/// Waits until the leader is done. Every leader ends, if only by being dropped.
+pub(crate) async fn wait(flight: Arc<Flight>) -> Outcome {
+    loop {
+        let notified = flight.done.notified();
+        let mut notified = std::pin::pin!(notified);
+        // Registered before looking, so an outcome set in between still wakes this waiter.
+        notified.as_mut().enable();
+        if let Some(outcome) = flight.outcome.get() {
+            return outcome.clone();
+        }
+        notified.await;
     }
 }
 

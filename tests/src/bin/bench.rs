@@ -645,10 +645,17 @@ async fn main() {
             }
             Some("raw") => Job::RawSmall,
             Some("embedded") => Job::EmbeddedSmall,
+            Some("miss") => Job::OursMiss(0),
+            Some("rawmiss") => Job::RawMiss(0),
             _ => Job::OursSmall,
         };
         let one = OneCaller::start(&server.url(), memory);
-        for _ in 0..times {
+        for time in 0..times {
+            let job = match job {
+                Job::OursMiss(_) => Job::OursMiss(time * MISS_OPS),
+                Job::RawMiss(_) => Job::RawMiss(time * MISS_OPS),
+                job => job,
+            };
             one.run(job).await;
         }
         return;

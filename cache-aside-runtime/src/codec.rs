@@ -121,33 +121,47 @@ pub(crate) fn fresh_until(bytes: &[u8]) -> Option<SystemTime> {
 
 /// Reads an envelope; any deviation from the layout is [`Error::Decode`].
 pub fn decode<V: DeserializeOwned>(bytes: &[u8]) -> Result<Entry<V>, Error> {
-    let bad = |why: &str| Error::Decode(why.to_string());
-    let (header, payload) = bytes
-        .split_first_chunk::<HEADER_LEN>()
-        .ok_or_else(|| bad("shorter than the envelope header"))?;
-    if header[0] != MAGIC {
-        return Err(bad("not a cache-aside envelope"));
-    }
-    if header[1] != VERSION {
-        return Err(Error::Decode(format!("envelope version {}", header[1])));
-    }
-    let flags = header[2];
-    if flags & !KNOWN_FLAGS != 0 {
-        return Err(Error::Decode(format!("unknown flags {flags:#04x}")));
-    }
-    let codec = Codec::from_id(header[3])
-        .ok_or_else(|| Error::Decode(format!("unknown codec id {}", header[3])))?;
-    let fresh_ms = u64::from_be_bytes(header[4..12].try_into().expect("8 bytes"));
+    let (value, fresh_ms) = decode_raw(bytes)?;
     let fresh_until = (fresh_ms != 0).then(|| UNIX_EPOCH + Duration::from_millis(fresh_ms));
-    let value = if flags & FLAG_ABSENT != 0 {
-        if !payload.is_empty() {
-            return Err(bad("absent entry with a payload"));
-        }
-        None
-    } else {
-        Some(codec.read(payload)?)
-    };
     Ok(Entry { value, fresh_until })
+}
+
+/// [`decode`] for the hit path: the value, and the fresh-until time as the Unix
+/// milliseconds it is stored as (0: none), left for the caller to convert only if it tracks
+/// freshness.
+pub(crate) fn decode_raw<V: DeserializeOwned>(bytes: &[u8]) -> Result<(Option<V>, u64), Error> {
+    let Some((header, payload)) = bytes.split_first_chunk::<HEADER_LEN>() else {
+        return Err(malformed(bytes));
+    };
+    let &[magic, version, flags, codec, ..] = header;
+    let codec = match Codec::from_id(codec) {
+        Some(codec) if magic == MAGIC && version == VERSION && flags & !KNOWN_FLAGS == 0 => codec,
+        _ => return Err(malformed(bytes)),
+    };
+    let fresh_ms = u64::from_be_bytes(header[4..].try_into().expect("8 bytes"));
+    if flags & FLAG_ABSENT != 0 {
+        if !payload.is_empty() {
+            return Err(Error::Decode("absent entry with a payload".into()));
+        }
+        return Ok((None, fresh_ms));
+    }
+    Ok((Some(codec.read(payload)?), fresh_ms))
+}
+
+/// What is wrong with an envelope whose header does not parse: worded on the error path only.
+#[cold]
+fn malformed(bytes: &[u8]) -> Error {
+    let why = match bytes.first_chunk::<4>() {
+        Some(_) if bytes.len() < HEADER_LEN => "shorter than the envelope header".to_owned(),
+        None => "shorter than the envelope header".to_owned(),
+        Some(&[magic, ..]) if magic != MAGIC => "not a cache-aside envelope".to_owned(),
+        Some(&[_, version, ..]) if version != VERSION => format!("envelope version {version}"),
+        Some(&[_, _, flags, _]) if flags & !KNOWN_FLAGS != 0 => {
+            format!("unknown flags {flags:#04x}")
+        }
+        Some(&[.., codec]) => format!("unknown codec id {codec}"),
+    };
+    Error::Decode(why)
 }
 
 #[cfg(test)]
@@ -224,9 +238,20 @@ mod tests {
         let mut absent_with_payload = encode::<u8>(Codec::Json, None, None).unwrap();
         absent_with_payload.push(b'1');
         cases.push(absent_with_payload);
-        for case in &cases {
+        let said = [
+            "shorter than the envelope header",
+            "not a cache-aside envelope",
+            "shorter than the envelope header",
+            "EOF while parsing",
+            "envelope version 9",
+            "unknown flags 0x80",
+            "unknown codec id 77",
+            "absent entry with a payload",
+        ];
+        for (case, said) in cases.iter().zip(said) {
             let err = decode::<Vec<u32>>(case).unwrap_err();
             assert!(err.is_decode(), "{case:?}: {err}");
+            assert!(err.to_string().contains(said), "{case:?}: {err}");
         }
         // Well-formed JSON of another schema is a decode error too.
         assert!(decode::<String>(&good).unwrap_err().is_decode());

@@ -98,8 +98,8 @@ impl Cache {
         let mut kept = None;
         if let Some(entry) = entry {
             match decode_entry::<S, R>(&entry) {
-                Ok((value, fresh_until)) => {
-                    let freshness = policy.classify(fresh_until);
+                Ok((value, fresh_ms)) => {
+                    let freshness = policy.classify(fresh_ms);
                     match (freshness, detach) {
                         (Freshness::Fresh, _) | (Freshness::RefreshDue, None) => {
                             counters.hits.bump();
@@ -390,10 +390,11 @@ impl Cache {
     }
 }
 
-/// Decodes an envelope into the function's return type and its fresh-until time.
-fn decode_entry<S: Shape<R>, R>(bytes: &[u8]) -> Result<(R, Option<SystemTime>), Error> {
-    let entry = codec::decode::<S::Value>(bytes)?;
-    let value = S::hit(entry.value)
+/// Decodes an envelope into the function's return type and its fresh-until time (Unix ms,
+/// 0 for none).
+fn decode_entry<S: Shape<R>, R>(bytes: &[u8]) -> Result<(R, u64), Error> {
+    let (value, fresh_ms) = codec::decode_raw::<S::Value>(bytes)?;
+    let value = S::hit(value)
         .ok_or_else(|| Error::Decode("an absence marker where a value belongs".into()))?;
-    Ok((value, entry.fresh_until))
+    Ok((value, fresh_ms))
 }

@@ -6,7 +6,7 @@
 //! the physical TTL being `ttl + keep`): within `stale` it is served while a background
 //! refresh replaces it; within `fail_safe` it answers calls whose body fails.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cache::Settings;
 use crate::spec::FnSpec;
@@ -117,9 +117,10 @@ impl Policy {
 
     /// Reads the clock only for functions that track freshness: the hit path of the
     /// others stays free of it.
-    pub(crate) fn classify(&self, fresh_until: Option<SystemTime>) -> Freshness {
-        match fresh_until.filter(|_| self.tracks_freshness()) {
-            Some(fresh_until) => self.classify_at(fresh_until, SystemTime::now()),
+    /// `fresh_ms`: the envelope's fresh-until time in Unix milliseconds, 0 for none.
+    pub(crate) fn classify(&self, fresh_ms: u64) -> Freshness {
+        match (fresh_ms != 0 && self.tracks_freshness()).then_some(fresh_ms) {
+            Some(ms) => self.classify_at(UNIX_EPOCH + Duration::from_millis(ms), SystemTime::now()),
             None => Freshness::Fresh,
         }
     }
@@ -149,7 +150,8 @@ mod tests {
         let p = policy();
         let now = SystemTime::now();
         let long_ago = now - Duration::from_secs(3600);
-        assert_eq!(p.classify(Some(long_ago)), Freshness::Fresh);
+        let long_ago_ms = crate::codec::unix_ms(long_ago);
+        assert_eq!(p.classify(long_ago_ms), Freshness::Fresh);
         assert_eq!(p.keep(), Duration::ZERO);
     }
 
@@ -167,7 +169,7 @@ mod tests {
         assert_eq!(p.classify_at(now + s(1), now), Freshness::RefreshDue);
         assert_eq!(p.classify_at(now - s(1), now), Freshness::Stale);
         assert_eq!(p.classify_at(now - s(10), now), Freshness::Expired);
-        assert_eq!(p.classify(None), Freshness::Fresh);
+        assert_eq!(p.classify(0), Freshness::Fresh);
         assert_eq!(p.keep(), s(60));
     }
 

@@ -172,6 +172,11 @@ impl Cache {
                                 return Ok(value);
                             }
                         }
+                        Outcome::Absent => {
+                            if let Some(value) = S::hit(None) {
+                                return Ok(value);
+                            }
+                        }
                         // The leader was cancelled: try to lead (or wait for whoever does).
                         Outcome::Abandoned => continue,
                         Outcome::NotStored => {}
@@ -240,7 +245,11 @@ impl Cache {
         // A bool first: a `Store` borrowing `loaded` must not live across the awaits below,
         // or the call's future stops being `Send` for return types holding a `dyn Trait`
         // (`Box<dyn Error + Send + Sync>`: "one type is more general than the other").
-        let failed = matches!(S::store(&loaded), Store::Skip);
+        let (failed, absent) = match S::store(&loaded) {
+            Store::Skip => (true, false),
+            Store::Absent => (false, true),
+            Store::Value(_) => (false, false),
+        };
         if let (true, Some(kept)) = (failed, kept) {
             Counters::bump(&counters.fail_safe);
             Counters::bump(&counters.stale_served);
@@ -255,7 +264,12 @@ impl Cache {
         }
         let encoded = self.encode::<S, R>(key, &policy, &loaded);
         let (entry, written) = self.store(key, &policy, encoded, held.as_ref()).await;
-        let outcome = entry.map_or(Outcome::NotStored, Outcome::Stored);
+        let outcome = match entry {
+            Some(entry) => Outcome::Stored(entry),
+            // `None` without `none_ttl`: every waiter can make its own, no `Clone` needed.
+            None if absent => Outcome::Absent,
+            None => Outcome::NotStored,
+        };
         match written {
             Err(error) if policy.surface_errors => (Err(error), outcome),
             _ => (Ok(loaded), outcome),

@@ -10,8 +10,9 @@
 //! When the leader's result is not stored (an `Err`, or `None` without `none_ttl`), waiters
 //! get it through a [`Share`]: a clone of the result if the return type is `Clone`, a clone
 //! of the `Err` if the error type is, or the error's message converted into the function's
-//! error type if it implements `From<cache_aside_runtime::Error>`. Only results none of these
-//! can carry (an error type with neither) make each waiter run its own body.
+//! error type if it implements `From<cache_aside_runtime::Error>`. A `None` needs none of
+//! that: each waiter makes its own ([`Outcome::Absent`]). Only results none of these can
+//! carry (an error type with neither) make each waiter run its own body.
 //!
 //! A [`Lead`] owns what it needs, so a background refresh can carry it into a spawned task.
 
@@ -28,6 +29,9 @@ pub(crate) enum Outcome {
     Stored(Bytes),
     /// The leader's body failed and fail-safe answered with this expired entry.
     Stale(Bytes),
+    /// The leader's result was a `None` that was not stored (no `none_ttl`): each waiter
+    /// makes its own `None`.
+    Absent,
     /// The leader's result was not stored, and is handed over (see [`Share`]).
     Shared(Shared),
     /// The leader's result was not stored and cannot be shared; each waiter loads for itself.

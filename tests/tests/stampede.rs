@@ -238,6 +238,31 @@ async fn a_clone_error_is_shared_when_the_value_is_not_clone() {
     );
 }
 
+#[cached(ttl = 60, prefix = "missing", cache = cache, skip(cache, loads, gate))]
+async fn missing(
+    cache: &Cache,
+    loads: &AtomicU32,
+    gate: &Semaphore,
+    id: u64,
+) -> Result<Option<Row>, Opaque> {
+    loads.fetch_add(1, SeqCst);
+    gate.acquire().await.expect("gate open").forget();
+    let _ = id;
+    Ok(None)
+}
+
+/// A `None` without `none_ttl` is not stored, yet needs no `Clone` to share: every waiter
+/// gets its own `Ok(None)` from the one load (neither `Row` nor `Opaque` is `Clone`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unstored_none_is_shared_without_clone() {
+    let (results, loads) = stampede_on_error(|f| {
+        tokio::spawn(async move { missing(&f.cache, &f.loads, &f.gate, 4).await })
+    })
+    .await;
+    assert_eq!(loads, 1, "one body ran for 100 concurrent calls");
+    assert!(results.iter().all(|r| r == &Ok(None)), "{results:?}");
+}
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[cached(ttl = 60, prefix = "boxed", cache = cache, skip(cache, loads, gate))]

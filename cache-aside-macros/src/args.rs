@@ -10,7 +10,7 @@ use syn::{Expr, Ident, Lit, LitBool, LitStr, Path, Token};
 
 use crate::key::Template;
 
-const OPTIONS: &str = "`ttl`, `none_ttl`, `stale`, `refresh_ahead`, `fail_safe`, `jitter`, \
+const OPTIONS: &str = "`ttl`, `none_ttl`, `stale`, `refresh_ahead`, `xfetch`, `fail_safe`, `jitter`, \
                        `lock`, `timeout`, `max_value_bytes`, `on_cache_error`, `prefix`, `key`, \
                        `skip`, `cache`, `crate`";
 
@@ -40,7 +40,9 @@ pub struct Args {
     pub stale: Option<Option<Dur>>,
     /// `refresh_ahead = 0.8`, or bare `refresh_ahead`: the cache's `.refresh_ahead(..)`.
     pub refresh_ahead: Option<Option<f64>>,
-    /// The first of `stale` and `refresh_ahead` given: the body must be able to run as a
+    /// `xfetch = 1.0`: probabilistic early refresh, the XFetch beta.
+    pub xfetch: Option<f64>,
+    /// The first of `stale`, `refresh_ahead` and `xfetch` given: the body must be able to run as a
     /// background task, and errors saying so point at this name.
     pub background: Option<Ident>,
     /// The value, and the span of the `fail_safe` name.
@@ -146,6 +148,12 @@ fn parse_option(input: ParseStream, args: &mut Args, errors: &mut Errors) -> syn
                 None => None,
             };
             set_once(&mut args.refresh_ahead, fraction, &name, errors);
+            args.background.get_or_insert(name);
+        }
+        "xfetch" => {
+            input.parse::<Token![=]>()?;
+            let beta = parse_fraction(input, XFETCH)?;
+            set_once(&mut args.xfetch, beta, &name, errors);
             args.background.get_or_insert(name);
         }
         "fail_safe" => {
@@ -292,6 +300,14 @@ const REFRESH_AHEAD: Range = Range {
     max_inclusive: false,
     help: "`refresh_ahead` takes a float literal strictly between 0 and 1, the fraction of the \
            TTL after which a hit refreshes the entry in the background (`refresh_ahead = 0.8`)",
+};
+
+const XFETCH: Range = Range {
+    max: 10.0,
+    max_inclusive: true,
+    help: "`xfetch` takes a float literal greater than 0 and at most 10, the XFetch beta: how \
+           eagerly a hit refreshes before expiry, in units of the body's last load time \
+           (`xfetch = 1.0`)",
 };
 
 const JITTER: Range = Range {
@@ -529,6 +545,20 @@ mod tests {
         assert_eq!(args.refresh_ahead, Some(Some(0.999)));
         assert_eq!(args.jitter, Some(0.01));
         assert!(parse_ok(quote!(ttl = 1)).background.is_none());
+    }
+
+    #[test]
+    fn xfetch_takes_a_beta_and_needs_a_background_body() {
+        let args = parse_ok(quote!(ttl = 60, xfetch = 1.0));
+        assert_eq!(args.xfetch, Some(1.0));
+        assert_eq!(args.background.unwrap(), "xfetch");
+        let beta = "`xfetch` takes a float literal greater than 0 and at most 10";
+        assert_one_error(&[
+            (quote!(xfetch = 0.0), beta),
+            (quote!(xfetch = 11.0), beta),
+            (quote!(xfetch = 1), beta),
+            (quote!(xfetch), "expected `=`"),
+        ]);
     }
 
     #[test]

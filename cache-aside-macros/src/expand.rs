@@ -16,7 +16,7 @@
 //! pub async fn get_user_invalidate(id: u64) -> Result<bool, Error> { /* same prepare */ }
 //! pub async fn get_user_invalidate_all() -> Result<u64, Error> { /* prefix of SPEC */ }
 //! ```
-//! With `stale` or `refresh_ahead` the body is `background(async move { body })` instead of
+//! With `stale`, `refresh_ahead` or `xfetch` the body is `background(async move { body })` instead of
 //! `Foreground(..)`; with `on_cache_error = "fail"` the call is `try_get_or_load`, after an
 //! `assert_surface::<Result<User, DbError>>()` check.
 //!
@@ -145,6 +145,7 @@ impl<'a> Gen<'a> {
             Some(f) => quote!(.refresh_ahead(#f)),
             None => quote!(.refresh_ahead_from_cache()),
         });
+        let xfetch = a.xfetch.map(float).map(|f| quote!(.xfetch(#f)));
         let fail_safe = a.fail_safe.map(|(d, _)| d.millis);
         let fail_safe = fail_safe.map(|ms| quote!(.fail_safe_ms(#ms)));
         let jitter = a.jitter.map(float).map(|f| quote!(.jitter(#f)));
@@ -156,7 +157,7 @@ impl<'a> Gen<'a> {
             let #spec: &'static #private::FnSpec = {
                 static SPEC: #private::FnSpec =
                     #private::FnSpec::new(::core::module_path!(), #name, #prefix)
-                        #ttl #none_ttl #stale #refresh_ahead #fail_safe #jitter #lock #timeout
+                        #ttl #none_ttl #stale #refresh_ahead #xfetch #fail_safe #jitter #lock #timeout
                         #max_value_bytes;
                 &SPEC
             };

@@ -127,11 +127,25 @@ use proc_macro::TokenStream;
 /// // by hand: on a hit with e.age > 8m, tokio::spawn(reload(key)) and return e.value
 /// ```
 ///
+/// **`xfetch = 1.0`** (a float in (0, 10], the beta of XFetch): probabilistic early refresh.
+/// Each hit refreshes in the background with probability `exp(-left / (load * beta))`,
+/// `left` being the entry's remaining freshness and `load` how long this function's body
+/// last took. Far from expiry that is next to never; near it each hit is likelier to, so
+/// under steady traffic one caller in the fleet refreshes a little before expiry, instead
+/// of every process at one fixed point (as `refresh_ahead` does without `lock`).
+///
+/// ```text
+/// #[cached(ttl = "10m", xfetch = 1.0)]
+/// async fn feed(user: u64) -> Feed { .. }
+/// // by hand: on a hit, if now + last_load * beta * -ln(rand()) >= e.fresh_until,
+/// //          tokio::spawn(reload(key)); return e.value
+/// ```
+///
 /// Bare **`stale`** and **`refresh_ahead`** (no value) take the window and fraction from the
 /// cache (`Cache::builder().stale(..)`, `.refresh_ahead(..)`), so one setting serves every
 /// function that opts in; a cache without the setting serves nothing stale.
 ///
-/// With `stale` or `refresh_ahead` the body may run after the call has returned, in a
+/// With `stale`, `refresh_ahead` or `xfetch` the body may run after the call has returned, in a
 /// spawned task: every argument must be owned and `'static` (`String`, not `&str`;
 /// `self: Arc<Self>`, not `&self`) and the body's future `Send`. A borrowed argument is an
 /// error at the argument, a non-`Send` body one at the option. That is why a function opts

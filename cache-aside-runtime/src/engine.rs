@@ -129,7 +129,7 @@ impl Cache {
         policy.write_timeout = policy.timeout.saturating_sub(started.elapsed());
         // 3-5 out of line: the hit path's future and code stay small (see [`Cold`]).
         Cold(Box::pin(
-            self.miss::<S, R, F>(key, policy, load, kept, share),
+            self.miss::<S, R, F>(key, policy, load, kept, share, started),
         ))
         .await
     }
@@ -142,11 +142,12 @@ impl Cache {
         load: F,
         kept: Option<Found<R>>,
         share: Option<Share<R>>,
+        read_at: Instant,
     ) -> Result<R, Error> {
         let counters = &self.inner.counters;
         // 3. load once
         loop {
-            match self.inner.flights.join(key.as_str()) {
+            let outcome = match self.inner.flights.join(key.as_str(), read_at) {
                 Role::Leader(lead) => {
                     return self
                         .lead::<S, R, F>(key, policy, load, kept, lead, share)
@@ -154,38 +155,43 @@ impl Cache {
                 }
                 Role::Waiter(theirs) => {
                     Counters::bump(&counters.waited);
-                    match flight::wait(theirs).await {
-                        Outcome::Stored(entry) => {
-                            if let Ok((value, _)) = decode_entry::<S, R>(&entry) {
-                                return Ok(value);
-                            }
-                        }
-                        Outcome::Stale(entry) => {
-                            if let Ok((value, _)) = decode_entry::<S, R>(&entry) {
-                                Counters::bump(&counters.stale_served);
-                                Counters::bump(&counters.fail_safe);
-                                return Ok(value);
-                            }
-                        }
-                        Outcome::Shared(result) => {
-                            if let Some(value) = share.as_ref().and_then(|s| (s.take)(&*result)) {
-                                return Ok(value);
-                            }
-                        }
-                        Outcome::Absent => {
-                            if let Some(value) = S::hit(None) {
-                                return Ok(value);
-                            }
-                        }
-                        // The leader was cancelled: try to lead (or wait for whoever does).
-                        Outcome::Abandoned => continue,
-                        Outcome::NotStored => {}
-                    }
-                    // Nothing shareable: this caller loads for itself.
-                    let (result, _) = self.load::<S, R, F>(key, policy, load, kept, None).await;
-                    return result;
+                    flight::wait(theirs).await
                 }
+                Role::Done(outcome) => {
+                    Counters::bump(&counters.waited);
+                    outcome
+                }
+            };
+            match outcome {
+                Outcome::Stored(entry) => {
+                    if let Ok((value, _)) = decode_entry::<S, R>(&entry) {
+                        return Ok(value);
+                    }
+                }
+                Outcome::Stale(entry) => {
+                    if let Ok((value, _)) = decode_entry::<S, R>(&entry) {
+                        Counters::bump(&counters.stale_served);
+                        Counters::bump(&counters.fail_safe);
+                        return Ok(value);
+                    }
+                }
+                Outcome::Shared(result) => {
+                    if let Some(value) = share.as_ref().and_then(|s| (s.take)(&*result)) {
+                        return Ok(value);
+                    }
+                }
+                Outcome::Absent => {
+                    if let Some(value) = S::hit(None) {
+                        return Ok(value);
+                    }
+                }
+                // The leader was cancelled: try to lead (or wait for whoever does).
+                Outcome::Abandoned => continue,
+                Outcome::NotStored => {}
             }
+            // Nothing shareable: this caller loads for itself.
+            let (result, _) = self.load::<S, R, F>(key, policy, load, kept, None).await;
+            return result;
         }
     }
 

@@ -18,7 +18,9 @@
 
 use std::any::Any;
 use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
@@ -40,10 +42,49 @@ pub(crate) enum Outcome {
     Abandoned,
 }
 
-/// The loads under way, by key. Hashed with foldhash: SipHash cost a few hundred
-/// instructions per miss (one insert, one removal), and a per-process seed keeps user-chosen
-/// keys from being crafted into collisions.
-type Running = Arc<Mutex<HashMap<Arc<str>, Arc<Flight>, foldhash::fast::RandomState>>>;
+/// The loads under way and just finished, by key. Hashed with foldhash: SipHash cost a few
+/// hundred instructions per miss (one insert, one removal), and a per-process seed keeps
+/// user-chosen keys from being crafted into collisions.
+type Running = Arc<Mutex<State>>;
+
+#[derive(Default)]
+struct State {
+    slots: HashMap<Arc<str>, Slot, foldhash::fast::RandomState>,
+    /// Finished slots, oldest first, forgotten after [`KEEP_DONE`] or beyond [`MAX_DONE`].
+    done: VecDeque<(Arc<str>, Instant)>,
+}
+
+enum Slot {
+    Running(Arc<Flight>),
+    /// A load that finished at `at`: for callers whose read started before that, whose miss
+    /// it answers as if they had waited.
+    Done {
+        outcome: Outcome,
+        at: Instant,
+    },
+}
+
+/// How long a finished load answers late joiners: a caller's read and its join are
+/// microseconds apart, unless its task was descheduled in between.
+const KEEP_DONE: Duration = Duration::from_millis(200);
+/// At most this many finished loads are remembered (their entries are held meanwhile).
+const MAX_DONE: usize = 256;
+
+impl State {
+    fn forget_done(&mut self, now: Instant) {
+        while let Some((key, at)) = self.done.front() {
+            if now.duration_since(*at) < KEEP_DONE && self.done.len() <= MAX_DONE {
+                break;
+            }
+            if let Some(Slot::Done { at: slot_at, .. }) = self.slots.get(key)
+                && slot_at == at
+            {
+                self.slots.remove(key);
+            }
+            self.done.pop_front();
+        }
+    }
+}
 
 /// One load under way: its outcome once there, and the waiters to wake then.
 #[derive(Default)]
@@ -116,6 +157,8 @@ pub(crate) struct Flights {
 pub(crate) enum Role {
     Leader(Lead),
     Waiter(Arc<Flight>),
+    /// A load of this key finished after this caller's read began: its outcome.
+    Done(Outcome),
 }
 
 /// Held by the leader; reports `Abandoned` if dropped before [`Lead::finish`] (its future
@@ -128,14 +171,25 @@ pub(crate) struct Lead {
 }
 
 impl Flights {
-    pub(crate) fn join(&self, key: &str) -> Role {
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(flight) = running.get(key) {
-            return Role::Waiter(Arc::clone(flight));
+    /// Joins the load of `key`, for a caller whose read of the cache began at `read_at`.
+    pub(crate) fn join(&self, key: &str, read_at: Instant) -> Role {
+        let now = Instant::now();
+        let mut state = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        state.forget_done(now);
+        match state.slots.get(key) {
+            Some(Slot::Running(flight)) => return Role::Waiter(Arc::clone(flight)),
+            // It finished between this caller's read and now: the read may have missed
+            // the very entry that load stored. Loading again would double the load.
+            Some(Slot::Done { outcome, at }) if *at > read_at => {
+                return Role::Done(outcome.clone());
+            }
+            _ => {}
         }
         let key: Arc<str> = key.into();
         let flight = Arc::new(Flight::default());
-        running.insert(Arc::clone(&key), Arc::clone(&flight));
+        state
+            .slots
+            .insert(Arc::clone(&key), Slot::Running(Arc::clone(&flight)));
         Role::Leader(Lead {
             running: Arc::clone(&self.running),
             key,
@@ -146,7 +200,7 @@ impl Flights {
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.running.lock().unwrap().len()
+        self.running.lock().unwrap().slots.len()
     }
 }
 
@@ -159,12 +213,21 @@ impl Lead {
         if std::mem::replace(&mut self.ended, true) {
             return;
         }
-        // Remove first: a caller arriving after this point starts a fresh lookup, which
-        // finds the stored entry (or loads again if it was not stored).
-        self.running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.key);
+        {
+            let mut state = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            if matches!(outcome, Outcome::Abandoned) {
+                state.slots.remove(&self.key);
+            } else {
+                let at = Instant::now();
+                let done = Slot::Done {
+                    outcome: outcome.clone(),
+                    at,
+                };
+                state.slots.insert(Arc::clone(&self.key), done);
+                state.done.push_back((Arc::clone(&self.key), at));
+                state.forget_done(at);
+            }
+        }
         let _ = self.flight.outcome.set(outcome);
         self.flight.done.notify_waiters();
     }
@@ -197,31 +260,59 @@ mod tests {
     #[tokio::test]
     async fn one_leader_then_waiters_get_its_outcome() {
         let flights = Flights::default();
-        let Role::Leader(lead) = flights.join("k") else {
+        let read = Instant::now();
+        let Role::Leader(lead) = flights.join("k", read) else {
             panic!("first is leader")
         };
-        let Role::Waiter(rx) = flights.join("k") else {
+        let Role::Waiter(rx) = flights.join("k", read) else {
             panic!("second waits")
         };
-        assert!(matches!(flights.join("other"), Role::Leader(_)));
+        assert!(matches!(flights.join("other", read), Role::Leader(_)));
         lead.finish(Outcome::Stored(Bytes::from_static(b"v")));
         assert!(matches!(wait(rx).await, Outcome::Stored(b) if b == "v"));
-        assert_eq!(flights.len(), 0);
+        // A caller whose read began before the load finished takes its outcome; one whose
+        // read began after it leads a new load.
+        assert!(matches!(flights.join("k", read), Role::Done(Outcome::Stored(b)) if b == "v"));
         assert!(
-            matches!(flights.join("k"), Role::Leader(_)),
-            "finished flights are gone"
+            matches!(flights.join("k", Instant::now()), Role::Leader(_)),
+            "a read after the load finished is not answered by it"
         );
     }
 
     #[tokio::test]
     async fn a_dropped_leader_abandons_the_flight() {
         let flights = Flights::default();
-        let lead = flights.join("k");
-        let Role::Waiter(rx) = flights.join("k") else {
+        let read = Instant::now();
+        let lead = flights.join("k", read);
+        let Role::Waiter(rx) = flights.join("k", read) else {
             panic!("second waits")
         };
         drop(lead);
         assert!(matches!(wait(rx).await, Outcome::Abandoned));
-        assert_eq!(flights.len(), 0);
+        assert_eq!(
+            flights.len(),
+            0,
+            "an abandoned load leaves nothing to answer with"
+        );
+    }
+
+    #[test]
+    fn finished_loads_are_forgotten_by_age_and_by_count() {
+        let flights = Flights::default();
+        let read = Instant::now();
+        for i in 0..MAX_DONE + 10 {
+            let Role::Leader(lead) = flights.join(&i.to_string(), read) else {
+                panic!("a new key leads")
+            };
+            lead.finish(Outcome::NotStored);
+        }
+        assert_eq!(flights.len(), MAX_DONE, "bounded by count");
+        let oldest = flights.join("0", read);
+        assert!(matches!(oldest, Role::Leader(_)), "oldest forgotten");
+        let mut state = flights.running.lock().unwrap();
+        state.forget_done(Instant::now() + KEEP_DONE);
+        assert_eq!(state.slots.len(), 1, "only the running load of 0 is left");
+        drop(state);
+        drop(oldest);
     }
 }

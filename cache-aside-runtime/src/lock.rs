@@ -100,19 +100,24 @@ impl Cache {
         }
     }
 
-    /// Runs a body: as is, or, when this call holds the lock, while extending it.
+    /// Runs a body: as is, or, when this call holds the lock, while extending it; notes how
+    /// long it took.
     pub(crate) async fn run_body<F: Future>(
         &self,
         held: Option<&Held>,
         policy: &Policy,
         load: F,
     ) -> F::Output {
-        match (held, policy.lock, self.inner.backend.redis()) {
+        let started = Instant::now();
+        let loaded = match (held, policy.lock, self.inner.backend.redis()) {
             (Some(held), Some(lock), Some(redis)) => {
                 self.hold(redis, held, policy, lock, load).await
             }
             _ => load.await,
-        }
+        };
+        // XFetch scales its early refreshes by this.
+        policy.spec.loaded_in(started.elapsed());
+        loaded
     }
 
     /// Runs `load` while extending `held` every third of the lock TTL.

@@ -23,6 +23,12 @@ pub(crate) struct Policy {
     pub(crate) none_ttl: Option<Duration>,
     pub(crate) stale: Duration,
     pub(crate) refresh_ahead: Option<f64>,
+    /// XFetch's beta: refresh early with a probability that rises as expiry nears.
+    pub(crate) xfetch: Option<f64>,
+    /// The body's last load time (XFetch's delta), when `xfetch` is set.
+    pub(crate) last_load: Duration,
+    /// The function, to note its load times in.
+    pub(crate) spec: &'static FnSpec,
     pub(crate) fail_safe: Duration,
     pub(crate) fail_safe_backoff: Duration,
     pub(crate) jitter: f64,
@@ -53,7 +59,7 @@ pub(crate) enum Freshness {
 impl Policy {
     /// The function's options, else the cache's; `None` if neither gives a TTL.
     pub(crate) fn resolve(
-        spec: &FnSpec,
+        spec: &'static FnSpec,
         settings: &Settings,
         surface_errors: bool,
     ) -> Option<Policy> {
@@ -73,6 +79,12 @@ impl Policy {
             refresh_ahead: spec.refresh_ahead.or(settings
                 .refresh_ahead
                 .filter(|_| spec.refresh_ahead_from_cache)),
+            xfetch: spec.xfetch,
+            last_load: match spec.xfetch {
+                Some(_) => spec.last_load(),
+                None => Duration::ZERO,
+            },
+            spec,
             fail_safe: spec.fail_safe.or(settings.fail_safe).unwrap_or_default(),
             fail_safe_backoff: settings.fail_safe_backoff,
             jitter: spec.jitter.unwrap_or(settings.jitter),
@@ -93,7 +105,7 @@ impl Policy {
     /// `refresh_ahead`, the backend's expiry alone decides, and a writer's clock being
     /// ahead or behind ours changes nothing.
     pub(crate) fn tracks_freshness(&self) -> bool {
-        !self.keep().is_zero() || self.refresh_ahead.is_some()
+        !self.keep().is_zero() || self.refresh_ahead.is_some() || self.xfetch.is_some()
     }
 
     /// `base` spread by up to `±jitter`.
@@ -106,8 +118,7 @@ impl Policy {
     }
 
     /// How long past `now` an entry must stay fresh to need no refresh: `now` for stale
-    /// entries, the refresh-ahead point for nearly expired ones. A refresh that finds the
-    /// entry fresh past this (another caller or process refreshed it) does nothing.
+    /// entries, the refresh-ahead point for nearly expired ones.
     pub(crate) fn refresh_point(&self, now: SystemTime) -> SystemTime {
         match self.refresh_ahead {
             Some(at) => now + self.ttl.mul_f64((1.0 - at).clamp(0.0, 1.0)),
@@ -120,8 +131,45 @@ impl Policy {
     /// `fresh_ms`: the envelope's fresh-until time in Unix milliseconds, 0 for none.
     pub(crate) fn classify(&self, fresh_ms: u64) -> Freshness {
         match (fresh_ms != 0 && self.tracks_freshness()).then_some(fresh_ms) {
-            Some(ms) => self.classify_at(UNIX_EPOCH + Duration::from_millis(ms), SystemTime::now()),
+            Some(ms) => {
+                let fresh_until = UNIX_EPOCH + Duration::from_millis(ms);
+                let freshness = self.classify_at(fresh_until, SystemTime::now());
+                match self.xfetch {
+                    // An exponential draw: -ln(u) for u in (0, 1].
+                    Some(_) => self.xfetch_at(freshness, fresh_until, SystemTime::now(), || {
+                        -(1.0 - fastrand::f64()).ln()
+                    }),
+                    None => freshness,
+                }
+            }
             None => Freshness::Fresh,
+        }
+    }
+
+    /// XFetch (Vattani, Chierichetti, Lowenstein, "Optimal Probabilistic Cache Stampede
+    /// Prevention", VLDB 2015): a fresh entry is refreshed when `now + delta * beta * draw`
+    /// reaches its expiry, `delta` being how long the body takes to load and `draw` an
+    /// Exp(1) sample. Hits far from expiry almost never refresh; as expiry nears each hit
+    /// becomes likelier to, so one caller in the fleet usually refreshes first, and slightly
+    /// ahead of expiry, instead of all of them at one deterministic point.
+    fn xfetch_at(
+        &self,
+        freshness: Freshness,
+        fresh_until: SystemTime,
+        now: SystemTime,
+        draw: impl FnOnce() -> f64,
+    ) -> Freshness {
+        let (Freshness::Fresh, Some(beta)) = (freshness, self.xfetch) else {
+            return freshness;
+        };
+        if self.last_load.is_zero() {
+            return freshness; // never loaded here yet: nothing to scale by
+        }
+        let early = self.last_load.mul_f64((beta * draw()).min(1e6));
+        if now + early >= fresh_until {
+            Freshness::RefreshDue
+        } else {
+            freshness
         }
     }
 
@@ -171,6 +219,50 @@ mod tests {
         assert_eq!(p.classify_at(now - s(10), now), Freshness::Expired);
         assert_eq!(p.classify(0), Freshness::Fresh);
         assert_eq!(p.keep(), s(60));
+    }
+
+    #[test]
+    fn xfetch_refreshes_with_the_papers_probability() {
+        let p = Policy {
+            xfetch: Some(1.0),
+            last_load: Duration::from_millis(100),
+            ..policy()
+        };
+        let now = SystemTime::now();
+        let at = |left_ms: u64, draw: f64| {
+            p.xfetch_at(
+                Freshness::Fresh,
+                now + Duration::from_millis(left_ms),
+                now,
+                || draw,
+            )
+        };
+        // Due exactly when delta * beta * draw reaches the time left.
+        assert_eq!(at(100, 0.99), Freshness::Fresh);
+        assert_eq!(at(100, 1.01), Freshness::RefreshDue);
+        assert_eq!(at(1000, 9.0), Freshness::Fresh);
+        // With real draws, P(due) = exp(-left / (delta * beta)): e^-1 at left = delta.
+        let due = (0..20_000)
+            .filter(|_| {
+                p.classify(crate::codec::unix_ms(now + Duration::from_millis(100)))
+                    == Freshness::RefreshDue
+            })
+            .count() as f64
+            / 20_000.0;
+        assert!((0.32..0.42).contains(&due), "{due}");
+        // Stale and due entries are left as they are; without a load time, never early.
+        assert_eq!(
+            p.xfetch_at(Freshness::Stale, now, now, || 100.0),
+            Freshness::Stale
+        );
+        let unmeasured = Policy {
+            last_load: Duration::ZERO,
+            ..p
+        };
+        assert_eq!(
+            unmeasured.xfetch_at(Freshness::Fresh, now, now, || 100.0),
+            Freshness::Fresh
+        );
     }
 
     #[test]

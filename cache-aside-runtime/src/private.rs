@@ -64,7 +64,7 @@ pub enum Prepared<'c> {
 /// Builds the key of one call: namespace and prefix, then `args` writes the argument part.
 pub fn prepare<'c>(
     cache: Result<&'c Cache, Error>,
-    spec: &FnSpec,
+    spec: &'static FnSpec,
     self_type: Option<fn() -> &'static str>,
     args: impl FnOnce(&mut KeyBuilder) -> Result<(), Error>,
 ) -> Prepared<'c> {
@@ -98,7 +98,7 @@ pub async fn invalidate(prepared: Prepared<'_>) -> Result<bool, Error> {
 /// The `{fn}_invalidate_all` companion.
 pub async fn invalidate_all(
     cache: Result<&Cache, Error>,
-    spec: &FnSpec,
+    spec: &'static FnSpec,
     self_type: Option<fn() -> &'static str>,
 ) -> Result<u64, Error> {
     let cache = cache?;
@@ -236,7 +236,7 @@ impl<R> NotShared<R> for Probe<R> {
 /// state machine less (each costs instructions on every call).
 pub fn get_or_load<S, R, F, B>(
     prepared: Prepared<'_>,
-    spec: &FnSpec,
+    spec: &'static FnSpec,
     body: B,
     share: Option<Share<R>>,
 ) -> impl Future<Output = R>
@@ -251,7 +251,7 @@ where
 /// The body of `#[cached(on_cache_error = "fail")]` functions: cache failures become `Err`.
 pub fn try_get_or_load<S, T, E, F, B>(
     prepared: Prepared<'_>,
-    spec: &FnSpec,
+    spec: &'static FnSpec,
     body: B,
     share: Option<Share<Result<T, E>>>,
 ) -> impl Future<Output = Result<T, E>>
@@ -278,7 +278,7 @@ fn surface<T, E: From<Error>>(error: Error) -> Result<T, E> {
 /// general than the other"). `tests/tests/stampede.rs` spawns one.
 async fn run<S, R, F, B>(
     prepared: Prepared<'_>,
-    spec: &FnSpec,
+    spec: &'static FnSpec,
     body: B,
     share: Option<Share<R>>,
     surface: Option<fn(Error) -> R>,

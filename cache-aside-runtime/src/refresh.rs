@@ -14,7 +14,6 @@ use bytes::Bytes;
 
 use crate::backend::LockAttempt;
 use crate::cache::Cache;
-use std::time::SystemTime;
 
 use crate::codec::{self, unix_ms};
 use crate::flight::{Lead, Outcome, Role};
@@ -57,7 +56,9 @@ where
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return false;
     };
-    let Role::Leader(lead) = cache.inner.flights.join(key.as_str()) else {
+    // `now`: a refresh answers no read of its own, so no finished load stands in for it.
+    let now = std::time::Instant::now();
+    let Role::Leader(lead) = cache.inner.flights.join(key.as_str(), now) else {
         return false; // already loading in this process
     };
     let Ok(permit) = cache.inner.refresh_slots.clone().try_acquire_owned() else {
@@ -87,8 +88,11 @@ impl Cache {
     ) {
         let counters = &self.inner.counters;
         // Between this call's read and now, another caller or process may have refreshed
-        // the entry: look again (taking the lock in the same step if it is on).
-        let point = unix_ms(policy.refresh_point(SystemTime::now()));
+        // the entry: look again (taking the lock in the same step if it is on). Refreshed
+        // means fresh past the deadline this call saw: true of a new value, and of a
+        // fail-safe back-off, and the one test that also holds for an XFetch refresh, which
+        // may start while the entry is still fresh.
+        let point = codec::fresh_until(&current).map_or(0, unix_ms);
         let mut held = None;
         let redis = self.inner.backend.redis();
         let current_state = match (policy.lock, redis) {

@@ -4,6 +4,7 @@
 //! attribute gives; options left out fall back to the [`Cache`](crate::Cache)'s settings.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 /// The static description of one cached function. Built by generated code only.
@@ -20,12 +21,22 @@ pub struct FnSpec {
     pub(crate) refresh_ahead: Option<f64>,
     /// Bare `refresh_ahead`: the fraction is the cache's `.refresh_ahead(..)`.
     pub(crate) refresh_ahead_from_cache: bool,
+    /// `xfetch = beta`.
+    pub(crate) xfetch: Option<f64>,
+    /// How long this function's body last took to load, in microseconds: XFetch's delta.
+    last_load_us: AtomicU64,
     pub(crate) fail_safe: Option<Duration>,
     pub(crate) jitter: Option<f64>,
     pub(crate) lock: Option<bool>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) max_value_bytes: Option<u64>,
     derived_prefix: OnceLock<Box<str>>,
+}
+
+impl std::fmt::Debug for FnSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FnSpec({}::{})", self.module_path, self.name)
+    }
 }
 
 impl FnSpec {
@@ -44,6 +55,8 @@ impl FnSpec {
             stale_from_cache: false,
             refresh_ahead: None,
             refresh_ahead_from_cache: false,
+            xfetch: None,
+            last_load_us: AtomicU64::new(0),
             fail_safe: None,
             jitter: None,
             lock: None,
@@ -81,6 +94,24 @@ impl FnSpec {
     pub const fn refresh_ahead_from_cache(mut self) -> Self {
         self.refresh_ahead_from_cache = true;
         self
+    }
+
+    /// `xfetch = 1.0`: a hit refreshes early with a probability that rises as expiry nears,
+    /// scaled by the body's last load time (XFetch).
+    pub const fn xfetch(mut self, beta: f64) -> Self {
+        self.xfetch = Some(beta);
+        self
+    }
+
+    /// The body's last load time.
+    pub(crate) fn last_load(&self) -> Duration {
+        Duration::from_micros(self.last_load_us.load(Relaxed))
+    }
+
+    /// Notes how long a load of this function took.
+    pub(crate) fn loaded_in(&self, took: Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.last_load_us.store(us, Relaxed);
     }
 
     /// `refresh_ahead = 0.8`: a hit past this fraction of the TTL refreshes in the background.

@@ -399,3 +399,31 @@ fn the_builder_checks_stale_and_refresh_ahead() {
             .is_ok()
     );
 }
+
+#[cached(ttl = "600ms", xfetch = 1.0, prefix = "xf", cache = cache, skip(cache, db))]
+async fn early(cache: Cache, db: Arc<Db>, id: u64) -> Result<String, String> {
+    // The load time XFetch scales its early refreshes by.
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    db.query(id)
+}
+
+/// XFetch: a key read continuously is refreshed, once, before it expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xfetch_refreshes_a_hot_key_once_before_it_expires() {
+    let server = RedisServer::start();
+    for cache in both_backends(&server, Cache::builder) {
+        let db = Arc::new(Db::default());
+        assert_eq!(early(cache.clone(), db.clone(), 1).await.unwrap(), "1-v0");
+        db.version.store(1, SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while early(cache.clone(), db.clone(), 1).await.unwrap() != "1-v1" {
+            assert!(Instant::now() < deadline, "no refresh: {:?}", cache.stats());
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let stats = cache.stats();
+        assert_eq!(stats.misses, 1, "the key never expired: {stats:?}");
+        assert_eq!(stats.stale_served, 0, "{stats:?}");
+        assert_eq!(stats.refreshes, 1, "{stats:?}");
+        assert_eq!(db.queries.load(SeqCst), 2, "one early refresh");
+    }
+}

@@ -14,6 +14,7 @@ static LOADS: AtomicU32 = AtomicU32::new(0);
     ttl = "100ms",
     stale = "5m",
     refresh_ahead = 0.8,
+    xfetch = 1.0,
     fail_safe = "1h",
     jitter = 0.1,
     lock = true,

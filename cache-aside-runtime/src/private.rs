@@ -232,7 +232,7 @@ impl<R> NotShared<R> for Probe<R> {
 
 /// The body of every `#[cached]` function: fails open. `share`: see [`Probe`].
 ///
-/// Not an `async fn`: it hands back [`run`]'s future as is, so the hit path has one layer of
+/// Not an `async fn`: it hands back `run`'s future as is, so the hit path has one layer of
 /// state machine less (each costs instructions on every call).
 pub fn get_or_load<S, R, F, B>(
     prepared: Prepared<'_>,

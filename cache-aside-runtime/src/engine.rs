@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Budget};
 use crate::cache::Cache;
 use crate::codec::{self, unix_ms};
 use crate::error::Error;
@@ -77,11 +77,12 @@ impl Cache {
     {
         let counters = &self.inner.counters;
         // 1. read
-        let started = Instant::now();
+        // One clock read: the read's deadline, and what is left of it for the write.
+        let budget = Budget::from_now(policy.timeout);
         // The backend's `get`, with no future of its own around the Redis read: every layer
         // of `async` on the hit path costs instructions per call (see `Cold`).
         let read = match &self.inner.backend {
-            Backend::Redis(redis) => redis.get(key.as_str(), policy.timeout).await,
+            Backend::Redis(redis) => redis.get(key.as_str(), budget).await,
             Backend::Memory(memory) => Ok(memory.get(key.as_str())),
         };
         let entry = match read {
@@ -126,11 +127,16 @@ impl Cache {
         }
         Counters::bump(&counters.misses);
         let mut policy = *policy;
-        policy.write_timeout = policy.timeout.saturating_sub(started.elapsed());
+        policy.write_timeout = budget.left();
         // 3-5 out of line: the hit path's future and code stay small (see [`Cold`]).
-        Cold(Box::pin(
-            self.miss::<S, R, F>(key, policy, load, kept, share, started),
-        ))
+        Cold(Box::pin(self.miss::<S, R, F>(
+            key,
+            policy,
+            load,
+            kept,
+            share,
+            budget.started(),
+        )))
         .await
     }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub(crate) use self::memory::MemoryBackend;
-pub(crate) use self::redis::{LockAttempt, RedisBackend};
+pub(crate) use self::redis::{Budget, LockAttempt, RedisBackend};
 use crate::breaker::BreakerState;
 use crate::error::Error;
 

@@ -49,19 +49,11 @@ type Running = Arc<Mutex<State>>;
 
 #[derive(Default)]
 struct State {
-    slots: HashMap<Arc<str>, Slot, foldhash::fast::RandomState>,
-    /// Finished slots, oldest first, forgotten after [`KEEP_DONE`] or beyond [`MAX_DONE`].
-    done: VecDeque<(Arc<str>, Instant)>,
-}
-
-enum Slot {
-    Running(Arc<Flight>),
-    /// A load that finished at `at`: for callers whose read started before that, whose miss
-    /// it answers as if they had waited.
-    Done {
-        outcome: Outcome,
-        at: Instant,
-    },
+    slots: HashMap<Arc<str>, Arc<Flight>, foldhash::fast::RandomState>,
+    /// Finished flights still in `slots`, oldest first, forgotten after [`KEEP_DONE`] or
+    /// beyond [`MAX_DONE`]. A finished flight answers callers whose read began before it
+    /// finished, as if they had waited.
+    done: VecDeque<(Arc<str>, Arc<Flight>)>,
 }
 
 /// How long a finished load answers late joiners: a caller's read and its join are
@@ -72,13 +64,13 @@ const MAX_DONE: usize = 256;
 
 impl State {
     fn forget_done(&mut self, now: Instant) {
-        while let Some((key, at)) = self.done.front() {
-            if now.duration_since(*at) < KEEP_DONE && self.done.len() <= MAX_DONE {
+        while let Some((key, flight)) = self.done.front() {
+            let at = flight.outcome.get().map_or(now, |(_, at)| *at);
+            if now.duration_since(at) < KEEP_DONE && self.done.len() <= MAX_DONE {
                 break;
             }
-            if let Some(Slot::Done { at: slot_at, .. }) = self.slots.get(key)
-                && slot_at == at
-            {
+            // Unless a newer load of the key took the slot meanwhile.
+            if self.slots.get(key).is_some_and(|f| Arc::ptr_eq(f, flight)) {
                 self.slots.remove(key);
             }
             self.done.pop_front();
@@ -86,10 +78,10 @@ impl State {
     }
 }
 
-/// One load under way: its outcome once there, and the waiters to wake then.
+/// One load: its outcome and when it came, once there, and the waiters to wake then.
 #[derive(Default)]
 pub(crate) struct Flight {
-    outcome: OnceLock<Outcome>,
+    outcome: OnceLock<(Outcome, Instant)>,
     done: Notify,
 }
 
@@ -173,23 +165,20 @@ pub(crate) struct Lead {
 impl Flights {
     /// Joins the load of `key`, for a caller whose read of the cache began at `read_at`.
     pub(crate) fn join(&self, key: &str, read_at: Instant) -> Role {
-        let now = Instant::now();
         let mut state = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        state.forget_done(now);
-        match state.slots.get(key) {
-            Some(Slot::Running(flight)) => return Role::Waiter(Arc::clone(flight)),
-            // It finished between this caller's read and now: the read may have missed
-            // the very entry that load stored. Loading again would double the load.
-            Some(Slot::Done { outcome, at }) if *at > read_at => {
-                return Role::Done(outcome.clone());
+        if let Some(flight) = state.slots.get(key) {
+            match flight.outcome.get() {
+                None => return Role::Waiter(Arc::clone(flight)),
+                // It finished between this caller's read and now: the read may have missed
+                // the very entry that load stored. Loading again would double the load.
+                Some((outcome, at)) if *at > read_at => return Role::Done(outcome.clone()),
+                // It finished before this read: its outcome is what the read saw. Lead anew.
+                Some(_) => {}
             }
-            _ => {}
         }
         let key: Arc<str> = key.into();
         let flight = Arc::new(Flight::default());
-        state
-            .slots
-            .insert(Arc::clone(&key), Slot::Running(Arc::clone(&flight)));
+        state.slots.insert(Arc::clone(&key), Arc::clone(&flight));
         Role::Leader(Lead {
             running: Arc::clone(&self.running),
             key,
@@ -215,20 +204,19 @@ impl Lead {
         }
         {
             let mut state = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
             if matches!(outcome, Outcome::Abandoned) {
+                // Nothing to answer late joiners with: the next caller leads.
                 state.slots.remove(&self.key);
             } else {
-                let at = Instant::now();
-                let done = Slot::Done {
-                    outcome: outcome.clone(),
-                    at,
-                };
-                state.slots.insert(Arc::clone(&self.key), done);
-                state.done.push_back((Arc::clone(&self.key), at));
-                state.forget_done(at);
+                state
+                    .done
+                    .push_back((Arc::clone(&self.key), Arc::clone(&self.flight)));
             }
+            // Set under the lock, so a join sees a flight either running or finished.
+            let _ = self.flight.outcome.set((outcome, now));
+            state.forget_done(now);
         }
-        let _ = self.flight.outcome.set(outcome);
         self.flight.done.notify_waiters();
     }
 }
@@ -246,7 +234,7 @@ pub(crate) async fn wait(flight: Arc<Flight>) -> Outcome {
         let mut notified = std::pin::pin!(notified);
         // Registered before looking, so an outcome set in between still wakes this waiter.
         notified.as_mut().enable();
-        if let Some(outcome) = flight.outcome.get() {
+        if let Some((outcome, _)) = flight.outcome.get() {
             return outcome.clone();
         }
         notified.await;

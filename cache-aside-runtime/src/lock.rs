@@ -101,22 +101,24 @@ impl Cache {
     }
 
     /// Runs a body: as is, or, when this call holds the lock, while extending it; notes how
-    /// long it took.
+    /// long it took for XFetch.
     pub(crate) async fn run_body<F: Future>(
         &self,
         held: Option<&Held>,
         policy: &Policy,
         load: F,
     ) -> F::Output {
-        let started = Instant::now();
+        // XFetch scales its early refreshes by the load time; other functions skip the clock.
+        let started = policy.xfetch.map(|_| Instant::now());
         let loaded = match (held, policy.lock, self.inner.backend.redis()) {
             (Some(held), Some(lock), Some(redis)) => {
                 self.hold(redis, held, policy, lock, load).await
             }
             _ => load.await,
         };
-        // XFetch scales its early refreshes by this.
-        policy.spec.loaded_in(started.elapsed());
+        if let Some(started) = started {
+            policy.spec.loaded_in(started.elapsed());
+        }
         loaded
     }
 

@@ -22,7 +22,8 @@
 //! embedded backend, and a 500-call stampede on one cold key. A final table compares each
 //! figure with its target.
 //!
-//! `bench --quick [rounds]` runs only the 64-task hit rows (and this process's CPU time per
+//! `BENCH_ROUNDS=1` also prints each round's ratio under its row. `bench --quick [rounds]`
+//! runs only the 64-task hit rows (and this process's CPU time per
 //! op); `bench --profile ours|raw [secs]` loops one side of the 150 B row, for `perf record`;
 //! `bench --count ours|raw|embedded [times]` runs `times` sequential 150 B rows of one side
 //! and nothing else, for `valgrind --tool=callgrind`: instructions per hit are the difference
@@ -472,6 +473,15 @@ impl Row {
             );
         }
         println!();
+        if std::env::var_os("BENCH_ROUNDS").is_some() && !self.raw.is_empty() {
+            let ratios: Vec<String> = self
+                .ours
+                .iter()
+                .zip(&self.raw)
+                .map(|(a, b)| format!("{:.2}", a / b))
+                .collect();
+            println!("    rounds' ratios: {}", ratios.join(" "));
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use crate::key::Template;
 
 const OPTIONS: &str = "`ttl`, `none_ttl`, `stale`, `refresh_ahead`, `xfetch`, `fail_safe`, `jitter`, \
                        `lock`, `timeout`, `max_value_bytes`, `on_cache_error`, `prefix`, `key`, \
-                       `skip`, `cache`, `crate`";
+                       `skip`, `cache`, `companions`, `crate`";
 
 /// A duration given as whole seconds (`60`) or a string (`"90s"`, `"5m"`, `"1h30m"`, `"250ms"`).
 #[derive(Clone, Copy)]
@@ -49,6 +49,9 @@ pub struct Args {
     pub fail_safe: Option<(Dur, Span)>,
     pub jitter: Option<f64>,
     pub lock: Option<bool>,
+    /// `companions = false`: no `{fn}_cache_key` / `_invalidate` / `_invalidate_all` (a
+    /// trait impl cannot hold methods the trait does not declare).
+    pub companions: Option<bool>,
     pub timeout: Option<Dur>,
     pub max_value_bytes: Option<u64>,
     pub on_cache_error: Option<OnCacheError>,
@@ -175,6 +178,17 @@ fn parse_option(input: ParseStream, args: &mut Args, errors: &mut Errors) -> syn
                 )
             })?;
             set_once(&mut args.lock, lit.value, &name, errors);
+        }
+        "companions" => {
+            input.parse::<Token![=]>()?;
+            let lit = input.parse::<LitBool>().map_err(|e| {
+                syn::Error::new(
+                    e.span(),
+                    "`companions` takes `true` (the default) or `false` (no `_cache_key`, \
+                     `_invalidate`, `_invalidate_all`: for methods in a trait impl)",
+                )
+            })?;
+            set_once(&mut args.companions, lit.value, &name, errors);
         }
         "timeout" => {
             input.parse::<Token![=]>()?;
@@ -545,6 +559,13 @@ mod tests {
         assert_eq!(args.refresh_ahead, Some(Some(0.999)));
         assert_eq!(args.jitter, Some(0.01));
         assert!(parse_ok(quote!(ttl = 1)).background.is_none());
+    }
+
+    #[test]
+    fn companions_can_be_turned_off() {
+        assert_eq!(parse_ok(quote!(companions = false)).companions, Some(false));
+        assert_eq!(parse_ok(quote!(ttl = 1)).companions, None);
+        assert_one_error(&[(quote!(companions = 0), "`companions` takes `true`")]);
     }
 
     #[test]

@@ -47,13 +47,13 @@ pub fn cached(attr: TokenStream, item: TokenStream) -> TokenStream {
     let generator = Gen::new(&func, &args);
     if errors.is_empty() {
         let wrapper = generator.wrapper();
-        let companions = generator.companions(false);
+        let companions = generator.companions_unless_off(false);
         quote!(#wrapper #companions)
     } else {
         // The original function and companion stubs, unchanged in signature: one mistake
         // in the attribute must not turn every call site into "cannot find function".
         let original = &func.item;
-        let companions = generator.companions(true);
+        let companions = generator.companions_unless_off(true);
         let errors = errors.into_compile_errors();
         quote!(#original #companions #errors)
     }
@@ -317,6 +317,14 @@ impl<'a> Gen<'a> {
                 #prepare
                 #call.await
             }
+        }
+    }
+
+    /// The companions, or nothing with `companions = false`.
+    fn companions_unless_off(&self, stub: bool) -> TokenStream {
+        match self.args.companions {
+            Some(false) => TokenStream::new(),
+            _ => self.companions(stub),
         }
     }
 

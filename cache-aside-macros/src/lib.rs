@@ -227,6 +227,12 @@ use proc_macro::TokenStream;
 /// - `get_user_invalidate_all().await -> Result<u64, Error>`: delete every entry of
 ///   `get_user`, by prefix.
 ///
+/// **`companions = false`** leaves them out. A method of a *trait impl* needs it: a trait
+/// impl may only hold the trait's methods (without it, rustc reports "method
+/// `name_cache_key` is not a member of trait"). Its entries are then invalidated by prefix
+/// (`cache.invalidate_prefix("user.name")`, so give it a `prefix`), or keep the companions by
+/// caching an inherent method that the trait method calls.
+///
 /// # Not accepted
 ///
 /// Non-`async` functions, `&mut` arguments (a hit would skip the mutation), destructuring

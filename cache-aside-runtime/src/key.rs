@@ -56,7 +56,7 @@ mod pool {
     use std::cell::RefCell;
 
     /// Buffers kept per thread, and the largest capacity worth keeping.
-    const KEEP: usize = 16;
+    const KEEP: usize = 64;
     const MAX_CAPACITY: usize = 512;
 
     thread_local!(static FREE: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) });

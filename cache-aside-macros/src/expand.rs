@@ -286,8 +286,8 @@ impl<'a> Gen<'a> {
         // Unstored results (an `Err` above all) reach the waiters of a load; see `Probe`.
         let share = quote! {
             {
-                use #private::{ByClone as _, ErrByClone as _, ErrByMessage as _, NotShared as _};
-                (&&&&#private::Probe::<#ret>::new()).sharer()
+                use #private::{ByClone as _, ErrByClone as _, NotShared as _};
+                (&&&#private::Probe::<#ret>::new()).sharer()
             }
         };
         let (surface, call) = match &self.args.on_cache_error {

@@ -21,7 +21,7 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
@@ -135,7 +135,7 @@ impl Cache {
             load,
             kept,
             share,
-            budget.started(),
+            budget.started,
         )))
         .await
     }
@@ -148,7 +148,7 @@ impl Cache {
         load: F,
         kept: Option<Found<R>>,
         share: Option<Share<R>>,
-        read_at: Instant,
+        read_at: tokio::time::Instant,
     ) -> Result<R, Error> {
         let counters = &self.inner.counters;
         // 3. load once
@@ -388,7 +388,10 @@ impl Cache {
     /// Marks a kept entry fresh for `fail_safe_backoff`, so the next calls are served by it
     /// instead of running a failing body again; only if nobody replaced it meanwhile.
     pub(crate) async fn back_off(&self, key: &Key, entry: &[u8], policy: &Policy) {
-        let until = SystemTime::now() + policy.fail_safe_backoff;
+        // Never shorter than it is: a refresh that started early (refresh-ahead, XFetch)
+        // and failed must not cut a still-fresh entry down to the back-off.
+        let backoff = SystemTime::now() + policy.fail_safe_backoff;
+        let until = codec::fresh_until(entry).map_or(backoff, |fresh| fresh.max(backoff));
         let (Some(old), Some(new)) = (
             entry.first_chunk::<{ codec::HEADER_LEN }>(),
             codec::retimed_header(entry, until),

@@ -39,12 +39,6 @@ pub enum Error {
     /// Neither the function nor the cache has a TTL.
     #[error("no TTL: give #[cached] a `ttl = ...` or the cache a `default_ttl`")]
     NoTtl,
-    /// This call waited for another call's load of the same key (single-flight), and that
-    /// load failed with this error: what a waiter gets when the function's error type is not
-    /// `Clone` but implements `From<cache_aside_runtime::Error>` (`anyhow::Error`,
-    /// `Box<dyn Error + Send + Sync>`, or an enum with a `#[from]` variant).
-    #[error("the load this call waited for failed: {0}")]
-    LoadFailed(std::sync::Arc<str>),
     /// A builder setting is invalid.
     #[error("invalid cache configuration: {0}")]
     Config(String),

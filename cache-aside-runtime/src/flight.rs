@@ -8,11 +8,11 @@
 //! caller's future. If that future is dropped mid-load, its guard marks the flight
 //! abandoned and one waiter takes over as the new leader with its own body: nobody hangs.
 //! When the leader's result is not stored (an `Err`, or `None` without `none_ttl`), waiters
-//! get it through a [`Share`]: a clone of the result if the return type is `Clone`, a clone
-//! of the `Err` if the error type is, or the error's message converted into the function's
-//! error type if it implements `From<cache_aside_runtime::Error>`. A `None` needs none of
-//! that: each waiter makes its own ([`Outcome::Absent`]). Only results none of these can
-//! carry (an error type with neither) make each waiter run its own body.
+//! get it through a [`Share`]: a clone of the result if the return type is `Clone`, or a
+//! clone of the `Err` if the error type is. A `None` needs neither: each waiter makes its
+//! own ([`Outcome::Absent`]). An error that cannot be cloned makes each waiter run its own
+//! body: handing waiters a different error (its message, say) would change what callers
+//! match on, a `NotFound` turning into a generic failure.
 //!
 //! A [`Lead`] owns what it needs, so a background refresh can carry it into a spawned task.
 
@@ -20,7 +20,11 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// Tokio's clock, as the engine's read times: a test that pauses it must not see a load
+// finish after a read that began later.
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::Notify;
@@ -47,6 +51,16 @@ pub(crate) enum Outcome {
 /// user-chosen keys from being crafted into collisions.
 type Running = Arc<Mutex<State>>;
 
+impl Outcome {
+    /// Bytes of entry it holds.
+    fn bytes(&self) -> usize {
+        match self {
+            Outcome::Stored(entry) | Outcome::Stale(entry) => entry.len(),
+            _ => 0,
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     slots: HashMap<Arc<str>, Arc<Flight>, foldhash::fast::RandomState>,
@@ -54,21 +68,32 @@ struct State {
     /// beyond [`MAX_DONE`]. A finished flight answers callers whose read began before it
     /// finished, as if they had waited.
     done: VecDeque<(Arc<str>, Arc<Flight>)>,
+    /// Bytes of entries the finished flights in `done` hold.
+    done_bytes: usize,
 }
 
 /// How long a finished load answers late joiners: a caller's read and its join are
 /// microseconds apart, unless its task was descheduled in between.
 const KEEP_DONE: Duration = Duration::from_millis(200);
-/// At most this many finished loads are remembered (their entries are held meanwhile).
+/// At most this many finished loads are remembered, holding at most this many bytes of
+/// entries (an entry above `max_value_bytes` is handed to waiters too, and may be large).
 const MAX_DONE: usize = 256;
+const MAX_DONE_BYTES: usize = 8 << 20;
 
 impl State {
     fn forget_done(&mut self, now: Instant) {
         while let Some((key, flight)) = self.done.front() {
-            let at = flight.outcome.get().map_or(now, |(_, at)| *at);
-            if now.duration_since(at) < KEEP_DONE && self.done.len() <= MAX_DONE {
+            let (bytes, at) = flight
+                .outcome
+                .get()
+                .map_or((0, now), |(outcome, at)| (outcome.bytes(), *at));
+            if now.duration_since(at) < KEEP_DONE
+                && self.done.len() <= MAX_DONE
+                && self.done_bytes <= MAX_DONE_BYTES
+            {
                 break;
             }
+            self.done_bytes -= bytes;
             // Unless a newer load of the key took the slot meanwhile.
             if self.slots.get(key).is_some_and(|f| Arc::ptr_eq(f, flight)) {
                 self.slots.remove(key);
@@ -108,34 +133,22 @@ impl<R: Clone + Send + Sync + 'static> Share<R> {
     }
 }
 
+/// What [`Share::err_by_clone`] puts in the flight: a type of its own, so that another
+/// function given the same prefix, whose return type is `E` itself, cannot take the error
+/// for its value.
+struct SharedErr<E>(E);
+
 impl<T, E: Clone + Send + Sync + 'static> Share<Result<T, E>> {
     /// The `Err`, cloned; `T` need not be `Clone`.
     pub(crate) fn err_by_clone() -> Share<Result<T, E>> {
         Share {
             put: |r| match r {
-                Err(e) => Some(Arc::new(e.clone())),
-                Ok(_) => None,
-            },
-            take: |any| any.downcast_ref::<E>().cloned().map(Err),
-        }
-    }
-}
-
-/// What [`Share::err_by_message`] puts in the flight: a type of its own, so that it is never
-/// taken for another function's error type.
-struct Message(Arc<str>);
-
-impl<T, E: From<crate::Error> + std::fmt::Display> Share<Result<T, E>> {
-    /// The `Err`'s message, as `E::from(Error::LoadFailed(message))`.
-    pub(crate) fn err_by_message() -> Share<Result<T, E>> {
-        Share {
-            put: |r| match r {
-                Err(e) => Some(Arc::new(Message(e.to_string().into()))),
+                Err(e) => Some(Arc::new(SharedErr(e.clone()))),
                 Ok(_) => None,
             },
             take: |any| {
-                let message = any.downcast_ref::<Message>()?;
-                Some(Err(E::from(crate::Error::LoadFailed(message.0.clone()))))
+                let SharedErr(e) = any.downcast_ref::<SharedErr<E>>()?;
+                Some(Err(e.clone()))
             },
         }
     }
@@ -166,6 +179,10 @@ impl Flights {
     /// Joins the load of `key`, for a caller whose read of the cache began at `read_at`.
     pub(crate) fn join(&self, key: &str, read_at: Instant) -> Role {
         let mut state = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if !state.done.is_empty() {
+            // Here too, not only as loads finish: when traffic stops, nothing else would.
+            state.forget_done(Instant::now());
+        }
         if let Some(flight) = state.slots.get(key) {
             match flight.outcome.get() {
                 None => return Role::Waiter(Arc::clone(flight)),
@@ -209,6 +226,7 @@ impl Lead {
                 // Nothing to answer late joiners with: the next caller leads.
                 state.slots.remove(&self.key);
             } else {
+                state.done_bytes += outcome.bytes();
                 state
                     .done
                     .push_back((Arc::clone(&self.key), Arc::clone(&self.flight)));
@@ -302,5 +320,22 @@ mod tests {
         assert_eq!(state.slots.len(), 1, "only the running load of 0 is left");
         drop(state);
         drop(oldest);
+    }
+
+    #[test]
+    fn finished_loads_hold_a_bounded_number_of_bytes() {
+        let flights = Flights::default();
+        let read = Instant::now();
+        let big = Bytes::from(vec![0u8; MAX_DONE_BYTES / 2 + 1]);
+        for key in ["a", "b", "c"] {
+            let Role::Leader(lead) = flights.join(key, read) else {
+                panic!("a new key leads")
+            };
+            lead.finish(Outcome::Stored(big.clone()));
+        }
+        let state = flights.running.lock().unwrap();
+        assert_eq!(state.done.len(), 1, "two entries would pass the byte bound");
+        assert_eq!(state.done_bytes, big.len());
+        assert!(state.slots.contains_key("c") && !state.slots.contains_key("a"));
     }
 }

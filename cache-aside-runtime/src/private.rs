@@ -173,10 +173,9 @@ where
 
 pub use crate::flight::Share;
 
-/// Autoref specialisation: `(&&&&Probe::<R>::new()).sharer()` picks the richest way to hand
-/// a load's unstored result (an `Err`) to the calls that waited for it, by the first trait
-/// whose impl applies: [`ByClone`] (`R: Clone`), [`ErrByClone`] (`Result<T, E>` with
-/// `E: Clone`), [`ErrByMessage`] (`E: From<cache_aside_runtime::Error> + Display`), else
+/// Autoref specialisation: `(&&&Probe::<R>::new()).sharer()` picks the way to hand a load's
+/// unstored result (an `Err`) to the calls that waited for it, by the first trait whose impl
+/// applies: [`ByClone`] (`R: Clone`), [`ErrByClone`] (`Result<T, E>` with `E: Clone`), else
 /// [`NotShared`] (each waiter runs its own body).
 pub struct Probe<R>(PhantomData<fn() -> R>);
 
@@ -191,7 +190,7 @@ pub trait ByClone<R> {
     fn sharer(&self) -> Option<Share<R>>;
 }
 
-impl<R: Clone + Send + Sync + 'static> ByClone<R> for &&&Probe<R> {
+impl<R: Clone + Send + Sync + 'static> ByClone<R> for &&Probe<R> {
     fn sharer(&self) -> Option<Share<R>> {
         Some(Share::by_clone())
     }
@@ -201,22 +200,9 @@ pub trait ErrByClone<R> {
     fn sharer(&self) -> Option<Share<R>>;
 }
 
-impl<T, E: Clone + Send + Sync + 'static> ErrByClone<Result<T, E>> for &&Probe<Result<T, E>> {
+impl<T, E: Clone + Send + Sync + 'static> ErrByClone<Result<T, E>> for &Probe<Result<T, E>> {
     fn sharer(&self) -> Option<Share<Result<T, E>>> {
         Some(Share::err_by_clone())
-    }
-}
-
-pub trait ErrByMessage<R> {
-    fn sharer(&self) -> Option<Share<R>>;
-}
-
-impl<T, E> ErrByMessage<Result<T, E>> for &Probe<Result<T, E>>
-where
-    E: From<Error> + std::fmt::Display,
-{
-    fn sharer(&self) -> Option<Share<Result<T, E>>> {
-        Some(Share::err_by_message())
     }
 }
 

@@ -57,7 +57,7 @@ where
         return false;
     };
     // `now`: a refresh answers no read of its own, so no finished load stands in for it.
-    let now = std::time::Instant::now();
+    let now = tokio::time::Instant::now();
     let Role::Leader(lead) = cache.inner.flights.join(key.as_str(), now) else {
         return false; // already loading in this process
     };

@@ -77,6 +77,39 @@ async fn pair(cache: &Cache, loads: &AtomicU32, a: &str, b: &str) -> String {
     format!("{a}|{b}")
 }
 
+/// Users' tests often pause Tokio's clock. Single-flight compares a read's start with a
+/// load's end; both must come from that clock, or a read after the end looks earlier and
+/// takes the finished load's answer: here, the value from before the invalidation.
+#[tokio::test(start_paused = true)]
+async fn invalidation_holds_with_a_paused_clock() {
+    let cache = Cache::memory();
+    let loads = AtomicU32::new(0);
+    get_user(&cache, &loads, 9).await.unwrap();
+    assert!(get_user_invalidate(&cache, 9).await.unwrap());
+    get_user(&cache, &loads, 9).await.unwrap();
+    assert_eq!(
+        loads.load(SeqCst),
+        2,
+        "the call after the invalidation loaded again"
+    );
+}
+
+/// `Duration::MAX` says "no timeout"; adding it to the clock must not panic.
+#[tokio::test]
+async fn a_timeout_of_duration_max_means_no_timeout() {
+    let server = RedisServer::start();
+    let build = || Cache::builder().timeout(Duration::MAX);
+    for cache in [
+        build().redis(&server.url()).unwrap(),
+        build().memory().unwrap(),
+    ] {
+        let loads = AtomicU32::new(0);
+        get_user(&cache, &loads, 3).await.unwrap();
+        get_user(&cache, &loads, 3).await.unwrap();
+        assert_eq!(loads.load(SeqCst), 1, "{}", cache.backend_name());
+    }
+}
+
 fn redis_cache(server: &RedisServer) -> Cache {
     Cache::builder()
         .timeout(Duration::from_secs(2))

@@ -96,22 +96,28 @@ pub(crate) enum LockAttempt {
 /// A deadline, and the timeout it was made from (for the error that reports it).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Budget {
+    /// When it was made, on Tokio's clock (which tests may pause), like every time the
+    /// engine compares.
+    pub(crate) started: tokio::time::Instant,
     pub(crate) until: tokio::time::Instant,
     pub(crate) of: Duration,
 }
 
+/// Where a timeout too large to add to the clock ends: as far as Tokio's own timers go.
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
 impl Budget {
     /// `timeout` from now: one clock read, which the hit path also uses for its write.
     pub(crate) fn from_now(timeout: Duration) -> Self {
+        let started = tokio::time::Instant::now();
         Budget {
-            until: tokio::time::Instant::now() + timeout,
+            started,
+            // `Duration::MAX` is a valid setting ("no timeout"), and `+` would panic on it.
+            until: started
+                .checked_add(timeout)
+                .unwrap_or_else(|| started + FAR_FUTURE),
             of: timeout,
         }
-    }
-
-    /// When it was made.
-    pub(crate) fn started(&self) -> std::time::Instant {
-        (self.until - self.of).into_std()
     }
 
     /// What is left of it.

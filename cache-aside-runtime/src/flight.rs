@@ -64,9 +64,10 @@ impl Outcome {
 #[derive(Default)]
 struct State {
     slots: HashMap<Arc<str>, Arc<Flight>, foldhash::fast::RandomState>,
-    /// Finished flights still in `slots`, oldest first, forgotten after [`KEEP_DONE`] or
-    /// beyond [`MAX_DONE`]. A finished flight answers callers whose read began before it
-    /// finished, as if they had waited.
+    /// Finished flights still in `slots`, oldest first, forgotten as later loads end once
+    /// older than [`KEEP_DONE`] or beyond [`MAX_DONE`] / [`MAX_DONE_BYTES`] (so when loads
+    /// stop, the last few stay, within those bounds). A finished flight answers only callers
+    /// whose read began before it finished, as if they had waited, however long it stays.
     done: VecDeque<(Arc<str>, Arc<Flight>)>,
     /// Bytes of entries the finished flights in `done` hold.
     done_bytes: usize,
@@ -179,10 +180,6 @@ impl Flights {
     /// Joins the load of `key`, for a caller whose read of the cache began at `read_at`.
     pub(crate) fn join(&self, key: &str, read_at: Instant) -> Role {
         let mut state = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        if !state.done.is_empty() {
-            // Here too, not only as loads finish: when traffic stops, nothing else would.
-            state.forget_done(Instant::now());
-        }
         if let Some(flight) = state.slots.get(key) {
             match flight.outcome.get() {
                 None => return Role::Waiter(Arc::clone(flight)),

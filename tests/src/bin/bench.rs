@@ -2,9 +2,10 @@
 //!
 //! `cargo run --release -p cache-aside-tests --bin bench`
 //!
-//! Starts a private `redis-server`, then alternates A (through `#[cached]`) and B (raw
-//! redis-rs: `GET` + `serde_json` decode) in rounds, and prints the median ops/s of each side
-//! and the median of the rounds' A/B ratios. Ratios, not absolute times, are what to compare: the machine is shared and noisy.
+//! Starts a private `redis-server`, then measures A (through `#[cached]`) and B (raw
+//! redis-rs: `GET` + `serde_json` decode) in pairs run back to back, and prints the median
+//! ops/s of each side and the median of the pairs' A/B ratios. Ratios, not absolute times,
+//! are what to compare: the machine is shared and noisy.
 //!
 //! The floor is a fair raw cache-aside: its `ConnectionManager` has the library's settings
 //! and one timer per command (redis-rs's response timeout, as the library has its own), and
@@ -45,6 +46,8 @@ const ROUNDS: usize = 15;
 const SEQUENTIAL_OPS: u64 = 4_000;
 const CONCURRENT_TASKS: u64 = 64;
 const CONCURRENT_OPS_PER_TASK: u64 = 1_200;
+/// Pairs of each 64-task row per round.
+const CONCURRENT_PAIRS: usize = 3;
 const MISS_OPS: u64 = 2_000;
 const ALLOC_OPS: u64 = 2_000;
 /// The cache's timeout, also the raw connection's response timeout.
@@ -400,6 +403,21 @@ where
     ((n1 - n0) as f64 / ops as f64, (b1 - b0) as f64 / ops as f64)
 }
 
+/// Runs both sides of a pair, in the given order; returns (ours, raw).
+async fn pair<T>(
+    ours_first: bool,
+    ours: impl Future<Output = T>,
+    raw: impl Future<Output = T>,
+) -> (T, T) {
+    if ours_first {
+        let a = ours.await;
+        (a, raw.await)
+    } else {
+        let b = raw.await;
+        (ours.await, b)
+    }
+}
+
 /// The median, or 0 for no samples.
 fn median(xs: &[f64]) -> f64 {
     let mut xs = xs.to_vec();
@@ -443,9 +461,9 @@ impl Row {
         self.raw_cpu.push(cpu);
     }
 
-    /// The median of the rounds' ratios: each round measures ours and raw back to back
-    /// (in alternating order), so a round's ratio sees one state of the shared machine, and
-    /// the median drops the rounds where another tenant took a core during one side only.
+    /// The median of the pairs' ratios: a pair measures ours and raw back to back (in
+    /// alternating order), so its ratio sees one state of the shared machine, and the median
+    /// drops the pairs where another tenant took a core during one side only.
     fn ratio(&self) -> f64 {
         let ratios: Vec<f64> = self
             .ours
@@ -693,29 +711,35 @@ async fn main() {
         Row::new("embedded backend hit, 4 KB"),
     ];
     let one = OneCaller::start(&server.url(), memory);
-    let mut miss_base = 0u64;
     for round in 0..ROUNDS {
-        // Alternate which side goes first, so drift in the machine's load hits both.
-        for ours in [round % 2 == 0, round % 2 != 0] {
-            let base = miss_base;
-            miss_base += MISS_OPS;
-            if ours {
-                rows[0].ours.push(one.run(Job::OursSmall).await);
-                rows[1].ours.push(one.run(Job::OursLarge).await);
-                let small = env.ours_small().await;
-                rows[2].push_ours(small);
-                rows[4].push_ours(small);
-                rows[3].push_ours(env.ours_large().await);
-                rows[5].ours.push(one.run(Job::OursMiss(base)).await);
-            } else {
-                rows[0].raw.push(one.run(Job::RawSmall).await);
-                rows[1].raw.push(one.run(Job::RawLarge).await);
-                rows[2].push_raw(env.raw_small(conn).await);
-                rows[3].push_raw(env.raw_large().await);
-                rows[4].push_raw(env.raw_small(env.unbounded).await);
-                rows[5].raw.push(one.run(Job::RawMiss(base)).await);
-            }
+        // Each row's two sides run back to back, the first side alternating by round, so a
+        // pair sees one state of the machine. The 64-task rows, whose rounds scatter most
+        // (two workers and redis-server on two cores), get three pairs a round.
+        let first = round % 2 == 0;
+        let base = (round as u64) * 2 * MISS_OPS;
+        let (a, b) = pair(first, one.run(Job::OursSmall), one.run(Job::RawSmall)).await;
+        rows[0].ours.push(a);
+        rows[0].raw.push(b);
+        let (a, b) = pair(first, one.run(Job::OursLarge), one.run(Job::RawLarge)).await;
+        rows[1].ours.push(a);
+        rows[1].raw.push(b);
+        for k in 0..CONCURRENT_PAIRS {
+            let first = first ^ (k % 2 == 1);
+            let (a, b) = pair(first, env.ours_small(), env.raw_small(conn)).await;
+            rows[2].push_ours(a);
+            rows[2].push_raw(b);
+            let (a, b) = pair(first, env.ours_large(), env.raw_large()).await;
+            rows[3].push_ours(a);
+            rows[3].push_raw(b);
         }
+        let (a, b) = pair(first, env.ours_small(), env.raw_small(env.unbounded)).await;
+        rows[4].push_ours(a);
+        rows[4].push_raw(b);
+        let ours_miss = one.run(Job::OursMiss(base));
+        let raw_miss = one.run(Job::RawMiss(base + MISS_OPS));
+        let (a, b) = pair(first, ours_miss, raw_miss).await;
+        rows[5].ours.push(a);
+        rows[5].raw.push(b);
         rows[6].ours.push(one.run(Job::EmbeddedSmall).await);
         rows[7].ours.push(one.run(Job::EmbeddedLarge).await);
     }
@@ -762,8 +786,9 @@ async fn main() {
     assert_eq!(stats.errors, 0, "no cache errors during the run: {stats:?}");
 
     println!(
-        "\nthroughput: median of {ROUNDS} alternating rounds; redis-server on 127.0.0.1, {} cores; \
-         sequential rows on a current-thread runtime",
+        "\nthroughput: {ROUNDS} rounds, each row's two sides back to back in alternating order \
+         ({CONCURRENT_PAIRS} pairs a round for 64-task rows); ratio = median of the pairs' ratios; \
+         redis-server on 127.0.0.1, {} cores; sequential rows on a current-thread runtime",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     for row in &rows {

@@ -56,6 +56,30 @@ impl<F: Future> Future for Cold<F> {
     }
 }
 
+/// An entry as read: Redis hands over a `Vec`, the embedded store a `Bytes`. A hit only
+/// decodes it; it becomes `Bytes` (a conversion and a shared-buffer drop, measurable per hit)
+/// only when the engine keeps it past the call.
+enum Read {
+    Vec(Vec<u8>),
+    Bytes(Bytes),
+}
+
+impl Read {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Read::Vec(v) => v,
+            Read::Bytes(b) => b,
+        }
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match self {
+            Read::Vec(v) => Bytes::from(v),
+            Read::Bytes(b) => b,
+        }
+    }
+}
+
 /// A value the engine could serve, with its entry.
 struct Found<R> {
     value: R,
@@ -82,8 +106,11 @@ impl Cache {
         // The backend's `get`, with no future of its own around the Redis read: every layer
         // of `async` on the hit path costs instructions per call (see `Cold`).
         let read = match &self.inner.backend {
-            Backend::Redis(redis) => redis.get(key.as_str(), budget).await,
-            Backend::Memory(memory) => Ok(memory.get(key.as_str())),
+            Backend::Redis(redis) => redis
+                .get(key.as_str(), budget)
+                .await
+                .map(|v| v.map(Read::Vec)),
+            Backend::Memory(memory) => Ok(memory.get(key.as_str()).map(Read::Bytes)),
         };
         let entry = match read {
             Ok(entry) => entry,
@@ -98,7 +125,7 @@ impl Cache {
         // 2. decide
         let mut kept = None;
         if let Some(entry) = entry {
-            match decode_entry::<S, R>(&entry) {
+            match decode_entry::<S, R>(entry.as_slice()) {
                 Ok((value, fresh_ms)) => {
                     let freshness = policy.classify(fresh_ms);
                     match (freshness, detach) {
@@ -111,10 +138,11 @@ impl Cache {
                             if freshness == Freshness::Stale {
                                 Counters::bump(&counters.stale_served);
                             }
-                            detach(self, key, *policy, load, entry);
+                            detach(self, key, *policy, load, entry.into_bytes());
                             return Ok(value);
                         }
                         (Freshness::Stale | Freshness::Expired, _) => {
+                            let entry = entry.into_bytes();
                             kept = Some(Found { value, entry });
                         }
                     }

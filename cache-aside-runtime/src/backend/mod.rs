@@ -58,7 +58,7 @@ impl Backend {
 
     pub(crate) async fn get(&self, key: &str, timeout: Duration) -> Result<Option<Bytes>, Error> {
         match self {
-            Backend::Redis(b) => b.get(key, timeout).await,
+            Backend::Redis(b) => Ok(b.get(key, timeout).await?.map(Bytes::from)),
             Backend::Memory(b) => Ok(b.get(key)),
         }
     }

@@ -246,11 +246,10 @@ impl RedisBackend {
         &self,
         key: &str,
         budget: impl Into<Budget>,
-    ) -> Result<Option<Bytes>, Error> {
+    ) -> Result<Option<Vec<u8>>, Error> {
         let mut cmd = redis::Cmd::with_capacity(2, "GET".len() + key.len());
         cmd.arg("GET").arg(key);
-        let value: Option<Vec<u8>> = self.run(budget, true, &cmd).await?;
-        Ok(value.map(Bytes::from))
+        self.run(budget, true, &cmd).await
     }
 
     pub(crate) async fn set(

@@ -46,6 +46,8 @@ pub struct Cache {
 }
 
 pub(crate) struct Inner {
+    /// Unique per cache built in this process (never reused, unlike an address).
+    pub(crate) id: u64,
     pub(crate) backend: Backend,
     pub(crate) namespace: String,
     pub(crate) settings: Settings,
@@ -302,6 +304,11 @@ impl CacheBuilder {
         }
         Ok(Cache {
             inner: Arc::new(Inner {
+                id: {
+                    static NEXT: std::sync::atomic::AtomicU64 =
+                        std::sync::atomic::AtomicU64::new(1);
+                    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                },
                 backend,
                 namespace: self.namespace,
                 settings: self.settings,

@@ -25,8 +25,6 @@ pub(crate) struct Policy {
     pub(crate) refresh_ahead: Option<f64>,
     /// XFetch's beta: refresh early with a probability that rises as expiry nears.
     pub(crate) xfetch: Option<f64>,
-    /// The body's last load time (XFetch's delta), when `xfetch` is set.
-    pub(crate) last_load: Duration,
     /// The function, to note its load times in.
     pub(crate) spec: &'static FnSpec,
     pub(crate) fail_safe: Duration,
@@ -80,10 +78,6 @@ impl Policy {
                 .refresh_ahead
                 .filter(|_| spec.refresh_ahead_from_cache)),
             xfetch: spec.xfetch,
-            last_load: match spec.xfetch {
-                Some(_) => spec.last_load(),
-                None => Duration::ZERO,
-            },
             spec,
             fail_safe: spec.fail_safe.or(settings.fail_safe).unwrap_or_default(),
             fail_safe_backoff: settings.fail_safe_backoff,
@@ -136,9 +130,15 @@ impl Policy {
                 let freshness = self.classify_at(fresh_until, SystemTime::now());
                 match self.xfetch {
                     // An exponential draw: -ln(u) for u in (0, 1].
-                    Some(_) => self.xfetch_at(freshness, fresh_until, SystemTime::now(), || {
-                        -(1.0 - fastrand::f64()).ln()
-                    }),
+                    // The load time is read now, not when the policy was resolved: a function's
+                    // policy is resolved once and remembered.
+                    Some(_) => self.xfetch_at(
+                        freshness,
+                        fresh_until,
+                        SystemTime::now(),
+                        self.spec.last_load(),
+                        || -(1.0 - fastrand::f64()).ln(),
+                    ),
                     None => freshness,
                 }
             }
@@ -157,15 +157,16 @@ impl Policy {
         freshness: Freshness,
         fresh_until: SystemTime,
         now: SystemTime,
+        last_load: Duration,
         draw: impl FnOnce() -> f64,
     ) -> Freshness {
         let (Freshness::Fresh, Some(beta)) = (freshness, self.xfetch) else {
             return freshness;
         };
-        if self.last_load.is_zero() {
+        if last_load.is_zero() {
             return freshness; // never loaded here yet: nothing to scale by
         }
-        let early = self.last_load.mul_f64((beta * draw()).min(1e6));
+        let early = last_load.mul_f64((beta * draw()).min(1e6));
         if now + early >= fresh_until {
             Freshness::RefreshDue
         } else {
@@ -225,15 +226,17 @@ mod tests {
     fn xfetch_refreshes_with_the_papers_probability() {
         let p = Policy {
             xfetch: Some(1.0),
-            last_load: Duration::from_millis(100),
             ..policy()
         };
+        let load = Duration::from_millis(100);
+        p.spec.loaded_in(load);
         let now = SystemTime::now();
         let at = |left_ms: u64, draw: f64| {
             p.xfetch_at(
                 Freshness::Fresh,
                 now + Duration::from_millis(left_ms),
                 now,
+                load,
                 || draw,
             )
         };
@@ -252,15 +255,11 @@ mod tests {
         assert!((0.32..0.42).contains(&due), "{due}");
         // Stale and due entries are left as they are; without a load time, never early.
         assert_eq!(
-            p.xfetch_at(Freshness::Stale, now, now, || 100.0),
+            p.xfetch_at(Freshness::Stale, now, now, load, || 100.0),
             Freshness::Stale
         );
-        let unmeasured = Policy {
-            last_load: Duration::ZERO,
-            ..p
-        };
         assert_eq!(
-            unmeasured.xfetch_at(Freshness::Fresh, now, now, || 100.0),
+            p.xfetch_at(Freshness::Fresh, now, now, Duration::ZERO, || 100.0),
             Freshness::Fresh
         );
     }

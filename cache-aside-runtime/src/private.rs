@@ -286,13 +286,23 @@ where
             return uncached(error, surface, load).await;
         }
     };
-    let Some(policy) = Policy::resolve(spec, &cache.inner.settings, surface.is_some()) else {
-        cache.failed("ttl", key.as_str(), &Error::NoTtl);
-        return uncached(Error::NoTtl, surface, load).await;
+    let resolved;
+    let policy = match spec.remembered_policy(cache, surface.is_some()) {
+        Some(policy) => policy,
+        None => match Policy::resolve(spec, &cache.inner.settings, surface.is_some()) {
+            Some(policy) => {
+                resolved = policy;
+                &resolved
+            }
+            None => {
+                cache.failed("ttl", key.as_str(), &Error::NoTtl);
+                return uncached(Error::NoTtl, surface, load).await;
+            }
+        },
     };
     let detach = detach.map(|d| d.0);
     match cache
-        .get_or_load::<S, R, _>(&key, &policy, load, detach, share)
+        .get_or_load::<S, R, _>(&key, policy, load, detach, share)
         .await
     {
         Ok(value) => value,

@@ -31,6 +31,8 @@ pub struct FnSpec {
     pub(crate) timeout: Option<Duration>,
     pub(crate) max_value_bytes: Option<u64>,
     derived_prefix: OnceLock<Box<str>>,
+    /// The policy resolved with the first cache this function ran with (by cache id).
+    policy: OnceLock<(u64, bool, crate::policy::Policy)>,
 }
 
 impl std::fmt::Debug for FnSpec {
@@ -63,6 +65,7 @@ impl FnSpec {
             timeout: None,
             max_value_bytes: None,
             derived_prefix: OnceLock::new(),
+            policy: OnceLock::new(),
         }
     }
 
@@ -101,6 +104,25 @@ impl FnSpec {
     pub const fn xfetch(mut self, beta: f64) -> Self {
         self.xfetch = Some(beta);
         self
+    }
+
+    /// The policy for `cache`, when it is the one remembered. Remembers the first it is
+    /// asked with.
+    pub(crate) fn remembered_policy(
+        &'static self,
+        cache: &crate::Cache,
+        surface_errors: bool,
+    ) -> Option<&'static crate::policy::Policy> {
+        let id = cache.inner.id;
+        let (of, surface, policy) = match self.policy.get() {
+            Some(found) => found,
+            None => {
+                let policy =
+                    crate::policy::Policy::resolve(self, &cache.inner.settings, surface_errors)?;
+                self.policy.get_or_init(|| (id, surface_errors, policy))
+            }
+        };
+        (*of == id && *surface == surface_errors).then_some(policy)
     }
 
     /// The body's last load time.

@@ -94,6 +94,37 @@ async fn invalidation_holds_with_a_paused_clock() {
     );
 }
 
+#[cached(prefix = "dflt", cache = cache, skip(cache))]
+async fn by_default(cache: &Cache, id: u64) -> u64 {
+    id
+}
+
+/// A function's policy is resolved once, with the first cache it runs with, and remembered:
+/// a second cache with other settings must still get its own (here, its `default_ttl`).
+#[tokio::test]
+async fn each_cache_keeps_its_own_settings_for_one_function() {
+    let short = Cache::builder()
+        .default_ttl(Duration::from_secs(30))
+        .memory()
+        .unwrap();
+    let long = Cache::builder()
+        .default_ttl(Duration::from_secs(3000))
+        .memory()
+        .unwrap();
+    for round in 0..2 {
+        for (cache, ttl) in [(&short, 30), (&long, 3000)] {
+            let id = round * 10 + ttl;
+            by_default(cache, id).await;
+            let key = by_default_cache_key(cache, id).unwrap();
+            let left = cache.ttl_of(&key).await.unwrap().expect("stored");
+            assert!(
+                left <= Duration::from_secs(ttl) && left > Duration::from_secs(ttl - 5),
+                "round {round}, default_ttl {ttl}s: {left:?}"
+            );
+        }
+    }
+}
+
 /// `Duration::MAX` says "no timeout"; adding it to the clock must not panic.
 #[tokio::test]
 async fn a_timeout_of_duration_max_means_no_timeout() {

@@ -98,8 +98,12 @@ impl Policy {
     /// Whether `fresh_until` matters at all. Without `stale`, `fail_safe` or
     /// `refresh_ahead`, the backend's expiry alone decides, and a writer's clock being
     /// ahead or behind ours changes nothing.
+    #[inline]
     pub(crate) fn tracks_freshness(&self) -> bool {
-        !self.keep().is_zero() || self.refresh_ahead.is_some() || self.xfetch.is_some()
+        !self.stale.is_zero()
+            || !self.fail_safe.is_zero()
+            || self.refresh_ahead.is_some()
+            || self.xfetch.is_some()
     }
 
     /// `base` spread by up to `±jitter`.
@@ -121,28 +125,31 @@ impl Policy {
     }
 
     /// Reads the clock only for functions that track freshness: the hit path of the
-    /// others stays free of it.
+    /// others stays free of it (and of the call: this check is inlined, the rest is not).
     /// `fresh_ms`: the envelope's fresh-until time in Unix milliseconds, 0 for none.
+    #[inline]
     pub(crate) fn classify(&self, fresh_ms: u64) -> Freshness {
-        match (fresh_ms != 0 && self.tracks_freshness()).then_some(fresh_ms) {
-            Some(ms) => {
-                let fresh_until = UNIX_EPOCH + Duration::from_millis(ms);
-                let freshness = self.classify_at(fresh_until, SystemTime::now());
-                match self.xfetch {
-                    // An exponential draw: -ln(u) for u in (0, 1].
-                    // The load time is read now, not when the policy was resolved: a function's
-                    // policy is resolved once and remembered.
-                    Some(_) => self.xfetch_at(
-                        freshness,
-                        fresh_until,
-                        SystemTime::now(),
-                        self.spec.last_load(),
-                        || -(1.0 - fastrand::f64()).ln(),
-                    ),
-                    None => freshness,
-                }
-            }
-            None => Freshness::Fresh,
+        if fresh_ms == 0 || !self.tracks_freshness() {
+            return Freshness::Fresh;
+        }
+        self.classify_tracked(fresh_ms)
+    }
+
+    #[inline(never)]
+    fn classify_tracked(&self, fresh_ms: u64) -> Freshness {
+        let fresh_until = UNIX_EPOCH + Duration::from_millis(fresh_ms);
+        let freshness = self.classify_at(fresh_until, SystemTime::now());
+        match self.xfetch {
+            // The load time is read now, not when the policy was resolved: a function's
+            // policy is resolved once and remembered. The draw is Exp(1): -ln(u), u in (0, 1].
+            Some(_) => self.xfetch_at(
+                freshness,
+                fresh_until,
+                SystemTime::now(),
+                self.spec.last_load(),
+                || -(1.0 - fastrand::f64()).ln(),
+            ),
+            None => freshness,
         }
     }
 

@@ -138,17 +138,14 @@ impl Policy {
     #[inline(never)]
     fn classify_tracked(&self, fresh_ms: u64) -> Freshness {
         let fresh_until = UNIX_EPOCH + Duration::from_millis(fresh_ms);
-        let freshness = self.classify_at(fresh_until, SystemTime::now());
+        let now = SystemTime::now();
+        let freshness = self.classify_at(fresh_until, now);
         match self.xfetch {
             // The load time is read now, not when the policy was resolved: a function's
             // policy is resolved once and remembered. The draw is Exp(1): -ln(u), u in (0, 1].
-            Some(_) => self.xfetch_at(
-                freshness,
-                fresh_until,
-                SystemTime::now(),
-                self.spec.last_load(),
-                || -(1.0 - fastrand::f64()).ln(),
-            ),
+            Some(_) => self.xfetch_at(freshness, fresh_until, now, self.spec.last_load(), || {
+                -(1.0 - fastrand::f64()).ln()
+            }),
             None => freshness,
         }
     }

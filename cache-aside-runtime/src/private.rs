@@ -64,7 +64,7 @@ pub enum Prepared<'c> {
 /// Builds the key of one call: namespace and prefix, then `args` writes the argument part.
 pub fn prepare<'c>(
     cache: Result<&'c Cache, Error>,
-    spec: &'static FnSpec,
+    spec: &FnSpec,
     self_type: Option<fn() -> &'static str>,
     args: impl FnOnce(&mut KeyBuilder) -> Result<(), Error>,
 ) -> Prepared<'c> {
@@ -98,7 +98,7 @@ pub async fn invalidate(prepared: Prepared<'_>) -> Result<bool, Error> {
 /// The `{fn}_invalidate_all` companion.
 pub async fn invalidate_all(
     cache: Result<&Cache, Error>,
-    spec: &'static FnSpec,
+    spec: &FnSpec,
     self_type: Option<fn() -> &'static str>,
 ) -> Result<u64, Error> {
     let cache = cache?;

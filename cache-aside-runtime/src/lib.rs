@@ -43,6 +43,7 @@ mod backend;
 mod breaker;
 mod cache;
 pub mod codec;
+mod deadline;
 mod engine;
 mod error;
 mod flight;

@@ -16,6 +16,7 @@ use redis::{Script, ScriptInvocation, Value};
 use tokio::sync::OnceCell;
 
 use crate::breaker::Breaker;
+use crate::deadline;
 use crate::error::Error;
 
 /// Keys asked for per `SCAN` step and deleted per `UNLINK`.
@@ -210,7 +211,9 @@ impl RedisBackend {
                 other => Ok(other?),
             }
         };
-        let result = tokio::time::timeout_at(budget.until, attempt)
+        // The real clock, not Tokio's (see `deadline`); what is left of the budget, which
+        // the caller may have spent in part.
+        let result = deadline::bound(deadline::after(budget.left()), attempt)
             .await
             .unwrap_or(Err(Error::Timeout(budget.of)));
         permit.record(!matches!(&result, Err(e) if e.is_timeout() || e.is_connection()));

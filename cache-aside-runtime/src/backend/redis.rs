@@ -144,11 +144,15 @@ trait Command: Sync {
 }
 
 impl Command for redis::Cmd {
-    fn send<'a, T: redis::FromRedisValue + Send + 'static>(
-        &'a self,
-        conn: &'a mut ConnectionManager,
-    ) -> impl Future<Output = redis::RedisResult<T>> + Send + 'a {
-        self.query_async(conn)
+    /// `ConnectionManager::send_packed_command`, not `Cmd::query_async`: the latter goes
+    /// through the `ConnectionLike` trait, which boxes the command's future (an allocation
+    /// and a dynamic call on every hit).
+    async fn send<T: redis::FromRedisValue + Send + 'static>(
+        &self,
+        conn: &mut ConnectionManager,
+    ) -> redis::RedisResult<T> {
+        let reply = conn.send_packed_command(self).await?;
+        Ok(redis::from_redis_value(reply.extract_error()?)?)
     }
 }
 

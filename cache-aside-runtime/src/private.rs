@@ -8,7 +8,7 @@ pub use crate::key::KeyBuilder;
 pub use crate::shape::{Opt, Plain, Res, Shape};
 pub use crate::spec::FnSpec;
 
-use crate::engine::Detach;
+use crate::engine::{Cold, Detach};
 use crate::policy::Policy;
 use crate::{Cache, key::Key, refresh, report::Reporter};
 
@@ -275,42 +275,48 @@ where
     B: Body<R, Fut = F>,
 {
     let (load, detach) = body.split::<S>();
-    let (cache, key) = match prepared {
-        Prepared::Ready(cache, key) => (cache, key),
-        Prepared::NoCache(error) => {
-            UNCACHED.report("resolve", "", &error);
-            return uncached(error, surface, load).await;
-        }
-        Prepared::BadKey(cache, error) => {
-            cache.failed("key", "", &error);
-            return uncached(error, surface, load).await;
-        }
-    };
-    let resolved;
-    let policy = match spec.remembered_policy(cache, surface.is_some()) {
-        Some(policy) => policy,
-        None => match Policy::resolve(spec, &cache.inner.settings, surface.is_some()) {
-            Some(policy) => {
-                resolved = policy;
-                &resolved
+    // Every way the call can go uncached ends in one boxed await below: each `await` of the
+    // body inline would put another copy of the body's state into this future and of its
+    // polling into the hit path's code (see `engine::Cold`).
+    let error = 'cached: {
+        let (cache, key) = match prepared {
+            Prepared::Ready(cache, key) => (cache, key),
+            Prepared::NoCache(error) => {
+                UNCACHED.report("resolve", "", &error);
+                break 'cached error;
             }
-            None => {
-                cache.failed("ttl", key.as_str(), &Error::NoTtl);
-                return uncached(Error::NoTtl, surface, load).await;
+            Prepared::BadKey(cache, error) => {
+                cache.failed("key", "", &error);
+                break 'cached error;
             }
-        },
+        };
+        let resolved;
+        let policy = match spec.remembered_policy(cache, surface.is_some()) {
+            Some(policy) => policy,
+            None => match Policy::resolve(spec, &cache.inner.settings, surface.is_some()) {
+                Some(policy) => {
+                    resolved = policy;
+                    &resolved
+                }
+                None => {
+                    cache.failed("ttl", key.as_str(), &Error::NoTtl);
+                    break 'cached Error::NoTtl;
+                }
+            },
+        };
+        let detach = detach.map(|d| d.0);
+        return match cache
+            .get_or_load::<S, R, _>(&key, policy, load, detach, share)
+            .await
+        {
+            Ok(value) => value,
+            Err(error) => match surface {
+                Some(surface) => surface(error),
+                None => unreachable!("a fail-open call surfaced {error}"),
+            },
+        };
     };
-    let detach = detach.map(|d| d.0);
-    match cache
-        .get_or_load::<S, R, _>(&key, policy, load, detach, share)
-        .await
-    {
-        Ok(value) => value,
-        Err(error) => match surface {
-            Some(surface) => surface(error),
-            None => unreachable!("a fail-open call surfaced {error}"),
-        },
-    }
+    Cold::new(uncached(error, surface, load)).await
 }
 
 /// A call the cache cannot serve: its error, or the body's result.

@@ -23,13 +23,16 @@
 //! embedded backend, and a 500-call stampede on one cold key. A final table compares each
 //! figure with its target.
 //!
-//! `BENCH_ROUNDS=1` also prints each round's ratio under its row. `bench --quick [rounds]`
-//! runs only the 64-task hit rows (and this process's CPU time per
-//! op); `bench --profile ours|raw [secs]` loops one side of the 150 B row, for `perf record`;
-//! `bench --count ours|raw|embedded [times]` runs `times` sequential 150 B rows of one side
-//! and nothing else, for `valgrind --tool=callgrind`: instructions per hit are the difference
-//! between `times` = 2 and 1, divided by the row's 4,000 calls, and repeat exactly on a
-//! noisy machine where ops/s do not.
+//! `BENCH_ROUNDS=1` also prints each pair's ratio under its row. `bench --quick [pairs]`
+//! runs only the 64-task hit rows (and this process's CPU time per op); `bench --diag
+//! [pairs]` runs the 150 B one and prints, per sample, where the time went (this process's
+//! user and system CPU, context switches, and redis-server's reads, replies and CPU per
+//! command); `bench --profile ours|raw [secs]` loops one side of the 150 B row, for `perf
+//! record`; `bench --count ours|raw|embedded|miss|rawmiss|ours64|raw64|rawu64 [times]` runs
+//! `times` rows of one side and nothing else, for `valgrind --tool=callgrind`: instructions
+//! per call are the difference between `times` = 2 and 1, divided by the row's calls
+//! (4,000 sequential hits, 2,000 misses, 9,600 for the 64-task rows; `rawu64` is raw with no
+//! timeout), and repeat exactly on a noisy machine where ops/s do not.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::Future;
@@ -45,9 +48,13 @@ use tokio::sync::{mpsc, oneshot};
 const ROUNDS: usize = 15;
 const SEQUENTIAL_OPS: u64 = 4_000;
 const CONCURRENT_TASKS: u64 = 64;
-const CONCURRENT_OPS_PER_TASK: u64 = 1_200;
+/// Short samples, many pairs: other tenants of a shared machine change its speed over
+/// seconds, so a pair of ~50 ms samples sees one state of it far more often than a pair of
+/// ~0.5 s samples does. The median of many short pairs moved by about 1 point between runs
+/// where that of 45 long ones moved by 5.
+const CONCURRENT_OPS_PER_TASK: u64 = 150;
 /// Pairs of each 64-task row per round.
-const CONCURRENT_PAIRS: usize = 3;
+const CONCURRENT_PAIRS: usize = 24;
 const MISS_OPS: u64 = 2_000;
 const ALLOC_OPS: u64 = 2_000;
 /// The cache's timeout, also the raw connection's response timeout.
@@ -498,7 +505,7 @@ impl Row {
                 .zip(&self.raw)
                 .map(|(a, b)| format!("{:.2}", a / b))
                 .collect();
-            println!("    rounds' ratios: {}", ratios.join(" "));
+            println!("    pairs' ratios: {}", ratios.join(" "));
         }
     }
 }
@@ -607,6 +614,77 @@ async fn quick(env: Env, rounds: usize) {
     }
 }
 
+/// This process's rusage: (user s, system s, voluntary and involuntary context switches).
+fn usage_now() -> [f64; 4] {
+    // SAFETY: an all-zero `rusage` is valid, and getrusage only writes into it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    [
+        seconds(usage.ru_utime),
+        seconds(usage.ru_stime),
+        usage.ru_nvcsw as f64,
+        usage.ru_nivcsw as f64,
+    ]
+}
+
+/// redis-server's counters: reads and writes processed (event-loop reads of client
+/// sockets, and replies written), commands, and its user and system CPU seconds.
+fn server_now(server: &RedisServer) -> [f64; 5] {
+    let info: String = redis::cmd("INFO")
+        .arg("everything")
+        .query(&mut server.conn())
+        .expect("INFO");
+    let field = |name: &str| -> f64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    [
+        field("total_reads_processed"),
+        field("total_writes_processed"),
+        field("total_commands_processed"),
+        field("used_cpu_user"),
+        field("used_cpu_sys"),
+    ]
+}
+
+/// `bench --diag [rounds]`: the 150 B 64-task row of each side, with where its time went
+/// per op: this process's user and system CPU and context switches, and redis-server's
+/// reads, writes and CPU (fewer reads per command means commands arrived pipelined).
+async fn diag(env: Env, server: &RedisServer, rounds: usize) {
+    for round in 0..rounds {
+        for ours in [round % 2 == 0, round % 2 != 0] {
+            let (u0, s0) = (usage_now(), server_now(server));
+            let (ops_s, _) = if ours {
+                env.ours_small().await
+            } else {
+                env.raw_small(env.conn).await
+            };
+            let (u1, s1) = (usage_now(), server_now(server));
+            let ops = (CONCURRENT_TASKS * CONCURRENT_OPS_PER_TASK) as f64;
+            let d = |a: f64, b: f64, scale: f64| (b - a) * scale / ops;
+            println!(
+                "{:<4} {:>7.0} ops/s  user {:.2} sys {:.2} us  vcsw {:.3} ivcsw {:.3}  \
+                 server reads {:.3} writes {:.3} cmds {:.3} user {:.2} sys {:.2} us",
+                if ours { "ours" } else { "raw" },
+                ops_s,
+                d(u0[0], u1[0], 1e6),
+                d(u0[1], u1[1], 1e6),
+                d(u0[2], u1[2], 1.0),
+                d(u0[3], u1[3], 1.0),
+                d(s0[0], s1[0], 1.0),
+                d(s0[1], s1[1], 1.0),
+                d(s0[2], s1[2], 1.0),
+                d(s0[3], s1[3], 1e6),
+                d(s0[4], s1[4], 1e6),
+            );
+        }
+    }
+}
+
 struct Check {
     name: String,
     measured: String,
@@ -661,9 +739,11 @@ async fn main() {
     if let Some(i) = args.iter().position(|a| a == "--count") {
         let times = args.get(i + 2).and_then(|s| s.parse().ok()).unwrap_or(1);
         let job = match args.get(i + 1).map(String::as_str) {
-            Some("ours64") | Some("raw64") => {
+            Some("ours64") | Some("raw64") | Some("rawu64") => {
                 for _ in 0..times {
-                    if args[i + 1] == "ours64" {
+                    if args[i + 1] == "rawu64" {
+                        env.raw_small(env.unbounded).await;
+                    } else if args[i + 1] == "ours64" {
                         env.ours_small().await;
                     } else {
                         env.raw_small(env.conn).await;
@@ -688,8 +768,12 @@ async fn main() {
         }
         return;
     }
+    if let Some(i) = args.iter().position(|a| a == "--diag") {
+        let rounds = args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(40);
+        return diag(env, &server, rounds).await;
+    }
     if let Some(i) = args.iter().position(|a| a == "--quick") {
-        let rounds = args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(15);
+        let rounds = args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(120);
         return quick(env, rounds).await;
     }
     println!(
@@ -732,9 +816,12 @@ async fn main() {
             rows[3].push_ours(a);
             rows[3].push_raw(b);
         }
-        let (a, b) = pair(first, env.ours_small(), env.raw_small(env.unbounded)).await;
-        rows[4].push_ours(a);
-        rows[4].push_raw(b);
+        for k in 0..CONCURRENT_PAIRS / 3 {
+            let first = first ^ (k % 2 == 1);
+            let (a, b) = pair(first, env.ours_small(), env.raw_small(env.unbounded)).await;
+            rows[4].push_ours(a);
+            rows[4].push_raw(b);
+        }
         let ours_miss = one.run(Job::OursMiss(base));
         let raw_miss = one.run(Job::RawMiss(base + MISS_OPS));
         let (a, b) = pair(first, ours_miss, raw_miss).await;

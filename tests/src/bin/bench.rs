@@ -31,7 +31,7 @@
 //! record`; `bench --count ours|raw|embedded|miss|rawmiss|ours64|raw64|rawu64 [times]` runs
 //! `times` rows of one side and nothing else, for `valgrind --tool=callgrind`: instructions
 //! per call are the difference between `times` = 2 and 1, divided by the row's calls
-//! (4,000 sequential hits, 2,000 misses, 9,600 for the 64-task rows; `rawu64` is raw with no
+//! (1,000 sequential hits, 500 misses, 9,600 for the 64-task rows; `rawu64` is raw with no
 //! timeout), and repeat exactly on a noisy machine where ops/s do not.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -46,7 +46,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 const ROUNDS: usize = 15;
-const SEQUENTIAL_OPS: u64 = 4_000;
+const SEQUENTIAL_OPS: u64 = 1_000;
+/// Pairs of each sequential row (and of the miss row) per round: short samples, like the
+/// 64-task rows'.
+const SEQUENTIAL_PAIRS: usize = 4;
 const CONCURRENT_TASKS: u64 = 64;
 /// Short samples, many pairs: other tenants of a shared machine change its speed over
 /// seconds, so a pair of ~50 ms samples sees one state of it far more often than a pair of
@@ -55,7 +58,7 @@ const CONCURRENT_TASKS: u64 = 64;
 const CONCURRENT_OPS_PER_TASK: u64 = 150;
 /// Pairs of each 64-task row per round.
 const CONCURRENT_PAIRS: usize = 24;
-const MISS_OPS: u64 = 2_000;
+const MISS_OPS: u64 = 500;
 const ALLOC_OPS: u64 = 2_000;
 /// The cache's timeout, also the raw connection's response timeout.
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -297,13 +300,13 @@ impl OneCaller {
                             .await
                         }
                         Job::EmbeddedSmall => {
-                            sequential(SEQUENTIAL_OPS * 25, |_| async move {
+                            sequential(SEQUENTIAL_OPS * 100, |_| async move {
                                 cached_small(memory, 1).await;
                             })
                             .await
                         }
                         Job::EmbeddedLarge => {
-                            sequential(SEQUENTIAL_OPS * 2, |_| async move {
+                            sequential(SEQUENTIAL_OPS * 8, |_| async move {
                                 cached_large(memory, 1).await;
                             })
                             .await
@@ -796,17 +799,18 @@ async fn main() {
     ];
     let one = OneCaller::start(&server.url(), memory);
     for round in 0..ROUNDS {
-        // Each row's two sides run back to back, the first side alternating by round, so a
-        // pair sees one state of the machine. The 64-task rows, whose rounds scatter most
-        // (two workers and redis-server on two cores), get three pairs a round.
+        // Each row's two sides run back to back, the first side alternating, so a pair sees
+        // one state of the machine; many short pairs, so that most pairs do.
         let first = round % 2 == 0;
-        let base = (round as u64) * 2 * MISS_OPS;
-        let (a, b) = pair(first, one.run(Job::OursSmall), one.run(Job::RawSmall)).await;
-        rows[0].ours.push(a);
-        rows[0].raw.push(b);
-        let (a, b) = pair(first, one.run(Job::OursLarge), one.run(Job::RawLarge)).await;
-        rows[1].ours.push(a);
-        rows[1].raw.push(b);
+        for k in 0..SEQUENTIAL_PAIRS {
+            let first = first ^ (k % 2 == 1);
+            let (a, b) = pair(first, one.run(Job::OursSmall), one.run(Job::RawSmall)).await;
+            rows[0].ours.push(a);
+            rows[0].raw.push(b);
+            let (a, b) = pair(first, one.run(Job::OursLarge), one.run(Job::RawLarge)).await;
+            rows[1].ours.push(a);
+            rows[1].raw.push(b);
+        }
         for k in 0..CONCURRENT_PAIRS {
             let first = first ^ (k % 2 == 1);
             let (a, b) = pair(first, env.ours_small(), env.raw_small(conn)).await;
@@ -822,11 +826,15 @@ async fn main() {
             rows[4].push_ours(a);
             rows[4].push_raw(b);
         }
-        let ours_miss = one.run(Job::OursMiss(base));
-        let raw_miss = one.run(Job::RawMiss(base + MISS_OPS));
-        let (a, b) = pair(first, ours_miss, raw_miss).await;
-        rows[5].ours.push(a);
-        rows[5].raw.push(b);
+        for k in 0..SEQUENTIAL_PAIRS {
+            let first = first ^ (k % 2 == 1);
+            let base = ((round * SEQUENTIAL_PAIRS + k) as u64) * 2 * MISS_OPS;
+            let ours_miss = one.run(Job::OursMiss(base));
+            let raw_miss = one.run(Job::RawMiss(base + MISS_OPS));
+            let (a, b) = pair(first, ours_miss, raw_miss).await;
+            rows[5].ours.push(a);
+            rows[5].raw.push(b);
+        }
         rows[6].ours.push(one.run(Job::EmbeddedSmall).await);
         rows[7].ours.push(one.run(Job::EmbeddedLarge).await);
     }
@@ -874,7 +882,8 @@ async fn main() {
 
     println!(
         "\nthroughput: {ROUNDS} rounds, each row's two sides back to back in alternating order \
-         ({CONCURRENT_PAIRS} pairs a round for 64-task rows); ratio = median of the pairs' ratios; \
+         ({SEQUENTIAL_PAIRS} pairs a round for sequential and miss rows, {CONCURRENT_PAIRS} for \
+         64-task rows); ratio = median of the pairs' ratios; \
          redis-server on 127.0.0.1, {} cores; sequential rows on a current-thread runtime",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );

@@ -185,7 +185,8 @@ impl Shard {
         thread_local! {
             static MINE: usize = NEXT.fetch_add(1, Relaxed) % SHARDS;
         }
-        &TABLE.shards[MINE.with(|i| *i)]
+        // `try_with`: a command polled while this thread's locals are torn down uses shard 0.
+        &TABLE.shards[MINE.try_with(|i| *i).unwrap_or(0)]
     }
 
     fn lock(&self) -> MutexGuard<'_, Entries> {

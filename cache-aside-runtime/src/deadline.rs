@@ -18,6 +18,7 @@
 //! wake-up latency, well under a millisecond on an idle machine), never early.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{LazyLock, Mutex, MutexGuard, OnceLock};
@@ -86,14 +87,20 @@ struct Slot {
 }
 
 impl Slot {
-    /// Parks `waker` until `deadline`. `None` if the watchdog thread cannot run, which makes
-    /// every waiting command time out at once: the cache fails open, the caller is served.
+    /// Parks `waker` until `deadline`. `None` if the watchdog thread cannot be started (the
+    /// next command tries again), which makes this command time out at once: the cache
+    /// fails open, the caller is served.
     fn take(deadline: Instant, waker: &Waker) -> Option<Slot> {
-        let watchdog = WATCHDOG.get_or_init(Watchdog::start).as_ref()?;
+        let watchdog = match WATCHDOG.get() {
+            Some(watchdog) => watchdog,
+            None => Watchdog::start()?,
+        };
         let shard = Shard::mine();
+        // Cloned before the lock: a waker's clone is its owner's code.
+        let waker = Some(waker.clone());
         let index = shard.lock().insert(Entry {
             deadline,
-            waker: Some(waker.clone()),
+            waker,
             expired: false,
         });
         // The watchdog sleeps until `next_wake`; wake it if this deadline comes sooner. While
@@ -112,9 +119,12 @@ impl Slot {
         if entry.expired {
             return true;
         }
-        if !entry.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
-            entry.waker = Some(waker.clone());
+        if entry.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            return false;
         }
+        let replaced = entry.waker.replace(waker.clone());
+        drop(entries);
+        drop(replaced); // outside the lock, like every waker this module drops
         false
     }
 }
@@ -224,20 +234,28 @@ static TABLE: LazyLock<Table> = LazyLock::new(|| Table {
     epoch: Instant::now(),
 });
 
-/// The watchdog thread's handle, or `None` if it could not be started.
-static WATCHDOG: OnceLock<Option<Thread>> = OnceLock::new();
+/// The watchdog thread, once started.
+static WATCHDOG: OnceLock<Thread> = OnceLock::new();
 
 struct Watchdog;
 
 impl Watchdog {
-    fn start() -> Option<Thread> {
+    /// Starts the watchdog, once: `None` if the thread cannot be spawned now (out of
+    /// threads or memory), so that a passing shortage does not disable deadlines for good.
+    #[cold]
+    fn start() -> Option<&'static Thread> {
+        static STARTING: Mutex<()> = Mutex::new(());
+        let _one = STARTING.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(watchdog) = WATCHDOG.get() {
+            return Some(watchdog);
+        }
         let spawned = std::thread::Builder::new()
             .name("cache-aside-deadlines".into())
             .spawn(Watchdog::run);
         match spawned {
-            Ok(handle) => Some(handle.thread().clone()),
+            Ok(handle) => Some(WATCHDOG.get_or_init(|| handle.thread().clone())),
             Err(error) => {
-                tracing::error!(%error, "cache-aside: cannot start the deadline thread; Redis commands that wait will time out at once");
+                tracing::error!(%error, "cache-aside: cannot start the deadline thread; a Redis command that waits times out at once");
                 None
             }
         }
@@ -270,8 +288,16 @@ impl Watchdog {
                     }
                 }
             }
-            for waker in due.drain(..) {
-                waker.wake();
+            if !due.is_empty() {
+                for waker in due.drain(..) {
+                    // A waker is its owner's code: a panic in one must not end every
+                    // deadline in the process with this thread.
+                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| waker.wake()));
+                }
+                // That code may also have parked this thread itself and so taken the token
+                // a new command's `unpark` left: scan again rather than sleep on it. Only
+                // scans that expired something come here.
+                continue;
             }
             match next {
                 Some(next) => {
@@ -328,8 +354,10 @@ mod tests {
         assert!(poll_once(call.as_mut()).is_pending());
         assert_eq!(TABLE.waiting(), 1, "a waiting command holds a slot");
         tx.send(7).unwrap();
-        assert_eq!(call.await, Ok(Ok(7)));
+        assert_eq!(poll_once(call.as_mut()), Poll::Ready(Ok(Ok(7))));
+        // Freed when the answer came, not only when the future is dropped.
         assert_eq!(TABLE.waiting(), 0, "the answered command kept its slot");
+        drop(call);
     }
 
     #[tokio::test]
@@ -361,6 +389,17 @@ mod tests {
             std::future::pending::<()>(),
         ));
         assert!(poll_once(far.as_mut()).is_pending());
+        // Until the watchdog has scanned and gone to sleep until a deadline, any new slot
+        // wakes it (`next_wake` is `u64::MAX`): wait for that sleep, bounded.
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while TABLE.next_wake.load(SeqCst) == u64::MAX && Instant::now() < give_up {
+            tokio::task::yield_now().await;
+        }
+        assert_ne!(
+            TABLE.next_wake.load(SeqCst),
+            u64::MAX,
+            "the watchdog never slept"
+        );
         let near = bound(
             after(Duration::from_millis(50)),
             std::future::pending::<()>(),

@@ -51,6 +51,14 @@ impl<F: Future> Cold<F> {
     pub(crate) fn new(fut: F) -> Self {
         Cold(Box::pin(fut))
     }
+
+    /// Builds the future straight into its box: an async fn's future is as large as its
+    /// largest state (the miss path's is several KB), and `Box::pin(f())` builds it on the
+    /// stack and copies all of it.
+    #[inline(always)]
+    pub(crate) fn build(make: impl FnOnce() -> F) -> Self {
+        Cold(Box::into_pin(Box::write(Box::new_uninit(), make())))
+    }
 }
 
 impl<F: Future> Future for Cold<F> {
@@ -163,7 +171,7 @@ impl Cache {
         let mut policy = *policy;
         policy.write_timeout = budget.left();
         // 3-5 out of line: the hit path's future and code stay small (see [`Cold`]).
-        Cold::new(self.miss::<S, R, F>(key, policy, load, kept, share, budget.started)).await
+        Cold::build(|| self.miss::<S, R, F>(key, policy, load, kept, share, budget.started)).await
     }
 
     /// A miss: load once, store, return.

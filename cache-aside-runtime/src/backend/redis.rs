@@ -165,6 +165,69 @@ impl Command for ScriptInvocation<'_> {
     }
 }
 
+/// Reused `GET` commands, per thread, like the key buffers (`key::pool`): a `redis::Cmd`
+/// is two allocations (its bytes and its argument offsets), two of the six a hit makes
+/// beyond decoding the value. Only `GET`s are pooled: their size is the key's, while a
+/// `SET` holds a value of any size.
+mod get_pool {
+    use std::cell::RefCell;
+    use std::ops::{Deref, DerefMut};
+
+    /// Commands kept per thread, and the longest key whose command is worth keeping.
+    const KEEP: usize = 64;
+    const MAX_KEY: usize = 512;
+
+    thread_local!(static FREE: RefCell<Vec<redis::Cmd>> = const { RefCell::new(Vec::new()) });
+
+    /// An empty command, returned to this thread's pool when dropped.
+    pub(super) struct Pooled {
+        cmd: redis::Cmd,
+        keep: bool,
+    }
+
+    impl Pooled {
+        pub(super) fn take(key_len: usize) -> Pooled {
+            let keep = key_len <= MAX_KEY;
+            // `try_with`: during thread teardown the pool may be gone.
+            let reused = FREE.try_with(|free| free.borrow_mut().pop()).ok().flatten();
+            let cmd = match reused.filter(|_| keep) {
+                Some(cmd) => cmd,
+                None => redis::Cmd::with_capacity(2, "GET".len() + key_len.max(MAX_KEY / 4)),
+            };
+            Pooled { cmd, keep }
+        }
+    }
+
+    impl Deref for Pooled {
+        type Target = redis::Cmd;
+        fn deref(&self) -> &redis::Cmd {
+            &self.cmd
+        }
+    }
+
+    impl DerefMut for Pooled {
+        fn deref_mut(&mut self) -> &mut redis::Cmd {
+            &mut self.cmd
+        }
+    }
+
+    impl Drop for Pooled {
+        fn drop(&mut self) {
+            if !self.keep {
+                return;
+            }
+            let mut cmd = std::mem::take(&mut self.cmd);
+            cmd.clear();
+            let _ = FREE.try_with(|free| {
+                let mut free = free.borrow_mut();
+                if free.len() < KEEP {
+                    free.push(cmd);
+                }
+            });
+        }
+    }
+}
+
 pub(crate) struct RedisBackend {
     client: redis::Client,
     connect_timeout: Duration,
@@ -254,9 +317,9 @@ impl RedisBackend {
         key: &str,
         budget: impl Into<Budget>,
     ) -> Result<Option<Vec<u8>>, Error> {
-        let mut cmd = redis::Cmd::with_capacity(2, "GET".len() + key.len());
+        let mut cmd = get_pool::Pooled::take(key.len());
         cmd.arg("GET").arg(key);
-        self.run(budget, true, &cmd).await
+        self.run(budget, true, &*cmd).await
     }
 
     pub(crate) async fn set(

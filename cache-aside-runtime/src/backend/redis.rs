@@ -189,8 +189,10 @@ mod get_pool {
         pub(super) fn take(key_len: usize) -> Pooled {
             let keep = key_len <= MAX_KEY;
             // `try_with`: during thread teardown the pool may be gone.
-            let reused = FREE.try_with(|free| free.borrow_mut().pop()).ok().flatten();
-            let cmd = match reused.filter(|_| keep) {
+            let reused = keep
+                .then(|| FREE.try_with(|free| free.borrow_mut().pop()).ok().flatten())
+                .flatten();
+            let cmd = match reused {
                 Some(cmd) => cmd,
                 None => redis::Cmd::with_capacity(2, "GET".len() + key_len.max(MAX_KEY / 4)),
             };

@@ -312,9 +312,13 @@ impl Watchdog {
 
 /// `timeout` from now on the real clock.
 pub(crate) fn after(timeout: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(timeout)
-        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
+    Instant::now() + capped(timeout)
+}
+
+/// `timeout`, at most 30 years: `Duration::MAX` is a valid setting ("no timeout"), and adding
+/// it to a clock reading would overflow and panic; 30 years is as far as Tokio's own timers go.
+pub(crate) fn capped(timeout: Duration) -> Duration {
+    timeout.min(Duration::from_secs(86_400 * 365 * 30))
 }
 
 #[cfg(test)]

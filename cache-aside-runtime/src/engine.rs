@@ -48,10 +48,6 @@ pub(crate) type Detach<F> = fn(&Cache, &Key, Policy, F, Bytes) -> bool;
 pub(crate) struct Cold<F>(Pin<Box<F>>);
 
 impl<F: Future> Cold<F> {
-    pub(crate) fn new(fut: F) -> Self {
-        Cold(Box::pin(fut))
-    }
-
     /// Builds the future straight into its box: an async fn's future is as large as its
     /// largest state (the miss path's is several KB), and `Box::pin(f())` builds it on the
     /// stack and copies all of it.

@@ -316,7 +316,7 @@ where
             },
         };
     };
-    Cold::new(uncached(error, surface, load)).await
+    Cold::build(|| uncached(error, surface, load)).await
 }
 
 /// A call the cache cannot serve: its error, or the body's result.

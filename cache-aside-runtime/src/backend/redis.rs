@@ -104,19 +104,13 @@ pub(crate) struct Budget {
     pub(crate) of: Duration,
 }
 
-/// Where a timeout too large to add to the clock ends: as far as Tokio's own timers go.
-const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
-
 impl Budget {
     /// `timeout` from now: one clock read, which the hit path also uses for its write.
     pub(crate) fn from_now(timeout: Duration) -> Self {
         let started = tokio::time::Instant::now();
         Budget {
             started,
-            // `Duration::MAX` is a valid setting ("no timeout"), and `+` would panic on it.
-            until: started
-                .checked_add(timeout)
-                .unwrap_or_else(|| started + FAR_FUTURE),
+            until: started + deadline::capped(timeout),
             of: timeout,
         }
     }

@@ -55,15 +55,15 @@ impl Key {
 mod pool {
     use std::cell::RefCell;
 
-    /// Buffers kept per thread, and the largest capacity worth keeping.
-    const KEEP: usize = 64;
+    use crate::reuse::{self, Free};
+
+    /// The largest capacity worth keeping.
     const MAX_CAPACITY: usize = 512;
 
-    thread_local!(static FREE: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) });
+    thread_local!(static FREE: Free<String> = const { RefCell::new(Vec::new()) });
 
     pub(super) fn take(capacity: usize) -> String {
-        let reused = FREE.try_with(|free| free.borrow_mut().pop()).ok().flatten();
-        match reused {
+        match reuse::take(&FREE) {
             Some(mut buf) => {
                 buf.reserve(capacity);
                 buf
@@ -77,13 +77,7 @@ mod pool {
             return;
         }
         buf.clear();
-        // During thread teardown the pool may be gone: the buffer is just freed.
-        let _ = FREE.try_with(|free| {
-            let mut free = free.borrow_mut();
-            if free.len() < KEEP {
-                free.push(buf);
-            }
-        });
+        reuse::give(&FREE, buf);
     }
 }
 

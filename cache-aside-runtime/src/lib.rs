@@ -52,6 +52,7 @@ mod lock;
 mod policy;
 mod refresh;
 mod report;
+mod reuse;
 mod shape;
 mod spec;
 mod stats;

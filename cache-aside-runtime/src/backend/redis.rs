@@ -159,7 +159,7 @@ impl Command for ScriptInvocation<'_> {
     }
 }
 
-/// Reused `GET` commands, per thread, like the key buffers (`key::pool`): a `redis::Cmd`
+/// Reused `GET` commands, per thread, like the key buffers ([`crate::reuse`]): a `redis::Cmd`
 /// is two allocations (its bytes and its argument offsets), two of the six a hit makes
 /// beyond decoding the value. Only `GET`s are pooled: their size is the key's, while a
 /// `SET` holds a value of any size.
@@ -167,11 +167,12 @@ mod get_pool {
     use std::cell::RefCell;
     use std::ops::{Deref, DerefMut};
 
-    /// Commands kept per thread, and the longest key whose command is worth keeping.
-    const KEEP: usize = 64;
+    use crate::reuse::{self, Free};
+
+    /// The longest key whose command is worth keeping.
     const MAX_KEY: usize = 512;
 
-    thread_local!(static FREE: RefCell<Vec<redis::Cmd>> = const { RefCell::new(Vec::new()) });
+    thread_local!(static FREE: Free<redis::Cmd> = const { RefCell::new(Vec::new()) });
 
     /// An empty command, returned to this thread's pool when dropped.
     pub(super) struct Pooled {
@@ -182,10 +183,7 @@ mod get_pool {
     impl Pooled {
         pub(super) fn take(key_len: usize) -> Pooled {
             let keep = key_len <= MAX_KEY;
-            // `try_with`: during thread teardown the pool may be gone.
-            let reused = keep
-                .then(|| FREE.try_with(|free| free.borrow_mut().pop()).ok().flatten())
-                .flatten();
+            let reused = if keep { reuse::take(&FREE) } else { None };
             let cmd = match reused {
                 Some(cmd) => cmd,
                 None => redis::Cmd::with_capacity(2, "GET".len() + key_len.max(MAX_KEY / 4)),
@@ -214,12 +212,7 @@ mod get_pool {
             }
             let mut cmd = std::mem::take(&mut self.cmd);
             cmd.clear();
-            let _ = FREE.try_with(|free| {
-                let mut free = free.borrow_mut();
-                if free.len() < KEEP {
-                    free.push(cmd);
-                }
-            });
+            reuse::give(&FREE, cmd);
         }
     }
 }

@@ -362,12 +362,8 @@ async fn bounded_connection(url: &str) -> ConnectionManager {
 
 /// CPU time of this process (all threads; redis-server not included), in seconds.
 fn cpu_now() -> f64 {
-    // SAFETY: an all-zero `rusage` is valid, and getrusage only writes into it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
-    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+    let [user, system, ..] = usage_now();
+    user + system
 }
 
 /// Runs `op` from `CONCURRENT_TASKS` tasks at once, `ops_per_task` each; returns total ops/s
@@ -654,7 +650,7 @@ fn server_now(server: &RedisServer) -> [f64; 5] {
     ]
 }
 
-/// `bench --diag [rounds]`: the 150 B 64-task row of each side, with where its time went
+/// `bench --diag [pairs]`: the 150 B 64-task row of each side, with where its time went
 /// per op: this process's user and system CPU and context switches, and redis-server's
 /// reads, writes and CPU (fewer reads per command means commands arrived pipelined).
 async fn diag(env: Env, server: &RedisServer, rounds: usize) {

@@ -215,6 +215,39 @@ mod get_pool {
             reuse::give(&FREE, cmd);
         }
     }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// A command back from the pool carries nothing of its last use: had `clear` been
+        /// skipped, the second GET would be sent as `GET a GET b`.
+        #[test]
+        fn a_reused_command_is_empty() {
+            let mut first = Pooled::take(1);
+            first.arg("GET").arg("a");
+            drop(first);
+            let mut second = Pooled::take(1);
+            second.arg("GET").arg("b");
+            assert_eq!(
+                second.get_packed_command(),
+                b"*2\r\n$3\r\nGET\r\n$1\r\nb\r\n"
+            );
+            assert_eq!(
+                FREE.with(|free| free.borrow().len()),
+                0,
+                "it came from the pool"
+            );
+        }
+
+        #[test]
+        fn a_command_for_an_over_long_key_is_not_kept() {
+            let mut long = Pooled::take(MAX_KEY + 1);
+            long.arg("GET").arg("x".repeat(MAX_KEY + 1));
+            drop(long);
+            assert_eq!(FREE.with(|free| free.borrow().len()), 0);
+        }
+    }
 }
 
 pub(crate) struct RedisBackend {

@@ -8,8 +8,8 @@
 //! Output:
 //! ```text
 //! pub async fn get_user(id: u64) -> Result<User, DbError> {
-//!     static SPEC: FnSpec = FnSpec::new(module_path!(), "get_user", Some("user")).ttl_ms(60000);
-//!     let prepared = prepare(default_cache(), &SPEC, None, |b| { b.value(&id)?; Ok(()) });
+//!     static SPEC: FnSpec = FnSpec::new("get_user", Some("user"), Layout::new("{}")).ttl_ms(60000);
+//!     let prepared = prepare(default_cache(), &SPEC, type_name_of(&|| ()), "", |b| { b.value(&id)?; Ok(()) });
 //!     get_or_load::<Res<Plain>, Result<User, DbError>, _, _>(prepared, &SPEC, Foreground(async move { body })).await
 //! }
 //! pub fn get_user_cache_key(id: u64) -> Result<String, Error> { /* same prepare */ }
@@ -152,11 +152,12 @@ impl<'a> Gen<'a> {
         let lock = a.lock.map(|on| quote!(.lock(#on)));
         let timeout = a.timeout.map(ms).map(|ms| quote!(.timeout_ms(#ms)));
         let max_value_bytes = a.max_value_bytes.map(|n| quote!(.max_value_bytes(#n)));
+        let layout = self.layout();
         let spec = local("__ca_spec");
         quote! {
             let #spec: &'static #private::FnSpec = {
                 static SPEC: #private::FnSpec =
-                    #private::FnSpec::new(::core::module_path!(), #name, #prefix)
+                    #private::FnSpec::new(#name, #prefix, #private::Layout::new(#layout))
                         #ttl #none_ttl #stale #refresh_ahead #xfetch #fail_safe #jitter #lock #timeout
                         #max_value_bytes;
                 &SPEC
@@ -164,31 +165,78 @@ impl<'a> Gen<'a> {
         }
     }
 
-    /// `let prepared = prepare(cache, &SPEC, Self type, |b| { key steps });`
+    /// The key layout the runtime's `Layout` describes: the template after its prefix with
+    /// each placeholder as `{}`, or one `{}` per key argument joined by `:`.
+    fn layout(&self) -> String {
+        match &self.args.key {
+            Some((template, _)) => template
+                .parts
+                .iter()
+                .map(|part| match part {
+                    Part::Text(text) => text.as_str(),
+                    Part::Arg { .. } => "{}",
+                })
+                .collect(),
+            None => vec!["{}"; self.func.key_args().count()].join(":"),
+        }
+    }
+
+    /// `path, generics`: which instantiation of the function runs (see the runtime's
+    /// `prepare`). `path` is the `type_name` of a closure here, which names the module,
+    /// enclosing functions and `Self` with its type arguments; `generics` that of a helper
+    /// generic over the function's own type and const parameters, `""` without any.
+    fn identity(&self) -> TokenStream {
+        let private = &self.private;
+        let params: Vec<_> = self
+            .func
+            .item
+            .sig
+            .generics
+            .params
+            .iter()
+            .filter_map(|param| match param {
+                syn::GenericParam::Type(t) => {
+                    let ident = &t.ident;
+                    Some((quote!(#ident: ?::core::marker::Sized), quote!(#ident)))
+                }
+                syn::GenericParam::Const(c) => {
+                    let (ident, ty) = (&c.ident, &c.ty);
+                    Some((quote!(const #ident: #ty), quote!(#ident)))
+                }
+                _ => None,
+            })
+            .collect();
+        let generics = if params.is_empty() {
+            quote!("")
+        } else {
+            let helper = local("__ca_generics");
+            let decls = params.iter().map(|(decl, _)| decl);
+            let uses: Vec<_> = params.iter().map(|(_, used)| used).collect();
+            quote!({
+                fn #helper<#(#decls),*>() -> &'static str {
+                    #private::type_name_of(&#helper::<#(#uses),*>)
+                }
+                #helper::<#(#uses),*>()
+            })
+        };
+        quote!(#private::type_name_of(&|| ()), #generics)
+    }
+
+    /// `let prepared = prepare(cache, &SPEC, path, generics, |b| { key steps });`
     fn prepare(&self) -> TokenStream {
         let private = &self.private;
         let cache = self.cache();
-        let self_type = self.self_type();
+        let identity = self.identity();
         let builder = local("__ca_b");
         let steps = self.key_steps(&builder);
         let prepared = local("__ca_prepared");
         let spec_var = local("__ca_spec");
         quote! {
-            let #prepared = #private::prepare(#cache, #spec_var, #self_type,
+            let #prepared = #private::prepare(#cache, #spec_var, #identity,
                 |#builder: &mut #private::KeyBuilder| -> ::core::result::Result<(), #private::Error> {
                     #(#steps)*
                     ::core::result::Result::Ok(())
                 });
-        }
-    }
-
-    fn self_type(&self) -> TokenStream {
-        if self.func.receiver.is_some() {
-            quote!(::core::option::Option::Some(
-                ::core::any::type_name::<Self> as fn() -> &'static str
-            ))
-        } else {
-            quote!(::core::option::Option::None)
         }
     }
 
@@ -384,12 +432,12 @@ impl<'a> Gen<'a> {
             let prepare = self.prepare();
             let prepared = local("__ca_prepared");
             let cache = self.cache();
-            let self_type = self.self_type();
+            let identity = self.identity();
             let spec_var = local("__ca_spec");
             (
                 quote!({ #spec #prepare #private::cache_key(#prepared) }),
                 quote!({ #spec #prepare #private::invalidate(#prepared).await }),
-                quote!({ #spec #private::invalidate_all(#cache, #spec_var, #self_type).await }),
+                quote!({ #spec #private::invalidate_all(#cache, #spec_var, #identity).await }),
             )
         };
         let key_doc = format!(

@@ -178,6 +178,9 @@ impl Func {
                 );
             }
         }
+        for arg in typed.iter().filter(|a| a.in_key) {
+            check_key_type(&arg.ty, errors);
+        }
         if let Some((template, _)) = &args.key {
             check_template(template, &typed, receiver.is_some(), &names, errors);
         }
@@ -279,6 +282,43 @@ fn not_owned(option: &Ident, arg: &str) -> String {
 
 const MUT_ARG: &str = "#[cached] functions cannot take `&mut` arguments: a cache hit skips the body, \
                        so the mutation would silently not happen";
+
+/// Key argument types whose values alone cannot name the call: a hash set serializes in a
+/// per-process random order, and an `impl Trait` argument's type is not part of the key.
+fn check_key_type(ty: &Type, errors: &mut Errors) {
+    fn walk(tokens: TokenStream, errors: &mut Errors) -> bool {
+        for token in tokens {
+            match token {
+                proc_macro2::TokenTree::Ident(ident) if ident.to_string().ends_with("HashSet") => {
+                    errors.push(
+                        ident.span(),
+                        format_args!(
+                            "`{ident}` iterates in an order that differs between processes, so equal \
+                             sets would get different keys; take a `BTreeSet` (or a sorted `Vec`), \
+                             or `skip(...)` the argument"
+                        ),
+                    );
+                    return true;
+                }
+                proc_macro2::TokenTree::Ident(ident) if ident == "impl" => {
+                    errors.push(
+                        ident.span(),
+                        "an `impl Trait` key argument leaves its type out of the key, so values of two \
+                         types that serialize alike would share an entry; name a type parameter \
+                         (`fn f<T: Serialize>(x: T)`) or `skip(...)` the argument",
+                    );
+                    return true;
+                }
+                proc_macro2::TokenTree::Group(group) if walk(group.stream(), errors) => {
+                    return true;
+                }
+                _ => {}
+            }
+        }
+        false
+    }
+    walk(ty.to_token_stream(), errors);
+}
 
 fn check_template(
     template: &Template,
@@ -413,7 +453,7 @@ mod tests {
     #[test]
     fn background_refresh_needs_owned_arguments() {
         let errors = check(
-            quote!(refresh_ahead = 0.5, stale = 5),
+            quote!(refresh_ahead = 0.5, stale = 5, skip(h)),
             quote!(
                 async fn f<'a>(
                     &self,
@@ -463,6 +503,36 @@ mod tests {
         );
         assert_eq!(errors.len(), 1);
         assert!(errors[0].contains("cannot take `&mut` arguments"));
+    }
+
+    #[test]
+    fn key_arguments_must_name_the_call_by_value() {
+        let errors = check(
+            quote!(skip(ok)),
+            quote!(
+                async fn f(
+                    a: HashSet<u8>,
+                    b: Vec<std::collections::HashSet<u8>>,
+                    c: FxHashSet<u8>,
+                    d: impl Serialize,
+                    e: Option<impl Serialize>,
+                    ok: impl Db,
+                    g: BTreeSet<u8>,
+                ) -> u8 {
+                }
+            ),
+        );
+        let expected = [
+            "`HashSet` iterates",
+            "`HashSet` iterates",
+            "`FxHashSet` iterates",
+            "an `impl Trait` key argument",
+            "an `impl Trait` key argument",
+        ];
+        assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+        for (error, needle) in errors.iter().zip(expected) {
+            assert!(error.starts_with(needle), "{error:?} lacks {needle:?}");
+        }
     }
 
     #[test]

@@ -3,6 +3,11 @@
 //! A template is a prefix (the text before the first `:`), then fixed text and `{name}` or
 //! `{name.field.field}` placeholders. Fixed text may use letters, digits, `_ . - / :`; the
 //! placeholders are written with the runtime's key encoding, so their values are escaped.
+//!
+//! Between two `:` there is at most one placeholder. Values escape `:` but not the other
+//! characters fixed text may use, so `{a}{b}` or `{a}-{b}` could not tell `(1, 23)` from
+//! `(12, 3)`, nor `("x-y", "z")` from `("x", "y-z")`; with one value per segment, the fixed
+//! text around it is the same for every call and cuts nothing.
 
 use syn::LitStr;
 
@@ -42,8 +47,11 @@ impl Template {
         let mut parts = Vec::new();
         let mut chars = rest.char_indices().peekable();
         let mut text_start = 0;
+        // The placeholder already in the current `:`-separated segment, if any.
+        let mut in_segment: Option<&str> = None;
         while let Some((i, c)) = chars.next() {
             match c {
+                ':' => in_segment = None,
                 '{' => {
                     if i > text_start {
                         parts.push(Part::Text(rest[text_start..i].to_owned()));
@@ -52,12 +60,20 @@ impl Template {
                         .find('}')
                         .map(|n| i + n)
                         .ok_or_else(|| err(format!("unclosed `{{` in key template {text:?}")))?;
-                    parts.push(parse_placeholder(&rest[i + 1..close]).ok_or_else(|| {
+                    let inner = &rest[i + 1..close];
+                    parts.push(parse_placeholder(inner).ok_or_else(|| {
                         err(format!(
-                            "`{{{}}}` in the key template is not an argument name or a field path like `{{user.id}}`",
-                            &rest[i + 1..close]
+                            "`{{{inner}}}` in the key template is not an argument name or a field path like `{{user.id}}`"
                         ))
                     })?);
+                    if let Some(before) = in_segment.replace(inner.trim()) {
+                        return Err(err(format!(
+                            "`{{{before}}}` and `{{{}}}` are not separated by `:` in the key template, so \
+                             their values could run into each other (`{{a}}{{b}}` is `123` for both \
+                             (1, 23) and (12, 3)); put a `:` between them, like \"t:{{a}}:{{b}}\"",
+                            inner.trim()
+                        )));
+                    }
                     while chars.peek().is_some_and(|&(j, _)| j <= close) {
                         chars.next();
                     }
@@ -149,10 +165,10 @@ mod tests {
             "[user]<id>:posts:<page>"
         );
         assert_eq!(
-            describe(&parse("org/v2:{user.id}-{self.tenant.0}").unwrap()),
-            "[org/v2]<user.id>-<self.tenant.0>"
+            describe(&parse("org/v2:{user.id}:t-{self.tenant.0}").unwrap()),
+            "[org/v2]<user.id>:t-<self.tenant.0>"
         );
-        let t = parse("a:{x}{y}").unwrap();
+        let t = parse("a:{x}:v{y}.json").unwrap();
         assert_eq!(t.roots().collect::<Vec<_>>(), ["x", "y"]);
     }
 
@@ -169,6 +185,10 @@ mod tests {
             ("user:{id}*", "`*` is not allowed"),
             ("user:{id} x", "` ` is not allowed"),
             ("user:}", "`}` is not allowed"),
+            ("t:{a}{b}", "`{a}` and `{b}` are not separated by `:`"),
+            ("t:{a}-{b}", "`{a}` and `{b}` are not separated by `:`"),
+            ("t:{a}:x{b}.{c}", "`{b}` and `{c}` are not separated by `:`"),
+            ("t:{a}_{ a }", "`{a}` and `{a}` are not separated by `:`"),
         ] {
             let err = parse(text)
                 .err()

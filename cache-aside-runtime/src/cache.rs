@@ -10,7 +10,7 @@ use crate::breaker::Breaker;
 use crate::codec::Codec;
 use crate::error::Error;
 use crate::flight::Flights;
-use crate::key::is_valid_segment;
+use crate::key::{Layout, is_valid_segment};
 use crate::report::Reporter;
 use crate::stats::{Counters, Stats};
 
@@ -402,7 +402,11 @@ impl Cache {
     }
 
     /// Deletes one key (as returned by a `{fn}_cache_key` companion); `true` if it existed.
+    ///
+    /// Only keys of this cache's namespace: any other key is [`Error::OutsideNamespace`]
+    /// and nothing is deleted, so a handle for `shop` never touches `blog:post:1`.
     pub async fn invalidate(&self, key: &str) -> Result<bool, Error> {
+        self.own_key(key)?;
         self.inner
             .backend
             .delete(key, self.inner.settings.timeout)
@@ -411,27 +415,60 @@ impl Cache {
 
     /// Deletes every key of one prefix in this cache's namespace, with `SCAN` + `UNLINK`
     /// batches on Redis. Returns how many keys were removed. Other prefixes are untouched:
-    /// `invalidate_prefix("user")` removes `ns:user:*`, never `ns:users:*`.
+    /// `invalidate_prefix("user")` removes `ns:user:*`, never `ns:users:*`. Every function
+    /// whose prefix this is loses its entries; a function's `_invalidate_all` companion
+    /// removes only its own.
     pub async fn invalidate_prefix(&self, prefix: &str) -> Result<u64, Error> {
         if !is_valid_segment(prefix) {
             return Err(Error::Config(format!(
                 "prefix {prefix:?} must be non-empty and use only A-Z a-z 0-9 _ . - /"
             )));
         }
+        self.delete_prefix(prefix, None).await
+    }
+
+    /// The keys of `prefix` that fit one function's layout: its `_invalidate_all`.
+    pub(crate) async fn invalidate_layout(
+        &self,
+        prefix: &str,
+        layout: &Layout,
+    ) -> Result<u64, Error> {
+        self.delete_prefix(prefix, Some(layout)).await
+    }
+
+    async fn delete_prefix(&self, prefix: &str, layout: Option<&Layout>) -> Result<u64, Error> {
         // Not under one timeout: each SCAN/UNLINK step is bounded on its own, and a large
         // prefix legitimately takes many steps.
         self.inner
             .backend
-            .delete_prefix(&self.inner.namespace, prefix, self.inner.settings.timeout)
+            .delete_prefix(
+                &self.inner.namespace,
+                prefix,
+                layout,
+                self.inner.settings.timeout,
+            )
             .await
     }
 
-    /// Time until `key` expires; `None` if it is not cached.
+    /// Time until `key` expires; `None` if it is not cached. Only keys of this cache's
+    /// namespace, like [`invalidate`](Self::invalidate).
     pub async fn ttl_of(&self, key: &str) -> Result<Option<Duration>, Error> {
+        self.own_key(key)?;
         self.inner
             .backend
             .ttl(key, self.inner.settings.timeout)
             .await
+    }
+
+    fn own_key(&self, key: &str) -> Result<(), Error> {
+        let namespace = &self.inner.namespace;
+        match key.strip_prefix(namespace.as_str()) {
+            Some(rest) if rest.starts_with(':') => Ok(()),
+            _ => Err(Error::OutsideNamespace {
+                key: key.to_owned(),
+                namespace: namespace.clone(),
+            }),
+        }
     }
 }
 

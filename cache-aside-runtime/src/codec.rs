@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! byte 0      0xCA            magic: anything else is not ours and reads as a miss
-//! byte 1      1               envelope version
+//! byte 1      2               envelope version (1: keys before format 2, read as misses)
 //! byte 2      flags           bit 0: ABSENT (a cached `None`, no payload); other bits reserved
 //! byte 3      codec id        1 = JSON
 //! bytes 4..12 fresh-until     u64 big-endian, Unix milliseconds, 0 = no freshness deadline
@@ -23,7 +23,10 @@ use serde::{Serialize, de::DeserializeOwned};
 use crate::error::Error;
 
 const MAGIC: u8 = 0xCA;
-const VERSION: u8 = 1;
+/// Bumped with every change of the key or value format, so that an entry written by an
+/// older format reads as a miss and is replaced, never as a wrong value: version 2 came
+/// with key format 2 (see [`key`](crate::key)), under which some old keys name other calls.
+const VERSION: u8 = 2;
 const FLAG_ABSENT: u8 = 0b0000_0001;
 const KNOWN_FLAGS: u8 = FLAG_ABSENT;
 /// Bytes before the payload.
@@ -218,7 +221,7 @@ mod tests {
     #[test]
     fn pins_the_header_layout() {
         let bytes = encode(Codec::Json, Some(&7u8), None).unwrap();
-        assert_eq!(bytes, [0xCA, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, b'7']);
+        assert_eq!(bytes, [0xCA, 2, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, b'7']);
     }
 
     #[test]

@@ -39,6 +39,15 @@ pub enum Error {
     /// Neither the function nor the cache has a TTL.
     #[error("no TTL: give #[cached] a `ttl = ...` or the cache a `default_ttl`")]
     NoTtl,
+    /// [`Cache::invalidate`](crate::Cache::invalidate) or
+    /// [`Cache::ttl_of`](crate::Cache::ttl_of) was given a key of another namespace.
+    #[error("key {key:?} is outside this cache's namespace {namespace:?}")]
+    OutsideNamespace {
+        /// The key given.
+        key: String,
+        /// The cache's namespace.
+        namespace: String,
+    },
     /// A builder setting is invalid.
     #[error("invalid cache configuration: {0}")]
     Config(String),

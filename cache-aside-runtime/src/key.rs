@@ -1,28 +1,45 @@
 //! Stage 1 of the engine: turning a call's arguments into a Redis key.
 //!
-//! # Format
+//! # Format (version 2)
 //!
 //! `{namespace}:{prefix}:{arguments}`
 //!
 //! - `namespace` comes from the [`Cache`](crate::Cache) (default `ca`), `prefix` from the
-//!   attribute (default: the function's path with `::` written as `.`).
+//!   attribute (default: the function's path, see [`FnSpec`](crate::__private::FnSpec)).
 //! - `arguments` is the key arguments joined by `:`, or the rendered `key = "..."` template.
 //!   A function with no key arguments is stored at `{namespace}:{prefix}:`.
-//! - Each argument is written with its `serde::Serialize` impl, in a compact text form:
-//!   integers and floats in decimal, `true`/`false`, strings as themselves with reserved
-//!   characters percent-escaped, `None` as `~` (`Some(x)` as `x`; `Some(None)` as `!~`),
-//!   sequences, tuples and structs as `(a,b,c)`, maps as `(k=v,...)` sorted by encoded key
-//!   (so a `HashMap`'s iteration order never leaks into the key), enum variants by name
-//!   (`Active`, `Id(7)`). The empty string is `%_`, so `[""]` and `[]` stay distinct.
-//! - Reserved characters — space and control characters, `%`, `:`, `*`, `?`, `[`, `]`, `{`,
-//!   `}`, `\`, `(`, `)`, `,`, `=`, `~`, `!`, `#`, `"`, `'` — are written `%XX`. So user input
-//!   can neither join two calls onto one key, nor carry glob or cluster hash-tag characters
-//!   into a key or a prefix pattern.
-//! - When the arguments part is longer than [`MAX_ARGS_LEN`] bytes, it is replaced by `#`
-//!   followed by the SHA-1 of the full text in hex; the namespace and prefix stay readable.
+//! - Each argument is written from its `serde::Serialize` impl:
+//!
+//!   | serialized as | written | examples |
+//!   |---|---|---|
+//!   | integer | decimal | `42`, `-7` |
+//!   | float | shortest round-trip form, always with `.` or `e` | `1.5`, `42.0`, `1e-7`, `NaN`, `inf`, `-0.0` |
+//!   | bool | `true` / `false` | |
+//!   | string, char | as is, reserved bytes as `%XX`; prefixed with `'` when it would read as a number or bool, or is empty | `alice`, `a%3Ab`, `'42`, `'true`, `'` |
+//!   | `None` | `~`; `Some(None)` is `!~`, `Some(Some(None))` `!!~` | |
+//!   | `Some(x)` | `x` | |
+//!   | unit, unit struct | `()` | |
+//!   | sequence, tuple, tuple struct, bytes | `(a,b)`; empty: `(,)` | `(1,2,3)` |
+//!   | map | `(k=v,...)` sorted by encoded key; empty: `(=)` | `(a=1,b=2)` |
+//!   | struct | `(field=v,...)` in field order, skipped fields left out; empty: `(=)` | `(page=2,tag=~)` |
+//!   | enum variant | unit: its name, like a string; others: `Name(inner)`, the inner value a tuple or struct for tuple and struct variants | `Active`, `Id(7)`, `Range((1,2))` |
+//!
+//! - Reserved bytes — space and control characters, `%`, `:`, `*`, `?`, `[`, `]`, `{`, `}`,
+//!   `\`, `(`, `)`, `,`, `=`, `~`, `!`, `#`, `"`, `'` — are written `%XX`. So user input can
+//!   neither join two calls onto one key, nor carry glob or cluster hash-tag characters into
+//!   a key or a prefix pattern.
+//! - When the arguments part is longer than [`MAX_ARGS_LEN`] bytes, it is replaced by `#`,
+//!   16 hex digits naming the function's key layout (so `_invalidate_all` still tells whose
+//!   entry it is), and the SHA-1 of the full text in hex; namespace and prefix stay readable.
 //!
 //! The encoding is a pure function of the values: the same call gives the same key in every
-//! process, run and platform.
+//! process, run and platform. It is injective: two argument values share a key only if they
+//! serialize alike, where an integer is its value whatever its width (`5u8` and `5i64`),
+//! a `char` is a one-character string, a newtype is its inner value, a unit variant is its
+//! name, `Some(x)` is `x` (but `Some(None)` is not `None`), bytes are a sequence of integers
+//! and a struct is the map of its serialized fields. These only meet when one argument
+//! position can hold several types (an `#[serde(untagged)]` enum); `-0.0` and `0.0` are
+//! distinct keys, every `NaN` one key.
 
 use std::fmt::Write as _;
 
@@ -128,7 +145,7 @@ impl KeyBuilder {
     }
 
     /// Appends fixed template text verbatim (checked by the macro to hold no reserved
-    /// character but `:`).
+    /// character but `:`, and at most one value between two `:`).
     pub fn lit(&mut self, text: &str) {
         self.buf.push_str(text);
     }
@@ -141,7 +158,9 @@ impl KeyBuilder {
         })
     }
 
-    pub(crate) fn finish(mut self) -> Key {
+    /// The finished key; an arguments part over [`MAX_ARGS_LEN`] is hashed, tagged with the
+    /// function's `layout` so prefix invalidation can still tell whose key it is.
+    pub(crate) fn finish(mut self, layout: &Layout) -> Key {
         let args_len = self.buf.len() - self.args_start;
         if args_len > MAX_ARGS_LEN {
             let digest = sha1_smol::Sha1::from(&self.buf.as_bytes()[self.args_start..])
@@ -149,9 +168,66 @@ impl KeyBuilder {
                 .to_string();
             self.buf.truncate(self.args_start);
             self.buf.push('#');
+            self.buf.push_str(&layout.tag());
             self.buf.push_str(&digest);
         }
         Key(self.buf)
+    }
+}
+
+/// The shape of one function's arguments part, as the macro saw it: its `:`-separated
+/// segments, each fixed text or one value with fixed text around it (`{}` marks the
+/// value). A plain function with two key arguments has layout `{}:{}`; `key =
+/// "user:{id}:posts:{page}"` has `{}:posts:{}`; no key arguments, the empty layout.
+///
+/// Several functions may share a prefix (`prefix = "user"` beside `key = "user:{id}:posts"`),
+/// so a prefix pattern alone would delete the neighbours' entries too: `_invalidate_all`
+/// deletes only the keys whose arguments part fits the function's layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout(&'static str);
+
+impl Layout {
+    /// A layout as the macro writes it.
+    pub const fn new(text: &'static str) -> Layout {
+        Layout(text)
+    }
+
+    /// 16 hex digits naming this layout in hashed keys.
+    pub(crate) fn tag(&self) -> String {
+        let digest = sha1_smol::Sha1::from(self.0.as_bytes())
+            .digest()
+            .to_string();
+        digest[..16].to_owned()
+    }
+
+    /// Does `args`, the part of a key after `{namespace}:{prefix}:`, fit this layout?
+    pub(crate) fn fits(&self, args: &str) -> bool {
+        if let Some(hashed) = args.strip_prefix('#') {
+            return hashed.len() == 16 + 40
+                && hashed.starts_with(&self.tag())
+                && hashed.bytes().all(|b| b.is_ascii_hexdigit());
+        }
+        if self.0.is_empty() {
+            return args.is_empty();
+        }
+        let mut segments = args.split(':');
+        for shape in self.0.split(':') {
+            let Some(segment) = segments.next() else {
+                return false;
+            };
+            let fits = match shape.split_once("{}") {
+                None => segment == shape,
+                Some((before, after)) => {
+                    segment.len() > before.len() + after.len()
+                        && segment.starts_with(before)
+                        && segment.ends_with(after)
+                }
+            };
+            if !fits {
+                return false;
+            }
+        }
+        segments.next().is_none()
     }
 }
 
@@ -188,7 +264,7 @@ fn is_reserved(b: u8) -> bool {
         )
 }
 
-/// Writes `%XX` for a reserved or non-ASCII byte.
+/// Writes `%XX` for a reserved byte.
 fn push_percent(out: &mut String, b: u8) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     out.push('%');
@@ -196,27 +272,26 @@ fn push_percent(out: &mut String, b: u8) {
     out.push(HEX[usize::from(b & 0xF)] as char);
 }
 
-fn push_escaped_bytes(out: &mut String, bytes: &[u8]) {
-    if bytes.is_empty() {
-        out.push_str("%_");
-        return;
-    }
-    for &b in bytes {
-        if is_reserved(b) || !b.is_ascii() {
-            push_percent(out, b);
-        } else {
-            out.push(b as char);
+/// Would `s`, written bare, read as something other than a string: empty, a bool, or a
+/// number (anything `f64` parses: integers, `1e5`, `inf`, `NaN`)? Such strings get a `'`.
+fn needs_string_mark(s: &str) -> bool {
+    match s.as_bytes().first() {
+        None => true,
+        // Every number and bool starts with one of these; other strings skip the parse.
+        Some(b'0'..=b'9' | b'+' | b'-' | b'.' | b'i' | b'I' | b'n' | b'N' | b't' | b'f') => {
+            s == "true" || s == "false" || s.parse::<f64>().is_ok()
         }
+        Some(_) => false,
     }
 }
 
-fn push_escaped_str(out: &mut String, s: &str) {
-    if s.is_empty() {
-        out.push_str("%_");
-        return;
+/// A string value: `'` first if it could read as another kind, then the text with reserved
+/// bytes as `%XX`. Non-ASCII text stays readable: UTF-8 continuation bytes are never
+/// reserved.
+fn push_string(out: &mut String, s: &str) {
+    if needs_string_mark(s) {
+        out.push('\'');
     }
-    // Non-ASCII text stays readable: only reserved ASCII bytes are escaped, and UTF-8
-    // continuation bytes are never reserved.
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {
         if is_reserved(b) {
@@ -277,31 +352,35 @@ impl<'a> ser::Serializer for KeySerializer<'a> {
         Ok(())
     }
 
+    // `Debug` for floats is the shortest form that reads back as the same value, and always
+    // holds a `.` or an `e` (`42.0`, `1e16`) or is `NaN`/`inf`/`-inf`: never an integer's
+    // form. None of it is reserved.
     fn serialize_f32(self, v: f32) -> Result<(), Error> {
-        self.serialize_f64(f64::from(v))
+        let _ = write!(self.plain(), "{v:?}");
+        Ok(())
     }
 
     fn serialize_f64(self, v: f64) -> Result<(), Error> {
-        // `Display` for floats is the shortest round-tripping form; `-0` and `0` differ.
-        let out = self.plain();
-        let _ = write!(out, "{v}");
-        // `inf`/`NaN` hold no reserved character, so no escaping is needed.
+        let _ = write!(self.plain(), "{v:?}");
         Ok(())
     }
 
     fn serialize_char(self, v: char) -> Result<(), Error> {
-        push_escaped_str(self.plain(), v.encode_utf8(&mut [0; 4]));
+        push_string(self.plain(), v.encode_utf8(&mut [0; 4]));
         Ok(())
     }
 
     fn serialize_str(self, v: &str) -> Result<(), Error> {
-        push_escaped_str(self.plain(), v);
+        push_string(self.plain(), v);
         Ok(())
     }
 
     fn serialize_bytes(self, v: &[u8]) -> Result<(), Error> {
-        push_escaped_bytes(self.plain(), v);
-        Ok(())
+        let mut seq = Seq::open(self.plain(), None, Kind::Seq);
+        for b in v {
+            ser::SerializeSeq::serialize_element(&mut seq, b)?;
+        }
+        seq.close()
     }
 
     fn serialize_none(self) -> Result<(), Error> {
@@ -334,7 +413,7 @@ impl<'a> ser::Serializer for KeySerializer<'a> {
         _index: u32,
         variant: &'static str,
     ) -> Result<(), Error> {
-        push_escaped_str(self.plain(), variant);
+        push_string(self.plain(), variant);
         Ok(())
     }
 
@@ -354,7 +433,7 @@ impl<'a> ser::Serializer for KeySerializer<'a> {
         value: &T,
     ) -> Result<(), Error> {
         let out = self.plain();
-        push_escaped_str(out, variant);
+        push_string(out, variant);
         out.push('(');
         value.serialize(KeySerializer {
             out: &mut *out,
@@ -365,15 +444,15 @@ impl<'a> ser::Serializer for KeySerializer<'a> {
     }
 
     fn serialize_seq(self, _len: Option<usize>) -> Result<Seq<'a>, Error> {
-        Ok(Seq::open(self.plain(), None))
+        Ok(Seq::open(self.plain(), None, Kind::Seq))
     }
 
     fn serialize_tuple(self, _len: usize) -> Result<Seq<'a>, Error> {
-        Ok(Seq::open(self.plain(), None))
+        Ok(Seq::open(self.plain(), None, Kind::Seq))
     }
 
     fn serialize_tuple_struct(self, _name: &'static str, _len: usize) -> Result<Seq<'a>, Error> {
-        Ok(Seq::open(self.plain(), None))
+        Ok(Seq::open(self.plain(), None, Kind::Seq))
     }
 
     fn serialize_tuple_variant(
@@ -383,7 +462,7 @@ impl<'a> ser::Serializer for KeySerializer<'a> {
         variant: &'static str,
         _len: usize,
     ) -> Result<Seq<'a>, Error> {
-        Ok(Seq::open(self.plain(), Some(variant)))
+        Ok(Seq::open(self.plain(), Some(variant), Kind::Seq))
     }
 
     fn serialize_map(self, _len: Option<usize>) -> Result<Map<'a>, Error> {
@@ -395,7 +474,7 @@ impl<'a> ser::Serializer for KeySerializer<'a> {
     }
 
     fn serialize_struct(self, _name: &'static str, _len: usize) -> Result<Seq<'a>, Error> {
-        Ok(Seq::open(self.plain(), None))
+        Ok(Seq::open(self.plain(), None, Kind::Struct))
     }
 
     fn serialize_struct_variant(
@@ -405,29 +484,52 @@ impl<'a> ser::Serializer for KeySerializer<'a> {
         variant: &'static str,
         _len: usize,
     ) -> Result<Seq<'a>, Error> {
-        Ok(Seq::open(self.plain(), Some(variant)))
+        Ok(Seq::open(self.plain(), Some(variant), Kind::Struct))
     }
 }
 
-/// Sequences, tuples and structs: `(a,b,c)`, after the variant name for enum variants.
-/// Struct fields are written by position; field names are fixed by the type.
+/// What a [`Seq`] holds: positional elements, or named fields.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Seq,
+    Struct,
+}
+
+/// Sequences, tuples and structs: `(a,b,c)` or `(name=a,other=b)`, inside `Variant(...)`
+/// for enum variants. Empty ones are `(,)` and `(=)`, so neither reads as `()`.
 pub struct Seq<'a> {
     out: &'a mut String,
+    kind: Kind,
+    variant: bool,
     first: bool,
 }
 
 impl<'a> Seq<'a> {
-    fn open(out: &'a mut String, variant: Option<&str>) -> Self {
+    fn open(out: &'a mut String, variant: Option<&str>, kind: Kind) -> Self {
         if let Some(variant) = variant {
-            push_escaped_str(out, variant);
+            push_string(out, variant);
+            out.push('(');
         }
         out.push('(');
-        Seq { out, first: true }
+        Seq {
+            out,
+            kind,
+            variant: variant.is_some(),
+            first: true,
+        }
     }
 
-    fn element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+    fn element<T: Serialize + ?Sized>(
+        &mut self,
+        name: Option<&str>,
+        value: &T,
+    ) -> Result<(), Error> {
         if !std::mem::replace(&mut self.first, false) {
             self.out.push(',');
+        }
+        if let Some(name) = name {
+            push_string(self.out, name);
+            self.out.push('=');
         }
         value.serialize(KeySerializer {
             out: &mut *self.out,
@@ -436,7 +538,16 @@ impl<'a> Seq<'a> {
     }
 
     fn close(self) -> Result<(), Error> {
+        if self.first {
+            self.out.push(match self.kind {
+                Kind::Seq => ',',
+                Kind::Struct => '=',
+            });
+        }
         self.out.push(')');
+        if self.variant {
+            self.out.push(')');
+        }
         Ok(())
     }
 }
@@ -447,7 +558,7 @@ macro_rules! seq_impls {
             type Ok = ();
             type Error = Error;
             fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
-                self.element(value)
+                self.element(None, value)
             }
             fn end(self) -> Result<(), Error> {
                 self.close()
@@ -462,6 +573,8 @@ seq_impls!(
     SerializeTupleVariant::serialize_field
 );
 
+// Fields are written with their names, so a field left out by `skip_serializing_if` cannot
+// make the next field's value take its place.
 macro_rules! struct_impls {
     ($($trait:ident),*) => {$(
         impl ser::$trait for Seq<'_> {
@@ -469,10 +582,10 @@ macro_rules! struct_impls {
             type Error = Error;
             fn serialize_field<T: Serialize + ?Sized>(
                 &mut self,
-                _key: &'static str,
+                key: &'static str,
                 value: &T,
             ) -> Result<(), Error> {
-                self.element(value)
+                self.element(Some(key), value)
             }
             fn end(self) -> Result<(), Error> {
                 self.close()
@@ -518,9 +631,12 @@ impl ser::SerializeMap for Map<'_> {
 
     fn end(mut self) -> Result<(), Error> {
         // By encoded key alone: comparing whole `k=v` entries would put `k10=..` before
-        // `k1=..`. Map keys are unique, so the order is total.
+        // `k1=..`.
         self.entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         self.out.push('(');
+        if self.entries.is_empty() {
+            self.out.push('=');
+        }
         for (i, (key, value)) in self.entries.iter().enumerate() {
             if i > 0 {
                 self.out.push(',');
@@ -546,6 +662,8 @@ mod tests {
         encode_alone(v).unwrap()
     }
 
+    const LAYOUT: Layout = Layout::new("{}:{}");
+
     fn key(args: &[&dyn Fn(&mut KeyBuilder)]) -> String {
         let mut b = KeyBuilder::new("ns", "user");
         for (i, arg) in args.iter().enumerate() {
@@ -554,7 +672,7 @@ mod tests {
             }
             arg(&mut b);
         }
-        b.finish().into_string()
+        b.finish(&LAYOUT).into_string()
     }
 
     #[test]
@@ -573,10 +691,41 @@ mod tests {
         assert_eq!(enc(&u128::MAX), "340282366920938463463374607431768211455");
         assert_eq!(enc(&true), "true");
         assert_eq!(enc(&1.5f64), "1.5");
-        assert_eq!(enc(&-0.0f64), "-0");
+        assert_eq!(enc(&42.0f64), "42.0");
+        assert_eq!(enc(&1e16f64), "1e16");
+        assert_eq!(enc(&0.1f32), "0.1");
+        assert_eq!(enc(&-0.0f64), "-0.0");
+        assert_eq!(enc(&f64::NAN), "NaN");
+        assert_eq!(enc(&f64::NEG_INFINITY), "-inf");
         assert_eq!(enc(&'x'), "x");
         assert_eq!(enc(&()), "()");
         assert_eq!(enc("héllo"), "héllo");
+        assert_eq!(enc("alice"), "alice");
+    }
+
+    #[test]
+    fn strings_that_read_as_other_kinds_are_marked() {
+        for (s, written) in [
+            ("42", "'42"),
+            ("-7", "'-7"),
+            ("1.5", "'1.5"),
+            ("1e5", "'1e5"),
+            ("inf", "'inf"),
+            ("NaN", "'NaN"),
+            ("infinity", "'infinity"),
+            ("true", "'true"),
+            ("false", "'false"),
+            ("", "'"),
+            ("'", "%27"),
+            ("42abc", "42abc"),
+            ("truth", "truth"),
+            ("-", "-"),
+        ] {
+            assert_eq!(enc(s), written, "{s:?}");
+        }
+        assert_ne!(enc(&42u64), enc("42"));
+        assert_ne!(enc(&true), enc("true"));
+        assert_ne!(enc(&f64::INFINITY), enc("inf"));
     }
 
     #[test]
@@ -586,7 +735,6 @@ mod tests {
         assert_eq!(enc("{tag}"), "%7Btag%7D");
         assert_eq!(enc("50%"), "50%25");
         assert_eq!(enc("a b\n"), "a%20b%0A");
-        assert_eq!(enc(""), "%_");
     }
 
     #[test]
@@ -610,6 +758,33 @@ mod tests {
     }
 
     #[test]
+    fn unit_empty_collections_and_none_are_distinct() {
+        let empty_map: BTreeMap<u8, u8> = BTreeMap::new();
+        let forms = [
+            enc(&()),
+            enc(&Vec::<u8>::new()),
+            enc(&empty_map),
+            enc(&None::<u8>),
+            enc(""),
+        ];
+        assert_eq!(forms, ["()", "(,)", "(=)", "~", "'"]);
+        let json = [
+            serde_json::json!(null),
+            serde_json::json!([]),
+            serde_json::json!({}),
+            serde_json::json!(42),
+            serde_json::json!("42"),
+            serde_json::json!(true),
+            serde_json::json!("true"),
+            serde_json::json!([1]),
+            serde_json::json!(["1"]),
+            serde_json::json!(1.0),
+        ];
+        let keys: std::collections::HashSet<String> = json.iter().map(enc).collect();
+        assert_eq!(keys.len(), json.len(), "{keys:?}");
+    }
+
+    #[test]
     fn sequences_structs_and_enums() {
         assert_eq!(enc(&vec![1, 2, 3]), "(1,2,3)");
         assert_ne!(enc(&Vec::<String>::new()), enc(&vec![String::new()]));
@@ -619,7 +794,7 @@ mod tests {
             n: u32,
             tag: Option<String>,
         }
-        assert_eq!(enc(&Page { n: 2, tag: None }), "(2,~)");
+        assert_eq!(enc(&Page { n: 2, tag: None }), "(n=2,tag=~)");
         #[derive(Serialize)]
         enum Filter {
             All,
@@ -629,8 +804,48 @@ mod tests {
         }
         assert_eq!(enc(&Filter::All), "All");
         assert_eq!(enc(&Filter::Id(7)), "Id(7)");
-        assert_eq!(enc(&Filter::Range(1, 2)), "Range(1,2)");
-        assert_eq!(enc(&Filter::Named { name: "x".into() }), "Named(x)");
+        assert_eq!(enc(&Filter::Range(1, 2)), "Range((1,2))");
+        assert_eq!(enc(&Filter::Named { name: "x".into() }), "Named((name=x))");
+    }
+
+    #[test]
+    fn skipped_fields_cannot_shift_the_others() {
+        #[derive(Serialize)]
+        struct Range {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            min: Option<u32>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            max: Option<u32>,
+        }
+        let low = enc(&Range {
+            min: Some(100),
+            max: None,
+        });
+        let high = enc(&Range {
+            min: None,
+            max: Some(100),
+        });
+        assert_eq!((low.as_str(), high.as_str()), ("(min=100)", "(max=100)"));
+        assert_eq!(
+            enc(&Range {
+                min: None,
+                max: None
+            }),
+            "(=)"
+        );
+    }
+
+    #[test]
+    fn untagged_variants_of_other_kinds_stay_apart() {
+        #[derive(Serialize)]
+        #[serde(untagged)]
+        enum UserRef {
+            Id(u64),
+            Login(String),
+        }
+        assert_eq!(enc(&UserRef::Id(42)), "42");
+        assert_eq!(enc(&UserRef::Login("42".into())), "'42");
+        assert_eq!(enc(&UserRef::Login("alice".into())), "alice");
     }
 
     #[test]
@@ -647,17 +862,51 @@ mod tests {
     }
 
     #[test]
-    fn long_arguments_are_hashed_stably_keeping_the_prefix() {
+    fn long_arguments_are_hashed_stably_keeping_the_prefix_and_layout() {
         let long = "x".repeat(500);
         let a = key(&[&|b| b.value(long.as_str()).unwrap()]);
         assert!(a.starts_with("ns:user:#"), "{a}");
-        assert_eq!(a.len(), "ns:user:#".len() + 40);
-        // SHA-1 of 500 'x': pinned so the format cannot drift between releases.
-        assert_eq!(a, "ns:user:#dc31b173a0a99f4123f43c4c18e291f1101d5b0c");
+        assert_eq!(a.len(), "ns:user:#".len() + 16 + 40);
+        // Pinned so the format cannot drift between releases: the layout's tag, then the
+        // SHA-1 of 500 'x'.
+        assert_eq!(
+            a,
+            format!(
+                "ns:user:#{}dc31b173a0a99f4123f43c4c18e291f1101d5b0c",
+                LAYOUT.tag()
+            )
+        );
+        assert_eq!(LAYOUT.tag(), "392482de86473944");
+        assert!(LAYOUT.fits(&a["ns:user:".len()..]));
+        assert!(!Layout::new("{}").fits(&a["ns:user:".len()..]));
         let b = key(&[&|b| b.value(&format!("{long}y")).unwrap()]);
         assert_ne!(a, b);
         let short = key(&[&|b| b.value(&"x".repeat(MAX_ARGS_LEN)).unwrap()]);
         assert!(!short.contains('#'));
+    }
+
+    #[test]
+    fn layouts_tell_neighbours_sharing_a_prefix_apart() {
+        let get_user = Layout::new("{}");
+        let posts = Layout::new("{}:posts:{}");
+        let none = Layout::new("");
+        let dotted = Layout::new("v{}.json");
+        for (layout, args, fits) in [
+            (get_user, "42", true),
+            (get_user, "42:posts:1", false),
+            (get_user, "", false),
+            (posts, "42:posts:1", true),
+            (posts, "42", false),
+            (posts, "42:drafts:1", false),
+            (posts, "42:posts:1:x", false),
+            (none, "", true),
+            (none, "42", false),
+            (dotted, "v7.json", true),
+            (dotted, "v.json", false),
+            (dotted, "7.json", false),
+        ] {
+            assert_eq!(layout.fits(args), fits, "{layout:?} {args:?}");
+        }
     }
 
     #[test]

@@ -193,7 +193,7 @@ mod tests {
     use super::*;
 
     fn policy() -> Policy {
-        static SPEC: FnSpec = FnSpec::new("m", "f", None).ttl_ms(10_000);
+        static SPEC: FnSpec = FnSpec::new("f", None, crate::key::Layout::new("")).ttl_ms(10_000);
         let settings = crate::Cache::builder().settings_for_tests();
         Policy::resolve(&SPEC, &settings, false).unwrap()
     }

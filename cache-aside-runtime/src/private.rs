@@ -4,7 +4,7 @@ use std::marker::PhantomData;
 use std::sync::{Arc, LazyLock};
 
 pub use crate::Error;
-pub use crate::key::KeyBuilder;
+pub use crate::key::{KeyBuilder, Layout};
 pub use crate::shape::{Opt, Plain, Res, Shape};
 pub use crate::spec::FnSpec;
 
@@ -62,21 +62,44 @@ pub enum Prepared<'c> {
 }
 
 /// Builds the key of one call: namespace and prefix, then `args` writes the argument part.
+///
+/// `path` and `generics` name the function's instantiation: the `type_name` of a closure
+/// in the generated function, and of a helper generic over its own type and const
+/// parameters (`""` when it has none). See `FnSpec::prefix`.
 pub fn prepare<'c>(
     cache: Result<&'c Cache, Error>,
-    spec: &FnSpec,
-    self_type: Option<fn() -> &'static str>,
+    spec: &'static FnSpec,
+    path: &'static str,
+    generics: &'static str,
     args: impl FnOnce(&mut KeyBuilder) -> Result<(), Error>,
 ) -> Prepared<'c> {
     let cache = match cache {
         Ok(cache) => cache,
         Err(error) => return Prepared::NoCache(error),
     };
-    let mut builder = KeyBuilder::new(cache.namespace(), spec.prefix(self_type));
+    let mut builder = KeyBuilder::new(cache.namespace(), spec.prefix(path, generics));
     match args(&mut builder) {
-        Ok(()) => Prepared::Ready(cache, builder.finish()),
+        Ok(()) => Prepared::Ready(cache, builder.finish(&spec.layout)),
         Err(error) => Prepared::BadKey(cache, error),
     }
+}
+
+/// One key built outside a call, for the property tests of the key format: `args` writes
+/// the arguments part as generated code does.
+pub fn key_of(
+    namespace: &str,
+    prefix: &str,
+    layout: Layout,
+    args: impl FnOnce(&mut KeyBuilder) -> Result<(), Error>,
+) -> Result<String, Error> {
+    let mut builder = KeyBuilder::new(namespace, prefix);
+    args(&mut builder)?;
+    Ok(builder.finish(&layout).into_string())
+}
+
+/// The `type_name` of a value: generated code passes a closure of its own for `path`.
+pub fn type_name_of<T: ?Sized>(_: &T) -> &'static str {
+    ::core::any::type_name::<T>()
 }
 
 /// The `{fn}_cache_key` companion.
@@ -95,14 +118,18 @@ pub async fn invalidate(prepared: Prepared<'_>) -> Result<bool, Error> {
     }
 }
 
-/// The `{fn}_invalidate_all` companion.
+/// The `{fn}_invalidate_all` companion: the keys under the function's prefix whose
+/// arguments part fits its layout, so a neighbour sharing the prefix keeps its entries.
 pub async fn invalidate_all(
     cache: Result<&Cache, Error>,
-    spec: &FnSpec,
-    self_type: Option<fn() -> &'static str>,
+    spec: &'static FnSpec,
+    path: &'static str,
+    generics: &'static str,
 ) -> Result<u64, Error> {
     let cache = cache?;
-    cache.invalidate_prefix(spec.prefix(self_type)).await
+    cache
+        .invalidate_layout(spec.prefix(path, generics), &spec.layout)
+        .await
 }
 
 /// Failures that happen before there is a cache to count them in.

@@ -3,16 +3,18 @@
 //! Generated code builds it with [`FnSpec::new`] and one `const` setter per option the
 //! attribute gives; options left out fall back to the [`Cache`](crate::Cache)'s settings.
 
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
+
+use crate::key::Layout;
 
 /// The static description of one cached function. Built by generated code only.
 #[doc(hidden)]
 pub struct FnSpec {
-    module_path: &'static str,
     name: &'static str,
     prefix: Option<&'static str>,
+    pub(crate) layout: Layout,
     pub(crate) ttl: Option<Duration>,
     pub(crate) none_ttl: Option<Duration>,
     pub(crate) stale: Option<Duration>,
@@ -30,27 +32,29 @@ pub struct FnSpec {
     pub(crate) lock: Option<bool>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) max_value_bytes: Option<u64>,
-    derived_prefix: OnceLock<Box<str>>,
+    /// The prefix of the first instantiation seen, by its [`Identity`].
+    first_prefix: OnceLock<(Identity, &'static str)>,
+    /// Those of other instantiations of a generic function.
+    other_prefixes: RwLock<Vec<(Identity, &'static str)>>,
+    /// Whether a value this function returned was refused as not round-tripping (logged
+    /// once per function).
+    pub(crate) warned_unstorable: AtomicBool,
     /// The policy resolved with the first cache this function ran with (by cache id).
     policy: OnceLock<(u64, bool, crate::policy::Policy)>,
 }
 
 impl std::fmt::Debug for FnSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "FnSpec({}::{})", self.module_path, self.name)
+        write!(f, "FnSpec({})", self.name)
     }
 }
 
 impl FnSpec {
-    pub const fn new(
-        module_path: &'static str,
-        name: &'static str,
-        prefix: Option<&'static str>,
-    ) -> Self {
+    pub const fn new(name: &'static str, prefix: Option<&'static str>, layout: Layout) -> Self {
         FnSpec {
-            module_path,
             name,
             prefix,
+            layout,
             ttl: None,
             none_ttl: None,
             stale: None,
@@ -64,7 +68,9 @@ impl FnSpec {
             lock: None,
             timeout: None,
             max_value_bytes: None,
-            derived_prefix: OnceLock::new(),
+            first_prefix: OnceLock::new(),
+            other_prefixes: RwLock::new(Vec::new()),
+            warned_unstorable: AtomicBool::new(false),
             policy: OnceLock::new(),
         }
     }
@@ -172,72 +178,320 @@ impl FnSpec {
         self
     }
 
-    /// The key prefix: the attribute's `prefix`, else the function's path with `.` for `::`.
-    /// Methods (`self_type` given) use the `Self` type's path instead of the module's, so
-    /// `Users::get` and `Orders::get` in one module never share keys.
-    pub(crate) fn prefix(&self, self_type: Option<fn() -> &'static str>) -> &str {
-        if let Some(prefix) = self.prefix {
+    /// The function's name, for logs.
+    pub(crate) fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The key prefix of the instantiation that `path` and `generics` name (see
+    /// [`Identity`]): the attribute's `prefix`, else the function's path; either way with
+    /// the type arguments of a generic function or of a generic `Self`, so that
+    /// `row_count::<Orders>` and `row_count::<Users>` never share keys.
+    ///
+    /// Worked out once per instantiation and kept (a generic function has finitely many).
+    pub(crate) fn prefix(
+        &'static self,
+        path: &'static str,
+        generics: &'static str,
+    ) -> &'static str {
+        let id = Identity::new(path, generics);
+        if let Some((first, prefix)) = self.first_prefix.get() {
+            if *first == id {
+                return prefix;
+            }
+        } else {
+            let prefix = self
+                .first_prefix
+                .get_or_init(|| (id, self.make_prefix(path, generics)));
+            if prefix.0 == id {
+                return prefix.1;
+            }
+        }
+        let others = self
+            .other_prefixes
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some((_, prefix)) = others.iter().find(|(other, _)| *other == id) {
             return prefix;
         }
-        self.derived_prefix.get_or_init(|| {
-            let owner = self_type.map_or(self.module_path, |type_name| type_name());
-            derive_prefix(owner, self.name).into_boxed_str()
-        })
+        drop(others);
+        let mut others = self
+            .other_prefixes
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some((_, prefix)) = others.iter().find(|(other, _)| *other == id) {
+            return prefix;
+        }
+        let prefix = self.make_prefix(path, generics);
+        others.push((id, prefix));
+        prefix
+    }
+
+    fn make_prefix(&self, path: &str, generics: &str) -> &'static str {
+        let path = strip_closures(path);
+        let owner = split_last_segment(path).0;
+        let own = trailing_group(generics);
+        let prefix = match self.prefix {
+            Some(prefix) => {
+                let mut args = generic_groups(owner);
+                args.push_str(own);
+                let mut out = prefix.to_owned();
+                escape_path(&args, &mut out);
+                out
+            }
+            None => {
+                let mut out = String::new();
+                let full = if owner.is_empty() {
+                    format!("{}{own}", self.name)
+                } else {
+                    format!("{owner}::{}{own}", self.name)
+                };
+                escape_path(&full, &mut out);
+                out
+            }
+        };
+        Box::leak(prefix.into_boxed_str())
     }
 }
 
-/// `my_app::repo::Users<T>` + `get` → `my_app.repo.Users.get`: generic arguments dropped
-/// (statics are shared by all instantiations), `::` as `.`, anything outside the key-safe
-/// set as `_`.
-fn derive_prefix(owner: &str, name: &str) -> String {
-    let owner = owner
-        .split('<')
-        .next()
-        .unwrap_or(owner)
-        .trim_start_matches(['&', '*']);
-    let mut out = owner.replace("::", ".");
-    out.push('.');
-    out.push_str(name);
-    out.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/') {
-                c
-            } else {
-                '_'
+/// Which instantiation of a function a call is: the `type_name` of a closure in the
+/// generated code (the function's full path with its module, enclosing functions, `Self`
+/// type and the type arguments of a generic `Self`) and of a helper function generic over
+/// the function's own type and const parameters (empty when it has none). Both are
+/// `&'static str`s fixed per instantiation, so their addresses identify it; equal
+/// addresses mean equal text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Identity {
+    path: (usize, usize),
+    generics: (usize, usize),
+}
+
+impl Identity {
+    fn new(path: &'static str, generics: &'static str) -> Self {
+        Identity {
+            path: (path.as_ptr() as usize, path.len()),
+            generics: (generics.as_ptr() as usize, generics.len()),
+        }
+    }
+}
+
+/// `app::f::{{closure}}::{{closure}}` → `app::f`.
+fn strip_closures(mut path: &str) -> &str {
+    while let Some(rest) = path.strip_suffix("::{{closure}}") {
+        path = rest;
+    }
+    path
+}
+
+/// Walks `path`, calling `at` with each byte index and the depth of `<...>` generic
+/// argument lists around it (an `->` arrow is not a bracket).
+fn depths(path: &str, mut at: impl FnMut(usize, u8, usize) -> bool) {
+    let bytes = path.as_bytes();
+    let mut depth = 0usize;
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'<' => depth += 1,
+            b'>' if i > 0 && bytes[i - 1] == b'-' => {}
+            b'>' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if !at(i, b, depth) {
+            return;
+        }
+    }
+}
+
+/// `app::Repo<T>::get<U>` → (`app::Repo<T>`, `get<U>`): split at the last `::` outside
+/// angle brackets.
+fn split_last_segment(path: &str) -> (&str, &str) {
+    let mut split = None;
+    depths(path, |i, b, depth| {
+        if b == b':' && depth == 0 && path.as_bytes().get(i + 1) == Some(&b':') {
+            split = Some(i);
+        }
+        true
+    });
+    match split {
+        Some(i) => (&path[..i], &path[i + 2..]),
+        None => ("", path),
+    }
+}
+
+/// The `<...>` list that ends `path`, if it ends in one: `app::f::helper<u8, 3>` → `<u8, 3>`.
+fn trailing_group(path: &str) -> &str {
+    if !path.ends_with('>') {
+        return "";
+    }
+    let mut start = None;
+    let mut open_at_depth_one = None;
+    depths(path, |i, b, depth| {
+        if b == b'<' && depth == 1 {
+            open_at_depth_one = Some(i);
+        }
+        if b == b'>' && depth == 0 && i + 1 == path.len() {
+            start = open_at_depth_one;
+        }
+        true
+    });
+    start.map_or("", |i| &path[i..])
+}
+
+/// Every generic argument list of `path` that follows a name, concatenated:
+/// `<app::Repo<u8> as app::Load<i8>>::get` → `<u8><i8>`. A qualified path's own `<...>`
+/// is not one of them; the lists inside it are.
+fn generic_groups(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = String::new();
+    let mut group: Option<(usize, usize)> = None;
+    depths(path, |i, b, depth| {
+        match (group, b) {
+            (None, b'<') => {
+                let after_name = i > 0
+                    && (bytes[i - 1].is_ascii_alphanumeric()
+                        || bytes[i - 1] == b'_'
+                        || bytes[i - 1] >= 0x80);
+                if after_name {
+                    group = Some((i, depth - 1));
+                }
             }
-        })
-        .collect()
+            (Some((start, outer)), b'>') if depth == outer => {
+                out.push_str(&path[start..=i]);
+                group = None;
+            }
+            _ => {}
+        }
+        true
+    });
+    out
+}
+
+/// Writes a Rust path into the prefix alphabet `[A-Za-z0-9_.-/]`, injectively: `::` as
+/// `.`, letters, digits and `_` as themselves, every other byte as `-XX`. Rust names hold
+/// no `.` or `-`, so distinct paths stay distinct: `app::repo::get_user` → `app.repo.get_user`,
+/// `Repo<u8>` → `Repo-3Cu8-3E`.
+fn escape_path(path: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b':' && bytes.get(i + 1) == Some(&b':') {
+            out.push('.');
+            i += 2;
+            continue;
+        }
+        if b.is_ascii_alphanumeric() || b == b'_' {
+            out.push(b as char);
+        } else {
+            out.push('-');
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 0xF)] as char);
+        }
+        i += 1;
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn derives_prefixes_from_paths() {
-        assert_eq!(derive_prefix("app::repo", "get_user"), "app.repo.get_user");
-        assert_eq!(
-            derive_prefix("app::Users<alloc::string::String>", "get"),
-            "app.Users.get"
-        );
-        assert_eq!(derive_prefix("&app::Users", "get"), "app.Users.get");
-        assert_eq!(derive_prefix("r#try", "r#fn"), "r_try.r_fn");
+    fn prefix_of(
+        spec: &'static FnSpec,
+        path: &'static str,
+        generics: &'static str,
+    ) -> &'static str {
+        spec.prefix(path, generics)
     }
 
     #[test]
-    fn explicit_prefix_wins_and_derived_one_is_cached() {
-        static SPEC: FnSpec = FnSpec::new("m", "f", Some("user")).ttl_ms(60_000);
-        assert_eq!(SPEC.prefix(None), "user");
+    fn derives_prefixes_from_paths() {
+        static F: FnSpec = FnSpec::new("get_user", None, Layout::new("{}"));
+        assert_eq!(
+            prefix_of(&F, "app::repo::get_user::{{closure}}::{{closure}}", ""),
+            "app.repo.get_user"
+        );
+        static M: FnSpec = FnSpec::new("get", None, Layout::new("{}"));
+        assert_eq!(
+            prefix_of(
+                &M,
+                "app::Repo<alloc::string::String>::get<u8>::{{closure}}",
+                ""
+            ),
+            "app.Repo-3Calloc.string.String-3E.get"
+        );
+        assert_eq!(
+            prefix_of(
+                &M,
+                "app::Repo<u8>::get::{{closure}}",
+                "app::Repo<u8>::get::helper<i8, 3>"
+            ),
+            "app.Repo-3Cu8-3E.get-3Ci8-2C-203-3E"
+        );
+        static T: FnSpec = FnSpec::new("get", None, Layout::new(""));
+        assert_eq!(
+            prefix_of(&T, "<app::Users as app::Load>::get::{{closure}}", ""),
+            "-3Capp.Users-20as-20app.Load-3E.get"
+        );
+        static U: FnSpec = FnSpec::new("größe", None, Layout::new(""));
+        assert_eq!(
+            prefix_of(&U, "app::größe::{{closure}}", ""),
+            "app.gr-C3-B6-C3-9Fe"
+        );
+    }
+
+    #[test]
+    fn explicit_prefixes_keep_type_arguments_only() {
+        static SPEC: FnSpec = FnSpec::new("f", Some("user"), Layout::new("{}")).ttl_ms(60_000);
+        assert_eq!(prefix_of(&SPEC, "app::f::{{closure}}", ""), "user");
         assert_eq!(SPEC.ttl, Some(Duration::from_secs(60)));
         assert_eq!(SPEC.none_ttl, None);
-        let spec = FnSpec::new("app::m", "f", None);
-        assert_eq!(spec.prefix(Some(|| "app::Repo")), "app.Repo.f");
-        assert_eq!(spec.prefix(None), "app.Repo.f");
+        assert_eq!(
+            prefix_of(
+                &SPEC,
+                "<app::Repo<u8> as app::Load<i8>>::f::{{closure}}",
+                "x::h<fn(u8) -> u8>"
+            ),
+            "user-3Cu8-3E-3Ci8-3E-3Cfn-28u8-29-20-2D-3E-20u8-3E"
+        );
+        // The first instantiation is remembered; others are worked out once each.
+        assert_eq!(prefix_of(&SPEC, "app::f::{{closure}}", ""), "user");
+        let a = prefix_of(&SPEC, "app::f::{{closure}}", "h<u8>");
+        let b = prefix_of(&SPEC, "app::f::{{closure}}", "h<u16>");
+        assert_eq!((a, b), ("user-3Cu8-3E", "user-3Cu16-3E"));
+        assert!(std::ptr::eq(
+            a,
+            prefix_of(&SPEC, "app::f::{{closure}}", "h<u8>")
+        ));
+    }
+
+    #[test]
+    fn distinct_paths_give_distinct_prefixes() {
+        let paths = [
+            "a::b_c",
+            "a::b::c",
+            "a_b::c",
+            "a::b-c",
+            "a::b.c",
+            "a::b::c<u8>",
+            "a::b::c<u8, u8>",
+            "a::b::c<(u8, u8)>",
+            "a::r#try",
+            "a::try",
+            "a::b<c>::d",
+            "a::b::c<d>",
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for path in paths {
+            let mut out = String::new();
+            escape_path(path, &mut out);
+            assert!(crate::key::is_valid_segment(&out), "{out}");
+            assert!(seen.insert(out.clone()), "{path} -> {out} twice");
+        }
     }
 
     #[test]
     fn setters_are_usable_in_statics() {
-        static SPEC: FnSpec = FnSpec::new("m", "f", None)
+        static SPEC: FnSpec = FnSpec::new("f", None, Layout::new(""))
             .stale_ms(1_000)
             .refresh_ahead(0.8)
             .fail_safe_ms(2_000)

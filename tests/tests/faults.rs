@@ -545,7 +545,7 @@ async fn corrupt(tally: Arc<Tally>) {
     let caller = Caller::new(&cache, &db, &tally, Duration::from_secs(1));
     let mut conn = server.conn();
     let header = |flags: u8, codec: u8| {
-        let mut h = vec![0xCA, 1, flags, codec];
+        let mut h = vec![0xCA, 2, flags, codec];
         h.extend_from_slice(&[0; 8]);
         h
     };

@@ -84,11 +84,11 @@ impl MemoryBackend {
             .is_some_and(|s| s.expires_at > Instant::now())
     }
 
-    pub(crate) fn delete_prefix(&self, prefix: &str) -> u64 {
+    pub(crate) fn delete_prefix(&self, prefix: &str, keep: &dyn Fn(&str) -> bool) -> u64 {
         let doomed: Vec<_> = self
             .store
             .iter()
-            .filter(|(k, _)| k.starts_with(prefix))
+            .filter(|(k, _)| k.starts_with(prefix) && keep(k))
             .map(|(k, _)| k)
             .collect();
         doomed.iter().filter(|k| self.delete(k)).count() as u64

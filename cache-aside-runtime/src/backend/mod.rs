@@ -16,6 +16,7 @@ pub(crate) use self::memory::MemoryBackend;
 pub(crate) use self::redis::{Budget, LockAttempt, RedisBackend};
 use crate::breaker::BreakerState;
 use crate::error::Error;
+use crate::key::Layout;
 
 #[allow(
     clippy::large_enum_variant,
@@ -106,19 +107,30 @@ impl Backend {
         }
     }
 
-    /// Removes every key starting with `{namespace}:{prefix}:`; returns how many.
+    /// Removes every key starting with `{namespace}:{prefix}:` whose rest fits `layout`
+    /// (every such key without one); returns how many.
     pub(crate) async fn delete_prefix(
         &self,
         namespace: &str,
         prefix: &str,
+        layout: Option<&Layout>,
         timeout: Duration,
     ) -> Result<u64, Error> {
+        let start = namespace.len() + prefix.len() + 2;
+        let fits = |key: &[u8]| match (layout, key.get(start..)) {
+            (None, _) => true,
+            (Some(layout), Some(args)) => std::str::from_utf8(args).is_ok_and(|a| layout.fits(a)),
+            (Some(_), None) => false,
+        };
         match self {
             Backend::Redis(b) => {
-                b.delete_matching(&crate::key::prefix_pattern(namespace, prefix), timeout)
-                    .await
+                let pattern = crate::key::prefix_pattern(namespace, prefix);
+                b.delete_matching(&pattern, &fits, timeout).await
             }
-            Backend::Memory(b) => Ok(b.delete_prefix(&format!("{namespace}:{prefix}:"))),
+            Backend::Memory(b) => {
+                let head = format!("{namespace}:{prefix}:");
+                Ok(b.delete_prefix(&head, &|key: &str| fits(key.as_bytes())))
+            }
         }
     }
 

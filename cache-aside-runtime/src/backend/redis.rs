@@ -377,11 +377,12 @@ impl RedisBackend {
         Ok(removed > 0)
     }
 
-    /// `SCAN MATCH` + `UNLINK` in batches: never `KEYS`, which blocks the server. Each step
-    /// is bounded on its own.
+    /// `SCAN MATCH` + `UNLINK` in batches of the keys `keep` accepts: never `KEYS`, which
+    /// blocks the server. Each step is bounded on its own.
     pub(crate) async fn delete_matching(
         &self,
         pattern: &str,
+        keep: &(dyn Fn(&[u8]) -> bool + Sync),
         timeout: Duration,
     ) -> Result<u64, Error> {
         let mut cursor = 0u64;
@@ -393,7 +394,8 @@ impl RedisBackend {
                 .arg(pattern)
                 .arg("COUNT")
                 .arg(SCAN_BATCH);
-            let (next, keys): (u64, Vec<Vec<u8>>) = self.run(timeout, true, &scan).await?;
+            let (next, mut keys): (u64, Vec<Vec<u8>>) = self.run(timeout, true, &scan).await?;
+            keys.retain(|key| keep(key));
             if !keys.is_empty() {
                 let unlink = redis::cmd("UNLINK").arg(&keys).to_owned();
                 removed += self.run::<u64>(timeout, true, &unlink).await?;

@@ -38,6 +38,6 @@ fn main() {
         assert_eq!(repo::get_user(1).await, "user1");
         assert_eq!(repo::get_user_cache_key(1).unwrap(), "ca:user:1");
         assert_eq!(repo::page("all", 3).await, vec![0, 1, 2]);
-        assert_eq!(repo::page_cache_key("all", 3).unwrap(), "ca:page:all:3");
+        assert_eq!(repo::page_cache_key("all", 3).unwrap(), "ca:page-3C-26str-3E:all:3");
     });
 }

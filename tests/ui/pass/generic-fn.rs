@@ -17,7 +17,7 @@ fn main() {
         Cache::memory().set_default().unwrap();
         assert_eq!(get(5u8).await, 1);
         assert_eq!(get("five").await, 1);
-        assert_eq!(get_cache_key("five").unwrap(), "ca:generic:five");
+        assert_eq!(get_cache_key("five").unwrap(), "ca:generic-3C-26str-3E:five");
         assert!(get_invalidate(5u8).await.unwrap());
     });
 }

@@ -26,7 +26,7 @@ fn main() {
         assert_eq!(lookup("ab", &[1, 2], &q).await, 7);
         assert_eq!(
             lookup_cache_key("ab", &[1, 2], &q).unwrap(),
-            "ca:refs:ab:(1,2):(3)"
+            "ca:refs:ab:(1,2):(page=3)"
         );
     });
 }

@@ -29,6 +29,7 @@ use crate::backend::{Backend, Budget};
 use crate::cache::Cache;
 use crate::codec::{self, unix_ms};
 use crate::error::Error;
+use crate::exact;
 use crate::flight::{self, Lead, Outcome, Role, Share};
 use crate::key::Key;
 use crate::lock::{Acquired, Held};
@@ -369,12 +370,40 @@ impl Cache {
             (Store::Absent, None) | (Store::Skip, _) => return Ok(None),
         };
         let ttl = policy.jittered(ttl);
-        match codec::encode(self.inner.codec, value, Some(SystemTime::now() + ttl)) {
-            Ok(bytes) => Ok(Some((Bytes::from(bytes), ttl + policy.keep()))),
+        let bytes = match codec::encode(self.inner.codec, value, Some(SystemTime::now() + ttl)) {
+            Ok(bytes) => bytes,
             Err(error) => {
                 self.failed("encode", key.as_str(), &error);
-                Err(error)
+                return Err(error);
             }
+        };
+        // An oversized value is not stored anyway (`store` counts it): no need to decode it.
+        if let Some(value) = value
+            && bytes.len() as u64 <= policy.max_value_bytes
+            && !exact::round_trips(value, || codec::decode_raw::<S::Value>(&bytes).ok()?.0)
+        {
+            self.unstorable(key, policy);
+            return Ok(None);
+        }
+        Ok(Some((Bytes::from(bytes), ttl + policy.keep())))
+    }
+
+    /// A value the codec would not give back exactly: returned, never stored.
+    #[cold]
+    fn unstorable(&self, key: &Key, policy: &Policy) {
+        Counters::bump(&self.inner.counters.unstorable);
+        let spec = policy.spec;
+        if !spec
+            .warned_unstorable
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                function = spec.name(),
+                key = key.as_str(),
+                "cache-aside: a returned value would not read back exactly from JSON (NaN, \
+                 infinity, Some(None) inside it, or an untagged enum); such values are returned \
+                 but not cached (stats().unstorable); logged once per function"
+            );
         }
     }
 

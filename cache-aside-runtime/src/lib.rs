@@ -46,6 +46,7 @@ pub mod codec;
 mod deadline;
 mod engine;
 mod error;
+mod exact;
 mod flight;
 pub mod key;
 mod lock;

@@ -73,6 +73,10 @@ counters! {
     lock_timeouts,
     /// Values larger than `max_value_bytes`: returned, not stored.
     oversized,
+    /// Values returned but not stored because the codec would not give them back exactly
+    /// (JSON holds no `NaN`, `±inf`, or `Some(None)` inside a value; an untagged enum may
+    /// read back as another variant). Logged once per function.
+    unstorable,
     /// Writes that failed or were refused (a full Redis with `noeviction` answers `OOM`);
     /// also counted in `errors`.
     store_errors,

@@ -196,4 +196,91 @@ mod tests {
             assert!(err.to_string().contains(needle), "{text:?}: {err}");
         }
     }
+
+    mod properties {
+        use std::collections::BTreeMap;
+
+        use cache_aside_runtime::__private::{Layout, key_of};
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Fixed text a template may hold, placeholders of four arguments, and characters it
+        /// may not hold (those templates are rejected and skipped).
+        fn template() -> impl Strategy<Value = String> {
+            let piece = prop_oneof![
+                4 => proptest::sample::select(vec![
+                    "a", "b", "7", "_", ".", "-", "/", ":", "::", "x:", ":y", "v", ".json",
+                ])
+                .prop_map(str::to_owned),
+                4 => proptest::sample::select(vec!["{p}", "{q}", "{r}", "{s}"]).prop_map(str::to_owned),
+                1 => proptest::sample::select(vec!["{", "}", "*", " ", "{p.0}"]).prop_map(str::to_owned),
+            ];
+            proptest::collection::vec(piece, 0..8)
+                .prop_map(|pieces| format!("t:{}", pieces.concat()))
+        }
+
+        /// Values drawn from the very characters fixed text uses, so that a template whose
+        /// text could be taken for part of a value would show it.
+        fn value() -> impl Strategy<Value = String> {
+            proptest::string::string_regex("[ab7_./:v-]{0,4}|json|\\.json").unwrap()
+        }
+
+        fn render(t: &Template, values: &BTreeMap<String, String>) -> String {
+            // Short values: never hashed, so the layout plays no part.
+            key_of("ns", &t.prefix, Layout::new(""), |b| {
+                for part in &t.parts {
+                    match part {
+                        Part::Text(text) => b.lit(text),
+                        Part::Arg { root, .. } => b.value(&values[root])?,
+                    }
+                }
+                Ok(())
+            })
+            .unwrap()
+        }
+
+        /// `values` with one character moved across the boundary between two of them:
+        /// the pair a template must not confuse if its values could run together.
+        fn shifted(values: &[String], at: usize, left: bool) -> Vec<String> {
+            let mut out = values.to_vec();
+            let (i, j) = (at % 3, at % 3 + 1);
+            if left {
+                if let Some(c) = out[j].chars().next() {
+                    out[j].remove(0);
+                    out[i].push(c);
+                }
+            } else if let Some(c) = out[i].pop() {
+                out[j].insert(0, c);
+            }
+            out
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2048))]
+            /// Every template the attribute accepts writes different argument values to
+            /// different keys, and equal ones to one key.
+            #[test]
+            fn accepted_templates_are_injective(
+                text in template(),
+                one in proptest::collection::vec(value(), 4),
+                other in proptest::collection::vec(value(), 4),
+                at in 0usize..3,
+                left in any::<bool>(),
+                shift in any::<bool>(),
+            ) {
+                let Ok(t) = parse(&text) else { return Ok(()) };
+                let two = if shift { shifted(&one, at, left) } else { other };
+                let names = ["p", "q", "r", "s"];
+                let used: Vec<&str> = t.roots().collect();
+                let pick = |values: &[String]| -> BTreeMap<String, String> {
+                    names.iter().zip(values).filter(|(n, _)| used.contains(n))
+                        .map(|(n, v)| (n.to_string(), v.clone())).collect()
+                };
+                let (a, b) = (pick(&one), pick(&two));
+                prop_assert_eq!(render(&t, &a) == render(&t, &b), a == b, "{} with {:?} and {:?}", text, a, b);
+                prop_assert_eq!(render(&t, &a), render(&t, &a.clone()));
+            }
+        }
+    }
 }

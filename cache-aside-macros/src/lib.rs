@@ -51,6 +51,15 @@ use proc_macro::TokenStream;
 /// The shape is read from the written type (`Result<..>`, `io::Result<..>`, `Option<..>`);
 /// through a type alias with another name the value is cached as a plain value.
 ///
+/// A hit returns exactly what the body returned. Before storing, the value is decoded back
+/// from its JSON and compared with the original by their serialized forms; a value that
+/// would come back different is returned to the caller but not stored, counted in
+/// `stats().unstorable` and logged once per function. JSON cannot hold `NaN`, `±inf`, nor a
+/// `Some(None)` (or `Some(())`) inside the value (all three read back as `null`), and an
+/// `#[serde(untagged)]` enum may read back as an earlier variant (`Big(5u16)` as
+/// `Small(5u8)`). What serialization does not show is not checked: a `#[serde(skip)]` field
+/// comes back as its default, as serde defines.
+///
 /// # Options
 ///
 /// **`ttl = 60`** or **`ttl = "90s"`** (`ms`, `s`, `m`, `h`, `d`, combinable: `"1h30m"`):
@@ -66,13 +75,22 @@ use proc_macro::TokenStream;
 /// ```
 ///
 /// **`prefix = "user"`**: the key prefix; letters, digits, `_ . - /`. Default: the function's
-/// path with `.` for `::` (`my_app.repo.get_user`; for methods the `Self` type's path, as in
-/// `my_app.repo.Users.get`), so two functions never share keys by accident.
+/// path with `.` for `::` (`my_app.repo.get_user`; for methods the path runs through the
+/// `Self` type, as in `my_app.repo.Users.get`), so two functions never share keys by
+/// accident. Characters a name holds beyond letters, digits and `_` are written `-XX`
+/// (`Repo<u8>` is `Repo-3Cu8-3E`). A generic function, or a method of a generic `impl`, adds
+/// its type and const arguments to the prefix, given or derived (`rows-3Capp.Orders-3E` for
+/// `row_count::<Orders>` with `prefix = "rows"`): each instantiation has its own entries and
+/// its own `_invalidate_all`. Two functions given the same `prefix` share its key space: keep
+/// them apart with different prefixes or layouts.
 ///
 /// **`key = "user:{id}:posts:{page}"`**: an explicit key. The text before the first `:` is the
 /// prefix; `{name}` is an argument, `{name.field}` a field of one, `{self.field}` one of the
-/// receiver. Checked at compile time: a name that is not an argument is an error, and so is a
-/// key argument missing from the template (it would make different calls share an entry).
+/// receiver. Fixed text uses letters, digits, `_ . - / :`, and two values need a `:` between
+/// them (`"t:{a}{b}"` or `"t:{a}-{b}"` could not tell `(1, 23)` from `(12, 3)`); one value
+/// may have fixed text around it (`"doc:v{version}.json"`). Checked at compile time: a name
+/// that is not an argument is an error, and so is a key argument missing from the template
+/// (it would make different calls share an entry).
 ///
 /// **`skip(db, conn)`**: arguments left out of the key (pools, clients, request context).
 /// `self` is never part of the key.
@@ -214,8 +232,13 @@ use proc_macro::TokenStream;
 /// # Keys
 ///
 /// `{namespace}:{prefix}:{arguments}`: arguments joined by `:` (or the template), each in a
-/// deterministic text encoding with `:`, glob characters and braces escaped. See the
-/// runtime's `key` module for the exact format.
+/// deterministic text encoding with `:`, glob characters and braces escaped, and injective:
+/// two calls with different arguments never share a key. See the runtime's `key` module for
+/// the exact format. Key arguments must serialize the same way for equal values in every
+/// process, so a `HashSet` argument is a compile error (take a `BTreeSet`), and so is an
+/// `impl Trait` key argument, whose type the key could not hold (name a type parameter).
+/// A `HashSet` inside a struct argument cannot be seen by the attribute: it would give equal
+/// sets different keys, never one key to different sets.
 ///
 /// # Companions
 ///
@@ -225,7 +248,9 @@ use proc_macro::TokenStream;
 /// - `get_user_cache_key(id) -> Result<String, Error>`: the exact key.
 /// - `get_user_invalidate(id).await -> Result<bool, Error>`: delete that entry.
 /// - `get_user_invalidate_all().await -> Result<u64, Error>`: delete every entry of
-///   `get_user`, by prefix.
+///   `get_user` and nothing else: the keys under its prefix whose arguments part has its
+///   layout (`SCAN` + `UNLINK`), so `posts` with `key = "user:{id}:posts:{page}"` keeps its
+///   entries when `get_user` with `prefix = "user"` is invalidated, and the other way round.
 ///
 /// **`companions = false`** leaves them out. A method of a *trait impl* needs it: a trait
 /// impl may only hold the trait's methods (without it, rustc reports "method
@@ -236,9 +261,10 @@ use proc_macro::TokenStream;
 /// # Not accepted
 ///
 /// Non-`async` functions, `&mut` arguments (a hit would skip the mutation), destructuring
-/// patterns in arguments, borrowed arguments with `stale`/`refresh_ahead`, `fail_safe` or
-/// `on_cache_error = "fail"` without a `Result`, unknown or repeated options, values out of
-/// range: each is a compile error at the token at fault. On any error the function itself is still emitted unchanged.
+/// patterns in arguments, `HashSet` and `impl Trait` key arguments, key templates with two
+/// values between one pair of `:`, borrowed arguments with `stale`/`refresh_ahead`,
+/// `fail_safe` or `on_cache_error = "fail"` without a `Result`, unknown or repeated options,
+/// values out of range: each is a compile error at the token at fault. On any error the function itself is still emitted unchanged.
 #[proc_macro_attribute]
 pub fn cached(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand::cached(attr.into(), item.into()).into()

@@ -11,7 +11,7 @@ use syn::{Expr, Ident, Lit, LitBool, LitStr, Path, Token};
 use crate::key::Template;
 
 const OPTIONS: &str = "`ttl`, `none_ttl`, `stale`, `refresh_ahead`, `xfetch`, `fail_safe`, `jitter`, \
-                       `lock`, `timeout`, `max_value_bytes`, `on_cache_error`, `prefix`, `key`, \
+                       `lock`, `flight_wait`, `timeout`, `max_value_bytes`, `on_cache_error`, `prefix`, `key`, \
                        `skip`, `cache`, `companions`, `crate`";
 
 /// A duration given as whole seconds (`60`) or a string (`"90s"`, `"5m"`, `"1h30m"`, `"250ms"`).
@@ -53,6 +53,7 @@ pub struct Args {
     /// trait impl cannot hold methods the trait does not declare).
     pub companions: Option<bool>,
     pub timeout: Option<Dur>,
+    pub flight_wait: Option<Dur>,
     pub max_value_bytes: Option<u64>,
     pub on_cache_error: Option<OnCacheError>,
     pub prefix: Option<LitStr>,
@@ -195,6 +196,11 @@ fn parse_option(input: ParseStream, args: &mut Args, errors: &mut Errors) -> syn
             let dur = parse_duration(input, &name)?;
             set_once(&mut args.timeout, dur, &name, errors);
         }
+        "flight_wait" => {
+            input.parse::<Token![=]>()?;
+            let dur = parse_duration(input, &name)?;
+            set_once(&mut args.flight_wait, dur, &name, errors);
+        }
         "max_value_bytes" => {
             input.parse::<Token![=]>()?;
             let bytes = parse_count(input, &name)?;
@@ -289,6 +295,16 @@ fn parse_duration(input: ParseStream, name: &Ident) -> syn::Result<Dur> {
             format_args!("`{name}` must be greater than zero"),
         ));
     }
+    // `timeout` may be as long as it likes: the runtime caps a deadline, it computes no
+    // expiry from it.
+    if millis > LONGEST_MS && name != "timeout" {
+        return Err(syn::Error::new(
+            lit.span(),
+            format_args!(
+                "`{name}` must be at most 365 days, the longest lifetime or wait any setting takes"
+            ),
+        ));
+    }
     Ok(Dur { millis })
 }
 
@@ -302,14 +318,21 @@ fn negative(input: ParseStream, message: impl std::fmt::Display) -> syn::Result<
     ))
 }
 
-/// The accepted range of a fraction option, and how to say it.
+/// The longest duration option but `timeout`: `cache_aside_runtime::limits::LONGEST`, the
+/// builder's bound (a test checks they agree).
+const LONGEST_MS: u64 = 365 * 24 * 60 * 60 * 1000;
+
+/// The accepted range of a fraction option, and how to say it. The bounds are the
+/// builder's (`cache_aside_runtime::limits`), where it has the setting.
 struct Range {
+    min_inclusive: bool,
     max: f64,
     max_inclusive: bool,
     help: &'static str,
 }
 
 const REFRESH_AHEAD: Range = Range {
+    min_inclusive: false,
     max: 1.0,
     max_inclusive: false,
     help: "`refresh_ahead` takes a float literal strictly between 0 and 1, the fraction of the \
@@ -317,6 +340,7 @@ const REFRESH_AHEAD: Range = Range {
 };
 
 const XFETCH: Range = Range {
+    min_inclusive: false,
     max: 10.0,
     max_inclusive: true,
     help: "`xfetch` takes a float literal greater than 0 and at most 10, the XFetch beta: how \
@@ -325,10 +349,11 @@ const XFETCH: Range = Range {
 };
 
 const JITTER: Range = Range {
+    min_inclusive: true,
     max: 0.5,
     max_inclusive: true,
-    help: "`jitter` takes a float literal greater than 0 and at most 0.5, how far each TTL may \
-           vary either way (`jitter = 0.1` for ±10%)",
+    help: "`jitter` takes a float literal from 0 (off) to 0.5, how far each TTL may vary \
+           either way (`jitter = 0.1` for ±10%)",
 };
 
 /// A float literal in `range`, every mistake reported at the value.
@@ -344,12 +369,15 @@ fn parse_fraction(input: ParseStream, range: Range) -> syn::Result<f64> {
         _ => None,
     };
     let in_range = |v: f64| {
-        v > 0.0
-            && if range.max_inclusive {
-                v <= range.max
-            } else {
-                v < range.max
-            }
+        (if range.min_inclusive {
+            v >= 0.0
+        } else {
+            v > 0.0
+        }) && if range.max_inclusive {
+            v <= range.max
+        } else {
+            v < range.max
+        }
     };
     match value {
         Some(v) if in_range(v) => Ok(v),
@@ -605,7 +633,7 @@ mod tests {
     #[test]
     fn fractions_must_be_float_literals_in_range() {
         let refresh = "`refresh_ahead` takes a float literal strictly between 0 and 1";
-        let jitter = "`jitter` takes a float literal greater than 0 and at most 0.5";
+        let jitter = "`jitter` takes a float literal from 0 (off) to 0.5";
         assert_one_error(&[
             (quote!(refresh_ahead = 1.0), refresh),
             (quote!(refresh_ahead = 0.0), refresh),
@@ -614,10 +642,11 @@ mod tests {
             (quote!(refresh_ahead = "0.8"), refresh),
             (quote!(refresh_ahead = FRACTION), refresh),
             (quote!(jitter = 0.51), jitter),
-            (quote!(jitter = 0.0), jitter),
             (quote!(jitter = -0.1), jitter),
-            (quote!(jitter = 1e-400), jitter),
+            (quote!(jitter = 1), jitter),
         ]);
+        // Zero turns a cache's jitter off for one function, as `.jitter(0.0)` does.
+        assert_eq!(parse_ok(quote!(jitter = 0.0)).jitter, Some(0.0));
     }
 
     #[test]
@@ -672,6 +701,36 @@ mod tests {
         assert!(
             errors[0].starts_with("`ttl` takes a literal: whole seconds"),
             "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn bounds_are_the_builders() {
+        use cache_aside_runtime::limits;
+        assert_eq!(u128::from(LONGEST_MS), limits::LONGEST.as_millis());
+        assert_eq!(JITTER.max, limits::MAX_JITTER);
+        const { assert!(JITTER.min_inclusive && JITTER.max_inclusive) };
+        const { assert!(!REFRESH_AHEAD.min_inclusive && !REFRESH_AHEAD.max_inclusive) };
+        assert_eq!(REFRESH_AHEAD.max, 1.0);
+    }
+
+    #[test]
+    fn durations_past_the_longest_are_refused_but_timeout() {
+        let mut errors = Errors::default();
+        parse(
+            quote::quote!(
+                ttl = "366d",
+                stale = "365d",
+                timeout = "1000d",
+                jitter = 0.0
+            ),
+            &mut errors,
+        );
+        let messages = errors.into_messages();
+        assert_eq!(messages.len(), 1, "{messages:?}");
+        assert!(
+            messages[0].starts_with("`ttl` must be at most 365 days"),
+            "{messages:?}"
         );
     }
 }

@@ -98,19 +98,37 @@ impl<'a> Gen<'a> {
         }
     }
 
-    /// `resolve(&(EXPR))` spanned at the expression, or the default cache.
-    fn cache(&self) -> TokenStream {
-        match &self.args.cache {
-            Some(expr) => {
-                let span = first_span(&quote!(#expr));
-                let private = Self::private_path(self.args, span);
-                quote_spanned!(span=> #private::resolve(&(#expr)))
-            }
-            None => {
-                let private = &self.private;
-                quote!(#private::default_cache())
-            }
+    /// `resolve(&(EXPR))` spanned at the expression, or the default cache. In the wrapper
+    /// (`moved`), an expression reading something the body moves (`self.cache` with
+    /// `self: Arc<Self>`, an owned `cache` argument) resolves a clone instead: a `Cache` is
+    /// one `Arc`.
+    fn cache(&self, moved: bool) -> TokenStream {
+        let Some(expr) = &self.args.cache else {
+            let private = &self.private;
+            return quote!(#private::default_cache());
+        };
+        let span = first_span(&quote!(#expr));
+        let private = Self::private_path(self.args, span);
+        let tokens = quote!(#expr);
+        let reads_moved = moved
+            && ((self.func.receiver_owned && mentions_self(&tokens))
+                || self.func.args.iter().any(|a| {
+                    !matches!(a.ty, syn::Type::Reference(_)) && mentions(&tokens, &a.ident)
+                }));
+        if reads_moved {
+            quote_spanned!(span=> #private::resolve(&#private::owned(&(#expr))))
+        } else {
+            quote_spanned!(span=> #private::resolve(&(#expr)))
         }
+    }
+
+    /// `match resolve(..) { cache => body }`: a match, so that a temporary in the cache
+    /// expression (`CACHE.get().unwrap()`, a clone) lives as long as `body`, which names the
+    /// cache `__ca_cache`.
+    fn with_cache(&self, moved: bool, body: TokenStream) -> TokenStream {
+        let cache = self.cache(moved);
+        let var = local("__ca_cache");
+        quote!(match #cache { #var => #body })
     }
 
     /// `let spec: &'static FnSpec = { static SPEC: FnSpec = ...; &SPEC };`: the function's
@@ -151,6 +169,7 @@ impl<'a> Gen<'a> {
         let jitter = a.jitter.map(float).map(|f| quote!(.jitter(#f)));
         let lock = a.lock.map(|on| quote!(.lock(#on)));
         let timeout = a.timeout.map(ms).map(|ms| quote!(.timeout_ms(#ms)));
+        let flight_wait = a.flight_wait.map(ms).map(|ms| quote!(.flight_wait_ms(#ms)));
         let max_value_bytes = a.max_value_bytes.map(|n| quote!(.max_value_bytes(#n)));
         let layout = self.layout();
         let spec = local("__ca_spec");
@@ -159,7 +178,7 @@ impl<'a> Gen<'a> {
                 static SPEC: #private::FnSpec =
                     #private::FnSpec::new(#name, #prefix, #private::Layout::new(#layout))
                         #ttl #none_ttl #stale #refresh_ahead #xfetch #fail_safe #jitter #lock #timeout
-                        #max_value_bytes;
+                        #flight_wait #max_value_bytes;
                 &SPEC
             };
         }
@@ -222,10 +241,11 @@ impl<'a> Gen<'a> {
         quote!(#private::type_name_of(&|| ()), #generics)
     }
 
-    /// `let prepared = prepare(cache, &SPEC, path, generics, |b| { key steps });`
+    /// `let prepared = prepare(cache, &SPEC, path, generics, |b| { key steps });`, inside
+    /// [`with_cache`](Self::with_cache).
     fn prepare(&self) -> TokenStream {
         let private = &self.private;
-        let cache = self.cache();
+        let cache = local("__ca_cache");
         let identity = self.identity();
         let builder = local("__ca_b");
         let steps = self.key_steps(&builder);
@@ -356,14 +376,14 @@ impl<'a> Gen<'a> {
                 (TokenStream::new(), call)
             }
         };
+        let run = self.with_cache(true, quote!({ #prepare #call.await }));
         quote! {
             #(#attrs)*
             #vis #sig {
                 #check
                 #surface
                 #spec
-                #prepare
-                #call.await
+                #run
             }
         }
     }
@@ -431,13 +451,22 @@ impl<'a> Gen<'a> {
             let spec = self.spec();
             let prepare = self.prepare();
             let prepared = local("__ca_prepared");
-            let cache = self.cache();
+            let cache = local("__ca_cache");
             let identity = self.identity();
             let spec_var = local("__ca_spec");
+            let key = self.with_cache(false, quote!({ #prepare #private::cache_key(#prepared) }));
+            let invalidate = self.with_cache(
+                false,
+                quote!({ #prepare #private::invalidate(#prepared).await }),
+            );
+            let invalidate_all = self.with_cache(
+                false,
+                quote!(#private::invalidate_all(#cache, #spec_var, #identity).await),
+            );
             (
-                quote!({ #spec #prepare #private::cache_key(#prepared) }),
-                quote!({ #spec #prepare #private::invalidate(#prepared).await }),
-                quote!({ #spec #private::invalidate_all(#cache, #spec_var, #identity).await }),
+                quote!({ #spec #key }),
+                quote!({ #spec #invalidate }),
+                quote!({ #spec #invalidate_all }),
             )
         };
         let key_doc = format!(
@@ -488,6 +517,15 @@ fn respan(tokens: TokenStream, span: Span) -> TokenStream {
             tt
         })
         .collect()
+}
+
+/// Does `self` occur anywhere in `tokens`?
+fn mentions_self(tokens: &TokenStream) -> bool {
+    tokens.clone().into_iter().any(|tt| match tt {
+        TokenTree::Ident(i) => i == "self",
+        TokenTree::Group(g) => mentions_self(&g.stream()),
+        _ => false,
+    })
 }
 
 /// Does `ident` occur anywhere in `tokens`?

@@ -84,6 +84,8 @@ pub struct Func {
     pub item: ItemFn,
     /// The receiver as written (`&self`), if a method.
     pub receiver: Option<TokenStream>,
+    /// The receiver is taken by value (`self`, `self: Arc<Self>`): the body moves it.
+    pub receiver_owned: bool,
     pub args: Vec<Arg>,
     pub shape: Shape,
     /// The return type as written, `()` when omitted.
@@ -101,6 +103,7 @@ impl Func {
             );
         }
         let mut receiver = None;
+        let mut receiver_owned = false;
         let mut typed = Vec::new();
         for input in &sig.inputs {
             match input {
@@ -120,6 +123,11 @@ impl Func {
                         errors.push_error(syn::Error::new_spanned(r, not_owned(option, "self")));
                     }
                     receiver = Some(r.to_token_stream());
+                    receiver_owned = match &r.kind {
+                        syn::ReceiverKind::Reference(..) => false,
+                        syn::ReceiverKind::Typed(_, ty) => !matches!(**ty, Type::Reference(_)),
+                        _ => true,
+                    };
                 }
                 FnArg::Typed(pat_type) => {
                     if let Type::Reference(reference) = &*pat_type.ty
@@ -226,6 +234,7 @@ impl Func {
         Func {
             item,
             receiver,
+            receiver_owned,
             args: typed,
             shape,
             ret,

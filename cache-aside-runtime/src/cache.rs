@@ -11,6 +11,7 @@ use crate::codec::Codec;
 use crate::error::Error;
 use crate::flight::Flights;
 use crate::key::{Layout, is_valid_segment};
+use crate::limits;
 use crate::report::Reporter;
 use crate::stats::{Counters, Stats};
 
@@ -73,10 +74,17 @@ pub(crate) struct Settings {
     pub(crate) lock: bool,
     pub(crate) lock_ttl: Duration,
     pub(crate) lock_wait: Duration,
+    pub(crate) flight_wait: Duration,
 }
 
 /// Settings for a [`Cache`]; finish with [`redis`](Self::redis), [`memory`](Self::memory)
 /// or [`from_env`](Self::from_env).
+///
+/// Each setting is checked there against its range ([`limits`](crate::limits)): durations
+/// from 1 ms to 365 days (`timeout` from 1 ms, `Duration::MAX` for none), `jitter` from 0 to
+/// 0.5, `refresh_ahead` strictly between 0 and 1, counts from 1 (`max_refreshes` up to
+/// 2^20). A value outside is [`Error::Config`] naming the setting and its range; the
+/// attribute's options take the same ranges.
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct CacheBuilder {
@@ -104,6 +112,7 @@ impl Default for CacheBuilder {
                 lock: false,
                 lock_ttl: Duration::from_secs(5),
                 lock_wait: Duration::from_secs(5),
+                flight_wait: Duration::from_secs(5),
             },
             memory_bytes: DEFAULT_MEMORY_BYTES,
             breaker_failures: 5,
@@ -220,6 +229,16 @@ impl CacheBuilder {
         self
     }
 
+    /// Longest a miss waits for another caller's load of the same key in this process
+    /// (single-flight; default 5 s); after that it runs its own body
+    /// (`stats().flight_timeouts`). A load normally ends or is cancelled well before:
+    /// this bounds the wait behind a caller that stopped polling its call mid-load (a
+    /// `select!` busy in another branch). `#[cached(flight_wait = ...)]` overrides it.
+    pub fn flight_wait(mut self, wait: Duration) -> Self {
+        self.settings.flight_wait = wait;
+        self
+    }
+
     /// Circuit breaker: after `failures` consecutive connection failures or timeouts, skip
     /// Redis for `cooldown`, then let one probe through (defaults: 5 and 2 s).
     pub fn breaker(mut self, failures: u32, cooldown: Duration) -> Self {
@@ -239,6 +258,7 @@ impl CacheBuilder {
     /// (the `rediss` scheme) is not enabled in this release.
     /// Does not connect yet: the first call does, and a Redis that is down is a miss.
     pub fn redis(self, url: &str) -> Result<Cache, Error> {
+        self.check()?;
         let breaker = Breaker::new(self.breaker_failures, self.breaker_cooldown);
         let backend = Backend::Redis(RedisBackend::new(url, self.settings.timeout, breaker)?);
         self.build(backend)
@@ -246,6 +266,7 @@ impl CacheBuilder {
 
     /// A cache held in this process: bounded, no Redis needed.
     pub fn memory(self) -> Result<Cache, Error> {
+        self.check()?;
         let backend = Backend::Memory(MemoryBackend::new(self.memory_bytes));
         self.build(backend)
     }
@@ -267,7 +288,8 @@ impl CacheBuilder {
         }
     }
 
-    fn build(self, backend: Backend) -> Result<Cache, Error> {
+    /// Every setting against its range ([`limits`]): the first out of range, named.
+    fn check(&self) -> Result<(), Error> {
         if !is_valid_segment(&self.namespace) {
             return Err(Error::Config(format!(
                 "namespace {:?} must be non-empty and use only A-Z a-z 0-9 _ . - /",
@@ -275,37 +297,43 @@ impl CacheBuilder {
             )));
         }
         let s = &self.settings;
-        let positive = [
-            Some(s.timeout),
-            s.default_ttl,
-            Some(s.lock_ttl),
-            Some(s.lock_wait),
-        ];
-        if positive.into_iter().flatten().any(|d| d.is_zero()) {
-            return Err(Error::Config(
-                "default_ttl, timeout, lock_ttl and lock_wait must be greater than zero".into(),
-            ));
+        if let Some(ttl) = s.default_ttl {
+            limits::duration("default_ttl", ttl)?;
         }
-        if s.stale.is_some_and(|d| d.is_zero()) {
-            return Err(Error::Config("stale must be greater than zero".into()));
+        limits::timeout(s.timeout)?;
+        for (name, value) in [
+            ("stale", s.stale),
+            ("fail_safe", s.fail_safe),
+            ("fail_safe_backoff", Some(s.fail_safe_backoff)),
+            ("lock_ttl", Some(s.lock_ttl)),
+            ("lock_wait", Some(s.lock_wait)),
+            ("flight_wait", Some(s.flight_wait)),
+            ("breaker cooldown", Some(self.breaker_cooldown)),
+        ] {
+            if let Some(value) = value {
+                limits::duration(name, value)?;
+            }
         }
-        if s.refresh_ahead.is_some_and(|f| !(f > 0.0 && f < 1.0)) {
-            return Err(Error::Config(format!(
-                "refresh_ahead must be strictly between 0 and 1, got {}",
-                s.refresh_ahead.unwrap_or_default()
-            )));
+        limits::jitter(s.jitter)?;
+        if let Some(at) = s.refresh_ahead {
+            limits::refresh_ahead(at)?;
         }
-        if !(0.0..1.0).contains(&s.jitter) {
-            return Err(Error::Config(format!(
-                "jitter must be at least 0 and below 1, got {}",
-                s.jitter
-            )));
-        }
-        if self.max_refreshes == 0 || s.max_value_bytes == 0 {
-            return Err(Error::Config(
-                "max_refreshes and max_value_bytes must be greater than zero".into(),
-            ));
-        }
+        limits::count("max_value_bytes", s.max_value_bytes, u64::MAX)?;
+        limits::count("memory_max_bytes", self.memory_bytes, u64::MAX)?;
+        limits::count(
+            "max_refreshes",
+            self.max_refreshes as u64,
+            limits::MAX_REFRESHES as u64,
+        )?;
+        limits::count(
+            "breaker failures",
+            u64::from(self.breaker_failures),
+            u64::from(u32::MAX),
+        )?;
+        Ok(())
+    }
+
+    fn build(self, backend: Backend) -> Result<Cache, Error> {
         Ok(Cache {
             inner: Arc::new(Inner {
                 id: {
@@ -496,20 +524,163 @@ mod tests {
         assert_eq!(redact("redis://127.0.0.1/"), "redis://127.0.0.1/");
     }
 
+    /// Every setting at 0, at its bounds and at `MAX`: accepted, or an `Error::Config`
+    /// that names it; never a panic, here or in a call.
     #[test]
-    fn rejects_bad_settings() {
-        for builder in [
-            Cache::builder().namespace("a:b"),
-            Cache::builder().namespace(""),
-            Cache::builder().default_ttl(Duration::ZERO),
-            Cache::builder().timeout(Duration::ZERO),
-            Cache::builder().lock_wait(Duration::ZERO),
-            Cache::builder().jitter(1.0),
-            Cache::builder().jitter(-0.1),
-            Cache::builder().max_refreshes(0),
+    fn every_setting_is_checked_against_its_range() {
+        use crate::limits::{LONGEST, MAX_REFRESHES};
+        let ms = Duration::from_millis;
+        type Set = fn(CacheBuilder, Duration) -> CacheBuilder;
+        let durations: [(&str, Set); 8] = [
+            ("default_ttl", |b, d| b.default_ttl(d)),
+            ("stale", |b, d| b.stale(d)),
+            ("fail_safe", |b, d| b.fail_safe(d)),
+            ("fail_safe_backoff", |b, d| b.fail_safe_backoff(d)),
+            ("lock_ttl", |b, d| b.lock_ttl(d)),
+            ("lock_wait", |b, d| b.lock_wait(d)),
+            ("flight_wait", |b, d| b.flight_wait(d)),
+            ("breaker cooldown", |b, d| b.breaker(5, d)),
+        ];
+        for (name, set) in durations {
+            for (value, ok) in [
+                (Duration::ZERO, false),
+                (ms(1), true),
+                (LONGEST, true),
+                (LONGEST + ms(1), false),
+                (Duration::MAX, false),
+            ] {
+                verdict(
+                    name,
+                    set(Cache::builder(), value),
+                    ok,
+                    &format!("{value:?}"),
+                );
+            }
+        }
+        for (value, ok) in [
+            (Duration::ZERO, false),
+            (ms(1), true),
+            (Duration::MAX, true),
         ] {
-            assert!(matches!(builder.memory(), Err(Error::Config(_))));
+            verdict(
+                "timeout",
+                Cache::builder().timeout(value),
+                ok,
+                &format!("{value:?}"),
+            );
+        }
+        for (value, ok) in [
+            (-0.1, false),
+            (0.0, true),
+            (0.5, true),
+            (0.51, false),
+            (f64::NAN, false),
+        ] {
+            verdict(
+                "jitter",
+                Cache::builder().jitter(value),
+                ok,
+                &value.to_string(),
+            );
+        }
+        for (value, ok) in [
+            (0.0, false),
+            (0.01, true),
+            (0.99, true),
+            (1.0, false),
+            (f64::INFINITY, false),
+        ] {
+            verdict(
+                "refresh_ahead",
+                Cache::builder().refresh_ahead(value),
+                ok,
+                &value.to_string(),
+            );
+        }
+        for (value, ok) in [
+            (0, false),
+            (1, true),
+            (MAX_REFRESHES, true),
+            (MAX_REFRESHES + 1, false),
+            (usize::MAX, false),
+        ] {
+            verdict(
+                "max_refreshes",
+                Cache::builder().max_refreshes(value),
+                ok,
+                &value.to_string(),
+            );
+        }
+        for (value, ok) in [(0, false), (1, true), (u64::MAX, true)] {
+            verdict(
+                "max_value_bytes",
+                Cache::builder().max_value_bytes(value),
+                ok,
+                &value.to_string(),
+            );
+            verdict(
+                "memory_max_bytes",
+                Cache::builder().memory_max_bytes(value),
+                ok,
+                &value.to_string(),
+            );
+        }
+        for (value, ok) in [(0, false), (1, true), (u32::MAX, true)] {
+            let builder = Cache::builder().breaker(value, Duration::from_secs(1));
+            verdict("breaker failures", builder, ok, &value.to_string());
+        }
+        for namespace in ["a:b", "", "a b", "{x}"] {
+            verdict(
+                "namespace",
+                Cache::builder().namespace(namespace),
+                false,
+                namespace,
+            );
         }
         assert!(Cache::redis("not a url").is_err());
+    }
+
+    fn verdict(name: &str, builder: CacheBuilder, ok: bool, value: &str) {
+        match builder.memory() {
+            Ok(_) => assert!(ok, "{name} = {value} was accepted"),
+            Err(Error::Config(message)) => {
+                assert!(!ok, "{name} = {value}: {message}");
+                assert!(message.starts_with(name), "{name} = {value}: {message}");
+            }
+            Err(other) => panic!("{name} = {value}: {other}"),
+        }
+    }
+
+    /// The longest settings the builder takes serve calls without overflowing a deadline or
+    /// an expiry anywhere.
+    #[tokio::test]
+    async fn calls_with_the_longest_settings_do_not_overflow() {
+        use crate::limits::LONGEST;
+        let cache = Cache::builder()
+            .default_ttl(LONGEST)
+            .stale(LONGEST)
+            .fail_safe(LONGEST)
+            .fail_safe_backoff(LONGEST)
+            .lock_ttl(LONGEST)
+            .lock_wait(LONGEST)
+            .flight_wait(LONGEST)
+            .refresh_ahead(0.99)
+            .jitter(0.5)
+            .timeout(Duration::MAX)
+            .memory()
+            .unwrap();
+        static SPEC: crate::spec::FnSpec =
+            crate::spec::FnSpec::new("f", Some("long"), crate::key::Layout::new(""))
+                .stale_from_cache();
+        for _ in 0..3 {
+            let prepared = crate::__private::prepare(Ok(&cache), &SPEC, "m::f", "", |_| Ok(()));
+            let body = crate::__private::Foreground(async { 7u32 });
+            let value = crate::__private::get_or_load::<crate::shape::Plain, u32, _, _>(
+                prepared, &SPEC, body, None,
+            )
+            .await;
+            assert_eq!(value, 7);
+        }
+        assert_eq!(cache.stats().hits, 2);
     }
 }

@@ -192,7 +192,19 @@ impl Cache {
                 }
                 Role::Waiter(theirs) => {
                     Counters::bump(&counters.waited);
-                    flight::wait(theirs).await
+                    // Bounded: a leader whose caller stopped polling it (a `select!` busy
+                    // elsewhere) is not cancelled, and would hold every waiter.
+                    match tokio::time::timeout(policy.flight_wait, flight::wait(theirs)).await {
+                        Ok(outcome) => outcome,
+                        Err(_) => {
+                            Counters::bump(&counters.flight_timeouts);
+                            tracing::debug!(
+                                key = key.as_str(),
+                                "cache-aside: the load this call waited for is taking longer than flight_wait; loading without it"
+                            );
+                            Outcome::NotStored
+                        }
+                    }
                 }
                 Role::Done(outcome) => {
                     Counters::bump(&counters.waited);
@@ -243,8 +255,9 @@ impl Cache {
         share: Option<Share<R>>,
     ) -> Result<R, Error> {
         let mut held = None;
+        let mut policy = policy;
         if let (Some(lock), Some(redis)) = (policy.lock, self.inner.backend.redis()) {
-            match self.acquire(redis, key, &policy, lock).await {
+            match self.acquire(redis, key, &mut policy, lock).await {
                 Ok(Acquired::Held(h)) => held = Some(h),
                 Ok(Acquired::Value(entry)) => {
                     if let Ok((value, _)) = decode_entry::<S, R>(&entry) {

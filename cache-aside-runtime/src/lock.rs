@@ -12,6 +12,7 @@
 //! in templates, so `{key}!lock` cannot be another entry's key.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -27,10 +28,16 @@ use crate::stats::Counters;
 const FIRST_PAUSE: Duration = Duration::from_millis(5);
 const MAX_PAUSE: Duration = Duration::from_millis(100);
 
-/// A lock this process holds.
+/// A lock this process may hold: its key and random token, and, once taken, the cache to
+/// release it through if the holder never does.
 pub(crate) struct Held {
     pub(crate) key: String,
     pub(crate) token: String,
+    /// Set when the lock is taken: a holder dropped mid-load (its call cancelled, its
+    /// body panicked) releases it from a spawned task rather than leaving the fleet to
+    /// wait `lock_ttl`.
+    owner: Option<Cache>,
+    released: AtomicBool,
 }
 
 pub(crate) enum Acquired {
@@ -47,16 +54,57 @@ impl Held {
         Held {
             key: format!("{}!lock", key.as_str()),
             token: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
+            owner: None,
+            released: AtomicBool::new(false),
         }
+    }
+
+    /// The lock is taken: from now on, dropping this releases it.
+    pub(crate) fn taken(mut self, cache: &Cache) -> Held {
+        self.owner = Some(cache.clone());
+        self
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let Some(owner) = self.owner.take() else {
+            return;
+        };
+        if self.released.load(Relaxed) {
+            return;
+        }
+        // Best effort, and never blocking the drop: without a runtime to run it on, the
+        // lock expires after `lock_ttl` as if this process had died.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (key, token) = (
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.token),
+        );
+        runtime.spawn(async move {
+            let Some(redis) = owner.inner.backend.redis() else {
+                return;
+            };
+            let timeout = owner.inner.settings.timeout;
+            if let Err(error) = redis.release(&key, &token, None, timeout).await {
+                owner.failed("release", &key, &error);
+            }
+        });
     }
 }
 
 impl Cache {
+    /// Takes the lock of `key`, or finds the value another process stored. Each attempt is
+    /// a Redis command, bounded by what is left of the call's `timeout` (`write_timeout`,
+    /// which this reduces by the time the attempts take): a call spends at most one
+    /// `timeout` on Redis, the lock included. The pauses between attempts are `lock_wait`'s.
     pub(crate) async fn acquire(
         &self,
         redis: &RedisBackend,
         key: &Key,
-        policy: &Policy,
+        policy: &mut Policy,
         lock: Lock,
     ) -> Result<Acquired, Error> {
         let held = Held::new(key);
@@ -64,7 +112,11 @@ impl Cache {
         let mut pause = FIRST_PAUSE;
         let mut waited = false;
         loop {
+            if policy.write_timeout.is_zero() {
+                return Err(Error::Timeout(policy.timeout));
+            }
             let now_ms = unix_ms(SystemTime::now());
+            let sent = Instant::now();
             let attempt = redis
                 .get_or_lock(
                     key.as_str(),
@@ -72,12 +124,14 @@ impl Cache {
                     &held.token,
                     lock.ttl,
                     now_ms,
-                    policy.timeout,
+                    policy.write_timeout,
                 )
-                .await?;
+                .await;
+            policy.write_timeout = policy.write_timeout.saturating_sub(sent.elapsed());
+            let attempt = attempt?;
             match attempt {
                 LockAttempt::Value(bytes) => return Ok(Acquired::Value(bytes)),
-                LockAttempt::Locked => return Ok(Acquired::Held(held)),
+                LockAttempt::Locked => return Ok(Acquired::Held(held.taken(self))),
                 LockAttempt::Busy => {}
             }
             if !waited {
@@ -169,6 +223,8 @@ impl Cache {
         policy: &Policy,
     ) -> Result<(), Error> {
         let value = entry.map(|(key, bytes, ttl)| (key.as_str(), &bytes[..], ttl));
+        // Tried once, answered or not: a drop must not send it again.
+        held.released.store(true, Relaxed);
         redis
             .release(&held.key, &held.token, value, policy.write_timeout)
             .await

@@ -31,6 +31,8 @@ pub(crate) struct Policy {
     pub(crate) fail_safe_backoff: Duration,
     pub(crate) jitter: f64,
     pub(crate) lock: Option<Lock>,
+    /// Longest a miss waits for another caller's load of its key in this process.
+    pub(crate) flight_wait: Duration,
     /// Bound on each cache operation.
     pub(crate) timeout: Duration,
     /// What the call's read left of `timeout` for its write: a call spends at most one
@@ -83,6 +85,7 @@ impl Policy {
             fail_safe_backoff: settings.fail_safe_backoff,
             jitter: spec.jitter.unwrap_or(settings.jitter),
             lock,
+            flight_wait: spec.flight_wait.unwrap_or(settings.flight_wait),
             timeout,
             write_timeout: timeout,
             max_value_bytes: spec.max_value_bytes.unwrap_or(settings.max_value_bytes),

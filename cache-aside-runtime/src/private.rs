@@ -50,6 +50,12 @@ pub fn resolve<C: AsCache + ?Sized>(cache: &C) -> Result<&Cache, Error> {
     Ok(cache.as_cache())
 }
 
+/// A handle of its own to the cache `cache` names, for a call whose body moves what the
+/// expression reads (`self.cache` with `self: Arc<Self>`).
+pub fn owned<C: AsCache + ?Sized>(cache: &C) -> Cache {
+    cache.as_cache().clone()
+}
+
 pub fn default_cache() -> Result<&'static Cache, Error> {
     Cache::get_default()
 }

@@ -109,7 +109,7 @@ impl Cache {
                     )
                     .await;
                 if matches!(attempt, Ok(LockAttempt::Locked)) {
-                    held = Some(h);
+                    held = Some(h.taken(self));
                 }
                 attempt
             }

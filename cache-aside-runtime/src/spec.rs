@@ -30,6 +30,7 @@ pub struct FnSpec {
     pub(crate) fail_safe: Option<Duration>,
     pub(crate) jitter: Option<f64>,
     pub(crate) lock: Option<bool>,
+    pub(crate) flight_wait: Option<Duration>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) max_value_bytes: Option<u64>,
     /// The prefix of the first instantiation seen, by its [`Identity`].
@@ -66,6 +67,7 @@ impl FnSpec {
             fail_safe: None,
             jitter: None,
             lock: None,
+            flight_wait: None,
             timeout: None,
             max_value_bytes: None,
             first_prefix: OnceLock::new(),
@@ -163,6 +165,12 @@ impl FnSpec {
     /// `lock = true|false`: take a distributed lock before loading.
     pub const fn lock(mut self, on: bool) -> Self {
         self.lock = Some(on);
+        self
+    }
+
+    /// `flight_wait = ...`: longest a miss waits for another caller's load of its key.
+    pub const fn flight_wait_ms(mut self, ms: u64) -> Self {
+        self.flight_wait = Some(Duration::from_millis(ms));
         self
     }
 

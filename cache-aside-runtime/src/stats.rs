@@ -57,6 +57,9 @@ counters! {
     /// Misses that waited for another caller's load of the same key in this process
     /// (single-flight) instead of running their own.
     waited,
+    /// Waits for another caller's load of the same key that reached `flight_wait`, after
+    /// which the waiter loaded by itself.
+    flight_timeouts,
     /// Expired values returned: within the `stale` window, or by fail-safe.
     stale_served,
     /// Calls whose body failed and that got the last good value instead (`fail_safe`).

@@ -26,8 +26,9 @@ const RETRY_PAUSE: Duration = Duration::from_millis(5);
 
 /// `GET` the value if it is still fresh, else try to take the lock. Replies with the
 /// value, `1` (lock taken) or `0` (someone else holds it). An entry past its fresh-until
-/// time (kept for stale serving) counts as absent. KEYS: value, lock. ARGV: token, lock
-/// ms, now (Unix ms).
+/// time (kept for stale serving) counts as absent. A lock key without a TTL (left by
+/// anything but this library) gets `lock_ttl`, so it cannot block every miss forever.
+/// KEYS: value, lock. ARGV: token, lock ms, now (Unix ms).
 static GET_OR_LOCK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -38,6 +39,7 @@ if v and #v >= 12 and string.byte(v, 1) == 202 then
   if fresh == 0 or fresh > tonumber(ARGV[3]) then return v end
 end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('PTTL', KEYS[2]) == -1 then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
 return 0
 ",
     )

@@ -1,0 +1,187 @@
+//! Bounded under hostile conditions: no caller waits without a bound behind another one,
+//! a call spends at most one `timeout` on Redis whatever its options, and a lock outlives
+//! neither its holder nor a foreign writer.
+//!
+//! Synchronisation is by `Notify`/counters; the wall-clock bounds are the behaviour under
+//! test, each with a margin for a loaded machine that is well below what the defect cost.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use cache_aside_runtime::{Cache, cached};
+use cache_aside_tests::RedisServer;
+use redis::Commands;
+use tokio::sync::Notify;
+
+/// What a body waits on, and how it says it started.
+#[derive(Default)]
+struct Gate {
+    started: Notify,
+    open: Notify,
+    loads: AtomicU32,
+}
+
+#[cached(ttl = 60, prefix = "gated", cache = cache, skip(cache, gate))]
+async fn gated(cache: &Cache, gate: &Gate, id: u64) -> u64 {
+    gate.loads.fetch_add(1, SeqCst);
+    gate.started.notify_one();
+    gate.open.notified().await;
+    id
+}
+
+#[cached(ttl = 60, prefix = "gated", cache = cache, skip(cache, loads))]
+async fn quick(cache: &Cache, loads: &AtomicU32, id: u64) -> u64 {
+    loads.fetch_add(1, SeqCst);
+    id
+}
+
+/// Polls `fut` once, then leaves it parked (not dropped) for as long as it is held.
+async fn poll_once<F: Future + Unpin>(fut: &mut F) {
+    std::future::poll_fn(|cx: &mut Context<'_>| {
+        let _ = Pin::new(&mut *fut).poll(cx);
+        Poll::Ready(())
+    })
+    .await;
+}
+
+/// A leader whose caller polled it once and stopped (a `select!` busy elsewhere) holds its
+/// key's single-flight; another caller of that key waits `flight_wait`, then loads itself.
+#[tokio::test]
+async fn a_parked_leader_holds_waiters_only_for_flight_wait() {
+    let cache = Cache::builder()
+        .flight_wait(Duration::from_millis(200))
+        .memory()
+        .unwrap();
+    let gate = Gate::default();
+    let mut parked = Box::pin(gated(&cache, &gate, 1));
+    poll_once(&mut parked).await;
+    assert_eq!(gate.loads.load(SeqCst), 1, "the parked call leads the load");
+    let loads = AtomicU32::new(0);
+    let start = Instant::now();
+    let waiter = tokio::time::timeout(Duration::from_secs(3), quick(&cache, &loads, 1)).await;
+    let took = start.elapsed();
+    assert_eq!(waiter.expect("the waiter gave up on the parked leader"), 1);
+    assert!(took >= Duration::from_millis(200), "{took:?}");
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    assert_eq!(loads.load(SeqCst), 1, "the waiter ran its own body");
+    let stats = cache.stats();
+    assert_eq!((stats.waited, stats.flight_timeouts), (1, 1), "{stats:?}");
+    drop(parked);
+}
+
+/// The default bound is 5 s, and so is the attribute's override's unit of account.
+#[cached(ttl = 60, prefix = "gated", flight_wait = "100ms", cache = cache, skip(cache, loads))]
+async fn impatient(cache: &Cache, loads: &AtomicU32, id: u64) -> u64 {
+    loads.fetch_add(1, SeqCst);
+    id
+}
+
+#[tokio::test]
+async fn the_attribute_sets_its_own_flight_wait() {
+    let cache = Cache::memory();
+    let gate = Gate::default();
+    let mut parked = Box::pin(gated(&cache, &gate, 2));
+    poll_once(&mut parked).await;
+    let loads = AtomicU32::new(0);
+    let start = Instant::now();
+    let got = tokio::time::timeout(Duration::from_secs(3), impatient(&cache, &loads, 2)).await;
+    assert_eq!(got.expect("waited past flight_wait"), 2);
+    assert!(start.elapsed() < Duration::from_millis(1500));
+    assert_eq!(cache.stats().flight_timeouts, 1);
+}
+
+#[cached(ttl = 60, prefix = "locked", lock = true, cache = cache, skip(cache))]
+async fn locked(cache: &Cache, id: u64) -> u64 {
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    id
+}
+
+/// With `lock = true` and a Redis that answers nothing, the read takes the whole
+/// `timeout`; taking the lock must not get a second one.
+#[tokio::test]
+async fn a_locked_call_spends_one_timeout_on_a_redis_that_never_answers() {
+    let server = RedisServer::start();
+    let cache = Cache::builder()
+        .timeout(Duration::from_millis(400))
+        .redis(&server.url())
+        .unwrap();
+    assert_eq!(locked(&cache, 1).await, 1); // connected
+    server.pause();
+    let start = Instant::now();
+    assert_eq!(locked(&cache, 2).await, 2);
+    let took = start.elapsed();
+    server.resume();
+    // timeout + body is 450 ms; the defect cost 2 × timeout + body, 850 ms.
+    assert!(took < Duration::from_millis(700), "{took:?}");
+    assert!(cache.stats().errors >= 1);
+}
+
+#[cached(ttl = 60, prefix = "held", lock = true, cache = cache, skip(cache, gate))]
+async fn held(cache: &Cache, gate: &Gate, id: u64) -> u64 {
+    gate.loads.fetch_add(1, SeqCst);
+    gate.started.notify_one();
+    gate.open.notified().await;
+    id
+}
+
+/// A lock holder whose call is dropped mid-load releases the lock at once (from a spawned
+/// task), instead of making the fleet wait `lock_ttl` (5 s by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_lock_holder_frees_the_key_for_the_fleet() {
+    let server = RedisServer::start();
+    // Two handles: two single-flights, as two processes have.
+    let holder = Cache::redis(&server.url()).unwrap();
+    let other = Cache::redis(&server.url()).unwrap();
+    let gate = Arc::new(Gate::default());
+    let task = {
+        let (holder, gate) = (holder.clone(), Arc::clone(&gate));
+        tokio::spawn(async move { held(&holder, &gate, 1).await })
+    };
+    gate.started.notified().await;
+    let lock_key = format!("{}!lock", held_cache_key(&holder, 1).unwrap());
+    let exists: bool = server.conn().exists(&lock_key).unwrap();
+    assert!(exists, "the holder took the lock");
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    let second = Arc::new(Gate::default());
+    second.open.notify_one(); // its body returns at once
+    let start = Instant::now();
+    assert_eq!(held(&other, &second, 1).await, 1);
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_millis(1500),
+        "waited for the dead lock: {took:?}"
+    );
+    assert_eq!(other.stats().lock_timeouts, 0);
+}
+
+/// A `!lock` key left without a TTL (by anything) gets `lock_ttl`, so misses of that key
+/// wait at most about `lock_ttl` once, not `lock_wait` each, forever.
+#[tokio::test]
+async fn a_lock_key_without_a_ttl_expires_after_lock_ttl() {
+    let server = RedisServer::start();
+    let cache = Cache::builder()
+        .lock_ttl(Duration::from_millis(300))
+        .lock_wait(Duration::from_secs(5))
+        .redis(&server.url())
+        .unwrap();
+    let lock_key = format!("{}!lock", locked_cache_key(&cache, 3).unwrap());
+    let mut conn = server.conn();
+    let _: () = conn.set(&lock_key, "left by someone").unwrap();
+    let start = Instant::now();
+    assert_eq!(locked(&cache, 3).await, 3);
+    let took = start.elapsed();
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+    assert_eq!(
+        cache.stats().lock_timeouts,
+        0,
+        "it took the lock, not lock_wait"
+    );
+    let start = Instant::now();
+    assert_eq!(locked(&cache, 3).await, 3);
+    assert!(start.elapsed() < Duration::from_millis(500), "a hit now");
+}

@@ -358,6 +358,14 @@ impl<'a> Gen<'a> {
                 (&&&#private::Probe::<#ret>::new()).sharer()
             }
         };
+        // What the store-time check compares a value with its decoded copy by: the stored
+        // type's `PartialEq` if it has one; see `EqProbe`.
+        let same = quote! {
+            {
+                use #private::{ByEq as _, NotEq as _};
+                (&&#private::EqProbe::<<#shape as #private::Shape<#ret>>::Value>::new()).same()
+            }
+        };
         let (surface, call) = match &self.args.on_cache_error {
             Some(on_error) if on_error.fail => {
                 // Every token at the value, so a missing `From<Error>` is reported there.
@@ -367,12 +375,12 @@ impl<'a> Gen<'a> {
                 let surface = quote_spanned!(span=> #path::assert_surface::<#ret>(););
                 let shape = self.shape(span);
                 let call = quote_spanned! {span=>
-                    #path::try_get_or_load::<#shape, _, _, _, _>(#prepared, #spec_var, #body, #share)
+                    #path::try_get_or_load::<#shape, _, _, _, _>(#prepared, #spec_var, #body, #share, #same)
                 };
                 (surface, call)
             }
             _ => {
-                let call = quote!(#private::get_or_load::<#shape, #ret, _, _>(#prepared, #spec_var, #body, #share));
+                let call = quote!(#private::get_or_load::<#shape, #ret, _, _>(#prepared, #spec_var, #body, #share, #same));
                 (TokenStream::new(), call)
             }
         };

@@ -257,7 +257,11 @@ mod tests {
         }
 
         proptest! {
-            #![proptest_config(ProptestConfig::with_cases(2048))]
+            #![proptest_config(ProptestConfig {
+                cases: 2048,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
             /// Every template the attribute accepts writes different argument values to
             /// different keys, and equal ones to one key.
             #[test]
@@ -273,6 +277,10 @@ mod tests {
                 let two = if shift { shifted(&one, at, left) } else { other };
                 let names = ["p", "q", "r", "s"];
                 let used: Vec<&str> = t.roots().collect();
+                // Pieces can spell other names (`{` `a` `}`): not arguments of this test.
+                if used.iter().any(|root| !names.contains(root)) {
+                    return Ok(());
+                }
                 let pick = |values: &[String]| -> BTreeMap<String, String> {
                     names.iter().zip(values).filter(|(n, _)| used.contains(n))
                         .map(|(n, v)| (n.to_string(), v.clone())).collect()

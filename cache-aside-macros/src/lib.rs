@@ -51,14 +51,15 @@ use proc_macro::TokenStream;
 /// The shape is read from the written type (`Result<..>`, `io::Result<..>`, `Option<..>`);
 /// through a type alias with another name the value is cached as a plain value.
 ///
-/// A hit returns exactly what the body returned. Before storing, the value is decoded back
-/// from its JSON and compared with the original by their serialized forms; a value that
-/// would come back different is returned to the caller but not stored, counted in
-/// `stats().unstorable` and logged once per function. JSON cannot hold `NaN`, `±inf`, nor a
-/// `Some(None)` (or `Some(())`) inside the value (all three read back as `null`), and an
-/// `#[serde(untagged)]` enum may read back as an earlier variant (`Big(5u16)` as
-/// `Small(5u8)`). What serialization does not show is not checked: a `#[serde(skip)]` field
-/// comes back as its default, as serde defines.
+/// A hit returns what the body returned. Before storing, the value is decoded back from
+/// its JSON and compared with the original, with `==` if the stored type is `PartialEq`
+/// and always by their serialized forms; a value that would come back different is
+/// returned to the caller but not stored, counted in `stats().unstorable` and logged once
+/// per function. JSON cannot hold `NaN`, `±inf`, nor a `Some(None)` (or `Some(())`) inside
+/// the value (all three read back as `null`), an `#[serde(untagged)]` enum may read back as
+/// an earlier variant, and a `#[serde(skip)]` field comes back as its default. Without
+/// `PartialEq`, the serialized forms cannot show the last two when the variants serialize
+/// alike or the field is skipped: derive `PartialEq` on such types.
 ///
 /// # Options
 ///
@@ -76,13 +77,14 @@ use proc_macro::TokenStream;
 ///
 /// **`prefix = "user"`**: the key prefix; letters, digits, `_ . - /`. Default: the function's
 /// path with `.` for `::` (`my_app.repo.get_user`; for methods the path runs through the
-/// `Self` type, as in `my_app.repo.Users.get`), so two functions never share keys by
+/// `Self` type, as in `my_app.repo.Users.get`), so two functions do not share keys by
 /// accident. Characters a name holds beyond letters, digits and `_` are written `-XX`
 /// (`Repo<u8>` is `Repo-3Cu8-3E`). A generic function, or a method of a generic `impl`, adds
 /// its type and const arguments to the prefix, given or derived (`rows-3Capp.Orders-3E` for
 /// `row_count::<Orders>` with `prefix = "rows"`): each instantiation has its own entries and
-/// its own `_invalidate_all`. Two functions given the same `prefix` share its key space: keep
-/// them apart with different prefixes or layouts.
+/// its own `_invalidate_all`. Functions sharing a prefix must have layouts that keep their
+/// keys apart (`prefix = "user"` beside `key = "user:{id}:posts:{page}"`); two whose keys
+/// could meet run uncached once both have run in a process (see the README's Keys).
 ///
 /// **`key = "user:{id}:posts:{page}"`**: an explicit key. The text before the first `:` is the
 /// prefix; `{name}` is an argument, `{name.field}` a field of one, `{self.field}` one of the
@@ -237,8 +239,9 @@ use proc_macro::TokenStream;
 /// the exact format. Key arguments must serialize the same way for equal values in every
 /// process, so a `HashSet` argument is a compile error (take a `BTreeSet`), and so is an
 /// `impl Trait` key argument, whose type the key could not hold (name a type parameter).
-/// A `HashSet` inside a struct argument cannot be seen by the attribute: it would give equal
-/// sets different keys, never one key to different sets.
+/// The attribute sees only the written type: a `HashSet` inside a struct argument, behind a
+/// type alias or as a type parameter's value gives equal sets different keys (misses, and
+/// invalidations that miss), never one key to different sets.
 ///
 /// # Companions
 ///

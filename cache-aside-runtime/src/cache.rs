@@ -676,7 +676,11 @@ mod tests {
             let prepared = crate::__private::prepare(Ok(&cache), &SPEC, "m::f", "", |_| Ok(()));
             let body = crate::__private::Foreground(async { 7u32 });
             let value = crate::__private::get_or_load::<crate::shape::Plain, u32, _, _>(
-                prepared, &SPEC, body, None,
+                prepared,
+                &SPEC,
+                body,
+                None,
+                crate::exact::Same::NONE,
             )
             .await;
             assert_eq!(value, 7);

@@ -29,7 +29,7 @@ use crate::backend::{Backend, Budget};
 use crate::cache::Cache;
 use crate::codec::{self, unix_ms};
 use crate::error::Error;
-use crate::exact;
+use crate::exact::{self, Same};
 use crate::flight::{self, Lead, Outcome, Role, Share};
 use crate::key::Key;
 use crate::lock::{Acquired, Held};
@@ -39,7 +39,7 @@ use crate::stats::Counters;
 
 /// Starts a background refresh of `key` with this call's body; `false` if none started.
 /// Only bodies that can outlive their call (`stale`, `refresh_ahead`) have one.
-pub(crate) type Detach<F> = fn(&Cache, &Key, Policy, F, Bytes) -> bool;
+pub(crate) type Detach<F, V> = fn(&Cache, &Key, Policy, F, Bytes, Same<V>) -> bool;
 
 /// The miss path of a call, boxed and polled through a function that is never inlined: a
 /// hit then neither carries the miss path's state (the lock, the flight, the store) in its
@@ -91,6 +91,14 @@ impl Read {
     }
 }
 
+/// What a return type allows, as the macro found: handing a result that was not stored to
+/// the waiters of its load ([`Share`]), and comparing a value with its decoded copy before
+/// storing it ([`Same`]).
+pub(crate) struct ValueOps<R, V> {
+    share: Option<Share<R>>,
+    same: Same<V>,
+}
+
 /// A value the engine could serve, with its entry.
 struct Found<R> {
     value: R,
@@ -103,8 +111,9 @@ impl Cache {
         key: &Key,
         policy: &Policy,
         load: F,
-        detach: Option<Detach<F>>,
+        detach: Option<Detach<F, S::Value>>,
         share: Option<Share<R>>,
+        same: Same<S::Value>,
     ) -> Result<R, Error>
     where
         S: Shape<R>,
@@ -149,7 +158,7 @@ impl Cache {
                             if freshness == Freshness::Stale {
                                 Counters::bump(&counters.stale_served);
                             }
-                            detach(self, key, *policy, load, entry.into_bytes());
+                            detach(self, key, *policy, load, entry.into_bytes(), same);
                             return Ok(value);
                         }
                         (Freshness::Stale | Freshness::Expired, _) => {
@@ -168,7 +177,8 @@ impl Cache {
         let mut policy = *policy;
         policy.write_timeout = budget.left();
         // 3-5 out of line: the hit path's future and code stay small (see [`Cold`]).
-        Cold::build(|| self.miss::<S, R, F>(key, policy, load, kept, share, budget.started)).await
+        let ops = ValueOps { share, same };
+        Cold::build(|| self.miss::<S, R, F>(key, policy, load, kept, ops, budget.started)).await
     }
 
     /// A miss: load once, store, return.
@@ -178,7 +188,7 @@ impl Cache {
         policy: Policy,
         load: F,
         kept: Option<Found<R>>,
-        share: Option<Share<R>>,
+        ops: ValueOps<R, S::Value>,
         read_at: tokio::time::Instant,
     ) -> Result<R, Error> {
         let counters = &self.inner.counters;
@@ -187,7 +197,7 @@ impl Cache {
             let outcome = match self.inner.flights.join(key.as_str(), read_at) {
                 Role::Leader(lead) => {
                     return self
-                        .lead::<S, R, F>(key, policy, load, kept, lead, share)
+                        .lead::<S, R, F>(key, policy, load, kept, lead, ops)
                         .await;
                 }
                 Role::Waiter(theirs) => {
@@ -225,7 +235,7 @@ impl Cache {
                     }
                 }
                 Outcome::Shared(result) => {
-                    if let Some(value) = share.as_ref().and_then(|s| (s.take)(&*result)) {
+                    if let Some(value) = ops.share.as_ref().and_then(|s| (s.take)(&*result)) {
                         return Ok(value);
                     }
                 }
@@ -239,7 +249,9 @@ impl Cache {
                 Outcome::NotStored => {}
             }
             // Nothing shareable: this caller loads for itself.
-            let (result, _) = self.load::<S, R, F>(key, policy, load, kept, None).await;
+            let (result, _) = self
+                .load::<S, R, F>(key, policy, load, kept, None, ops.same)
+                .await;
             return result;
         }
     }
@@ -252,7 +264,7 @@ impl Cache {
         load: F,
         kept: Option<Found<R>>,
         lead: Lead,
-        share: Option<Share<R>>,
+        ops: ValueOps<R, S::Value>,
     ) -> Result<R, Error> {
         let mut held = None;
         let mut policy = policy;
@@ -274,8 +286,10 @@ impl Cache {
                 }
             }
         }
-        let (result, outcome) = self.load::<S, R, F>(key, policy, load, kept, held).await;
-        let outcome = match (outcome, &result, share) {
+        let (result, outcome) = self
+            .load::<S, R, F>(key, policy, load, kept, held, ops.same)
+            .await;
+        let outcome = match (outcome, &result, ops.share) {
             (Outcome::NotStored, Ok(value), Some(share)) => {
                 (share.put)(value).map_or(Outcome::NotStored, Outcome::Shared)
             }
@@ -294,6 +308,7 @@ impl Cache {
         load: F,
         kept: Option<Found<R>>,
         held: Option<Held>,
+        same: Same<S::Value>,
     ) -> (Result<R, Error>, Outcome) {
         let counters = &self.inner.counters;
         Counters::bump(&counters.loads);
@@ -318,7 +333,7 @@ impl Cache {
             self.write(key, None, held.as_ref(), &policy).await.ok();
             return (Ok(kept.value), Outcome::Stale(kept.entry));
         }
-        let encoded = self.encode::<S, R>(key, &policy, &loaded);
+        let encoded = self.encode::<S, R>(key, &policy, &loaded, same);
         let (entry, written) = self.store(key, &policy, encoded, held.as_ref()).await;
         let outcome = match entry {
             Some(entry) => Outcome::Stored(entry),
@@ -376,6 +391,7 @@ impl Cache {
         key: &Key,
         policy: &Policy,
         loaded: &R,
+        same: Same<S::Value>,
     ) -> Result<Option<(Bytes, Duration)>, Error> {
         let (value, ttl) = match (S::store(loaded), policy.none_ttl) {
             (Store::Value(value), _) => (Some(value), policy.ttl),
@@ -393,7 +409,11 @@ impl Cache {
         // An oversized value is not stored anyway (`store` counts it): no need to decode it.
         if let Some(value) = value
             && bytes.len() as u64 <= policy.max_value_bytes
-            && !exact::round_trips(value, || codec::decode_raw::<S::Value>(&bytes).ok()?.0)
+            && !exact::round_trips(
+                value,
+                || codec::decode_raw::<S::Value>(&bytes).ok()?.0,
+                same,
+            )
         {
             self.unstorable(key, policy);
             return Ok(None);

@@ -48,6 +48,18 @@ pub enum Error {
         /// The cache's namespace.
         namespace: String,
     },
+    /// Another `#[cached]` function can write this function's keys (a shared `prefix`
+    /// with layouts that can render one text): both run uncached in this process until one
+    /// gets its own prefix.
+    #[error(
+        "`{function}` can write the same keys as another cached function under prefix {prefix:?}; it runs uncached until one of them gets its own `prefix`"
+    )]
+    SharedKeys {
+        /// The function called.
+        function: &'static str,
+        /// The prefix both write under.
+        prefix: String,
+    },
     /// A builder setting is invalid.
     #[error("invalid cache configuration: {0}")]
     Config(String),

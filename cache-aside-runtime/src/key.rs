@@ -24,7 +24,7 @@
 //!   | struct | `(field=v,...)` in field order, skipped fields left out; empty: `(=)` | `(page=2,tag=~)` |
 //!   | enum variant | unit: its name, like a string; others: `Name(inner)`, the inner value a tuple or struct for tuple and struct variants | `Active`, `Id(7)`, `Range((1,2))` |
 //!
-//! - Reserved bytes — space and control characters, `%`, `:`, `*`, `?`, `[`, `]`, `{`, `}`,
+//! - Reserved bytes — ASCII space and control characters, `%`, `:`, `*`, `?`, `[`, `]`, `{`, `}`,
 //!   `\`, `(`, `)`, `,`, `=`, `~`, `!`, `#`, `"`, `'` — are written `%XX`. So user input can
 //!   neither join two calls onto one key, nor carry glob or cluster hash-tag characters into
 //!   a key or a prefix pattern.
@@ -34,7 +34,8 @@
 //!
 //! The encoding is a pure function of the values: the same call gives the same key in every
 //! process, run and platform. It is injective: two argument values share a key only if they
-//! serialize alike, where an integer is its value whatever its width (`5u8` and `5i64`),
+//! serialize alike, where a number is its decimal value whatever its type (`5u8` and
+//! `5i64`, `0.1f32` and `0.1f64`),
 //! a `char` is a one-character string, a newtype is its inner value, a unit variant is its
 //! name, `Some(x)` is `x` (but `Some(None)` is not `None`), bytes are a sequence of integers
 //! and a struct is the map of its serialized fields. These only meet when one argument
@@ -190,6 +191,11 @@ impl Layout {
     /// A layout as the macro writes it.
     pub const fn new(text: &'static str) -> Layout {
         Layout(text)
+    }
+
+    /// The layout as written: `{}` for each value.
+    pub(crate) fn text(&self) -> &'static str {
+        self.0
     }
 
     /// 16 hex digits naming this layout in hashed keys.

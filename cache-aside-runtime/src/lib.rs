@@ -49,6 +49,7 @@ mod error;
 mod exact;
 mod flight;
 pub mod key;
+mod keyspace;
 pub mod limits;
 mod lock;
 mod policy;

@@ -9,6 +9,7 @@ pub use crate::shape::{Opt, Plain, Res, Shape};
 pub use crate::spec::FnSpec;
 
 use crate::engine::{Cold, Detach};
+pub use crate::exact::Same;
 use crate::policy::Policy;
 use crate::{Cache, key::Key, refresh, report::Reporter};
 
@@ -83,7 +84,11 @@ pub fn prepare<'c>(
         Ok(cache) => cache,
         Err(error) => return Prepared::NoCache(error),
     };
-    let mut builder = KeyBuilder::new(cache.namespace(), spec.prefix(path, generics));
+    let prefix = spec.prefix(path, generics);
+    if spec.shares_keys() {
+        return Prepared::BadKey(cache, shared(spec, prefix));
+    }
+    let mut builder = KeyBuilder::new(cache.namespace(), prefix);
     match args(&mut builder) {
         Ok(()) => Prepared::Ready(cache, builder.finish(&spec.layout)),
         Err(error) => Prepared::BadKey(cache, error),
@@ -101,6 +106,14 @@ pub fn key_of(
     let mut builder = KeyBuilder::new(namespace, prefix);
     args(&mut builder)?;
     Ok(builder.finish(&layout).into_string())
+}
+
+#[cold]
+fn shared(spec: &FnSpec, prefix: &str) -> Error {
+    Error::SharedKeys {
+        function: spec.name(),
+        prefix: prefix.to_owned(),
+    }
 }
 
 /// The `type_name` of a value: generated code passes a closure of its own for `path`.
@@ -133,9 +146,12 @@ pub async fn invalidate_all(
     generics: &'static str,
 ) -> Result<u64, Error> {
     let cache = cache?;
-    cache
-        .invalidate_layout(spec.prefix(path, generics), &spec.layout)
-        .await
+    let prefix = spec.prefix(path, generics);
+    if spec.shares_keys() {
+        // Its layout would also match the other function's keys.
+        return Err(shared(spec, prefix));
+    }
+    cache.invalidate_layout(prefix, &spec.layout).await
 }
 
 /// Failures that happen before there is a cache to count them in.
@@ -163,11 +179,14 @@ pub const fn assert_surface<R: Surface>() {}
 pub trait Body<R>: Sized {
     type Fut: Future<Output = R>;
     /// The body, and how to run it as a background refresh if it can outlive the call.
-    fn split<S: Shape<R> + 'static>(self) -> (Self::Fut, Option<Detacher<Self::Fut>>);
+    fn split<S: Shape<R> + 'static>(self) -> Split<Self::Fut, S::Value>;
 }
 
 /// How to start a background refresh with a body (the engine's `Detach`), opaque.
-pub struct Detacher<F>(Detach<F>);
+pub struct Detacher<F, V>(Detach<F, V>);
+
+/// A body's future, and how to run it as a background refresh if it can outlive the call.
+pub type Split<F, V> = (F, Option<Detacher<F, V>>);
 
 /// A body that runs in the caller's future only: it may borrow the arguments.
 pub struct Foreground<F>(pub F);
@@ -187,7 +206,7 @@ where
 
 impl<R, F: Future<Output = R>> Body<R> for Foreground<F> {
     type Fut = F;
-    fn split<S: Shape<R> + 'static>(self) -> (F, Option<Detacher<F>>) {
+    fn split<S: Shape<R> + 'static>(self) -> Split<F, S::Value> {
         (self.0, None)
     }
 }
@@ -198,13 +217,45 @@ where
     F: Future<Output = R> + Send + 'static,
 {
     type Fut = F;
-    fn split<S: Shape<R> + 'static>(self) -> (F, Option<Detacher<F>>) {
-        let detach: Detach<F> = refresh::spawn_refresh::<S, R, F>;
+    fn split<S: Shape<R> + 'static>(self) -> Split<F, S::Value> {
+        let detach: Detach<F, S::Value> = refresh::spawn_refresh::<S, R, F>;
         (self.0, Some(Detacher(detach)))
     }
 }
 
 pub use crate::flight::Share;
+
+/// Autoref specialisation: `(&&EqProbe::<V>::new()).same()` is `V`'s `PartialEq` when it
+/// has one ([`ByEq`]), else [`Same::NONE`] ([`NotEq`]): what the store-time round-trip
+/// check compares a value with its decoded copy by, beside their serialized forms.
+pub struct EqProbe<V>(PhantomData<fn() -> V>);
+
+impl<V> EqProbe<V> {
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Self {
+        EqProbe(PhantomData)
+    }
+}
+
+pub trait ByEq<V> {
+    fn same(&self) -> Same<V>;
+}
+
+impl<V: PartialEq> ByEq<V> for &EqProbe<V> {
+    fn same(&self) -> Same<V> {
+        Same(Some(|a, b| a == b))
+    }
+}
+
+pub trait NotEq<V> {
+    fn same(&self) -> Same<V>;
+}
+
+impl<V> NotEq<V> for EqProbe<V> {
+    fn same(&self) -> Same<V> {
+        Same::NONE
+    }
+}
 
 /// Autoref specialisation: `(&&&Probe::<R>::new()).sharer()` picks the way to hand a load's
 /// unstored result (an `Err`) to the calls that waited for it, by the first trait whose impl
@@ -249,7 +300,8 @@ impl<R> NotShared<R> for Probe<R> {
     }
 }
 
-/// The body of every `#[cached]` function: fails open. `share`: see [`Probe`].
+/// The body of every `#[cached]` function: fails open. `share`: see [`Probe`]; `same`:
+/// see [`EqProbe`].
 ///
 /// Not an `async fn`: it hands back `run`'s future as is, so the hit path has one layer of
 /// state machine less (each costs instructions on every call).
@@ -258,13 +310,14 @@ pub fn get_or_load<S, R, F, B>(
     spec: &'static FnSpec,
     body: B,
     share: Option<Share<R>>,
+    same: Same<S::Value>,
 ) -> impl Future<Output = R>
 where
     S: Shape<R> + 'static,
     F: Future<Output = R>,
     B: Body<R, Fut = F>,
 {
-    run::<S, R, F, B>(prepared, spec, body, share, None)
+    run::<S, R, F, B>(prepared, spec, body, share, same, None)
 }
 
 /// The body of `#[cached(on_cache_error = "fail")]` functions: cache failures become `Err`.
@@ -273,6 +326,7 @@ pub fn try_get_or_load<S, T, E, F, B>(
     spec: &'static FnSpec,
     body: B,
     share: Option<Share<Result<T, E>>>,
+    same: Same<S::Value>,
 ) -> impl Future<Output = Result<T, E>>
 where
     S: Shape<Result<T, E>> + 'static,
@@ -280,7 +334,7 @@ where
     B: Body<Result<T, E>, Fut = F>,
     E: From<Error>,
 {
-    run::<S, Result<T, E>, F, B>(prepared, spec, body, share, Some(surface::<T, E>))
+    run::<S, Result<T, E>, F, B>(prepared, spec, body, share, same, Some(surface::<T, E>))
 }
 
 fn surface<T, E: From<Error>>(error: Error) -> Result<T, E> {
@@ -300,6 +354,7 @@ async fn run<S, R, F, B>(
     spec: &'static FnSpec,
     body: B,
     share: Option<Share<R>>,
+    same: Same<S::Value>,
     surface: Option<fn(Error) -> R>,
 ) -> R
 where
@@ -339,7 +394,7 @@ where
         };
         let detach = detach.map(|d| d.0);
         return match cache
-            .get_or_load::<S, R, _>(&key, policy, load, detach, share)
+            .get_or_load::<S, R, _>(&key, policy, load, detach, share, same)
             .await
         {
             Ok(value) => value,

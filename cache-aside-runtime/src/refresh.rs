@@ -16,6 +16,7 @@ use crate::backend::LockAttempt;
 use crate::cache::Cache;
 
 use crate::codec::{self, unix_ms};
+use crate::exact::Same;
 use crate::flight::{Lead, Outcome, Role};
 use crate::key::Key;
 use crate::lock::Held;
@@ -41,6 +42,7 @@ pub(crate) fn spawn_refresh<S, R, F>(
     policy: Policy,
     load: F,
     current: Bytes,
+    same: Same<S::Value>,
 ) -> bool
 where
     S: Shape<R> + 'static,
@@ -70,7 +72,7 @@ where
     let key = key.clone();
     runtime.spawn(async move {
         cache
-            .refresh::<S, R, F>(&key, policy, load, current, lead)
+            .refresh::<S, R, F>(&key, policy, load, current, lead, same)
             .await;
         drop(permit);
     });
@@ -85,6 +87,7 @@ impl Cache {
         load: F,
         current: Bytes,
         lead: Lead,
+        same: Same<S::Value>,
     ) {
         let counters = &self.inner.counters;
         // Between this call's read and now, another caller or process may have refreshed
@@ -146,7 +149,7 @@ impl Cache {
             return lead.finish(Outcome::NotStored);
         }
         guard.0 = None;
-        let encoded = self.encode::<S, R>(key, &policy, &loaded);
+        let encoded = self.encode::<S, R>(key, &policy, &loaded, same);
         drop(loaded);
         let (entry, _) = self.store(key, &policy, encoded, held.as_ref()).await;
         lead.finish(entry.map_or(Outcome::NotStored, Outcome::Stored));

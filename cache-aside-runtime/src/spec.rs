@@ -40,6 +40,8 @@ pub struct FnSpec {
     /// Whether a value this function returned was refused as not round-tripping (logged
     /// once per function).
     pub(crate) warned_unstorable: AtomicBool,
+    /// Another function can write this one's keys (see `keyspace`): run uncached.
+    shares_keys: AtomicBool,
     /// The policy resolved with the first cache this function ran with (by cache id).
     policy: OnceLock<(u64, bool, crate::policy::Policy)>,
 }
@@ -73,6 +75,7 @@ impl FnSpec {
             first_prefix: OnceLock::new(),
             other_prefixes: RwLock::new(Vec::new()),
             warned_unstorable: AtomicBool::new(false),
+            shares_keys: AtomicBool::new(false),
             policy: OnceLock::new(),
         }
     }
@@ -235,7 +238,25 @@ impl FnSpec {
         prefix
     }
 
-    fn make_prefix(&self, path: &str, generics: &str) -> &'static str {
+    /// Can another function write this one's keys? Then its calls run uncached.
+    #[inline]
+    pub(crate) fn shares_keys(&self) -> bool {
+        self.shares_keys.load(Relaxed)
+    }
+
+    pub(crate) fn mark_shared(&self) {
+        self.shares_keys.store(true, Relaxed);
+    }
+
+    /// The prefix of one instantiation, recorded with the functions writing under it.
+    fn make_prefix(&'static self, path: &'static str, generics: &str) -> &'static str {
+        let prefix = self.render_prefix(path, generics);
+        let owner = split_last_segment(strip_closures(path)).0;
+        crate::keyspace::record(self, owner, prefix);
+        prefix
+    }
+
+    fn render_prefix(&self, path: &str, generics: &str) -> &'static str {
         let path = strip_closures(path);
         let owner = split_last_segment(path).0;
         let own = trailing_group(generics);

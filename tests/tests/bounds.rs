@@ -33,10 +33,11 @@ async fn gated(cache: &Cache, gate: &Gate, id: u64) -> u64 {
     id
 }
 
-#[cached(ttl = 60, prefix = "gated", cache = cache, skip(cache, loads))]
-async fn quick(cache: &Cache, loads: &AtomicU32, id: u64) -> u64 {
-    loads.fetch_add(1, SeqCst);
-    id
+/// A gate whose body goes straight through.
+fn open_gate() -> Gate {
+    let gate = Gate::default();
+    gate.open.notify_one();
+    gate
 }
 
 /// Polls `fut` once, then leaves it parked (not dropped) for as long as it is held.
@@ -60,35 +61,36 @@ async fn a_parked_leader_holds_waiters_only_for_flight_wait() {
     let mut parked = Box::pin(gated(&cache, &gate, 1));
     poll_once(&mut parked).await;
     assert_eq!(gate.loads.load(SeqCst), 1, "the parked call leads the load");
-    let loads = AtomicU32::new(0);
+    let other = open_gate();
     let start = Instant::now();
-    let waiter = tokio::time::timeout(Duration::from_secs(3), quick(&cache, &loads, 1)).await;
+    let waiter = tokio::time::timeout(Duration::from_secs(3), gated(&cache, &other, 1)).await;
     let took = start.elapsed();
     assert_eq!(waiter.expect("the waiter gave up on the parked leader"), 1);
     assert!(took >= Duration::from_millis(200), "{took:?}");
     assert!(took < Duration::from_millis(1500), "{took:?}");
-    assert_eq!(loads.load(SeqCst), 1, "the waiter ran its own body");
+    assert_eq!(other.loads.load(SeqCst), 1, "the waiter ran its own body");
     let stats = cache.stats();
     assert_eq!((stats.waited, stats.flight_timeouts), (1, 1), "{stats:?}");
     drop(parked);
 }
 
-/// The default bound is 5 s, and so is the attribute's override's unit of account.
-#[cached(ttl = 60, prefix = "gated", flight_wait = "100ms", cache = cache, skip(cache, loads))]
-async fn impatient(cache: &Cache, loads: &AtomicU32, id: u64) -> u64 {
-    loads.fetch_add(1, SeqCst);
+#[cached(ttl = 60, prefix = "impatient", flight_wait = "100ms", cache = cache, skip(cache, gate))]
+async fn impatient(cache: &Cache, gate: &Gate, id: u64) -> u64 {
+    gate.loads.fetch_add(1, SeqCst);
+    gate.open.notified().await;
     id
 }
 
+/// `flight_wait` on the attribute wins over the cache's (5 s by default).
 #[tokio::test]
 async fn the_attribute_sets_its_own_flight_wait() {
     let cache = Cache::memory();
     let gate = Gate::default();
-    let mut parked = Box::pin(gated(&cache, &gate, 2));
+    let mut parked = Box::pin(impatient(&cache, &gate, 2));
     poll_once(&mut parked).await;
-    let loads = AtomicU32::new(0);
+    let other = open_gate();
     let start = Instant::now();
-    let got = tokio::time::timeout(Duration::from_secs(3), impatient(&cache, &loads, 2)).await;
+    let got = tokio::time::timeout(Duration::from_secs(3), impatient(&cache, &other, 2)).await;
     assert_eq!(got.expect("waited past flight_wait"), 2);
     assert!(start.elapsed() < Duration::from_millis(1500));
     assert_eq!(cache.stats().flight_timeouts, 1);

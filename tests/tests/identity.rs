@@ -46,7 +46,9 @@ on_both! {
     invalidate_all_spares_a_template_sharing_the_prefix => neighbours_sharing_a_prefix;
     invalidate_all_spares_long_hashed_keys_of_a_neighbour => hashed_neighbours;
     values_json_cannot_hold_are_returned_and_never_stored => unstorable_values;
+    untagged_variants_that_serialize_alike_are_told_apart_by_partial_eq => alike_variants;
     set_arguments_in_btree_sets_are_one_entry => set_arguments;
+    functions_whose_keys_can_meet_run_uncached => overlapping_layouts;
 }
 
 fn count(loads: &AtomicU32) -> u32 {
@@ -381,6 +383,79 @@ async fn unstorable_values(cache: &Cache) {
     assert_eq!(cache.stats().unstorable, 10);
 }
 
+/// Variants an untagged enum serializes alike: JSON gives back the first, and only
+/// `PartialEq` can tell. Types with it are compared so; see the README for types without.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Contact {
+    Login(String),
+    Email(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Flag {
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Counted {
+    name: String,
+    #[serde(skip)]
+    dirty: bool,
+}
+
+#[cached(ttl = 60, prefix = "contact", cache = cache, skip(cache, loads))]
+async fn contact(cache: &Cache, loads: &AtomicU32, email: bool) -> Result<Contact, String> {
+    count(loads);
+    Ok(if email {
+        Contact::Email("a@b".into())
+    } else {
+        Contact::Login("a@b".into())
+    })
+}
+
+#[cached(ttl = 60, prefix = "flag", cache = cache, skip(cache, loads))]
+async fn flag(cache: &Cache, loads: &AtomicU32, on: bool) -> Option<Flag> {
+    count(loads);
+    Some(if on { Flag::On } else { Flag::Off })
+}
+
+#[cached(ttl = 60, prefix = "counted", cache = cache, skip(cache, loads))]
+async fn counted(cache: &Cache, loads: &AtomicU32, dirty: bool) -> Counted {
+    count(loads);
+    Counted {
+        name: "n".into(),
+        dirty,
+    }
+}
+
+async fn alike_variants(cache: &Cache) {
+    let loads = AtomicU32::new(0);
+    for _ in 0..2 {
+        assert_eq!(
+            contact(cache, &loads, true).await,
+            Ok(Contact::Email("a@b".into()))
+        );
+        assert_eq!(flag(cache, &loads, false).await, Some(Flag::Off));
+        assert!(counted(cache, &loads, true).await.dirty);
+    }
+    assert_eq!(loads.load(SeqCst), 6, "none of them was stored");
+    assert_eq!(cache.stats().unstorable, 6);
+    // The first variant, and a skipped field at its default, do come back as they were.
+    for _ in 0..2 {
+        assert_eq!(
+            contact(cache, &loads, false).await,
+            Ok(Contact::Login("a@b".into()))
+        );
+        assert_eq!(flag(cache, &loads, true).await, Some(Flag::On));
+        assert!(!counted(cache, &loads, false).await.dirty);
+    }
+    assert_eq!(loads.load(SeqCst), 9);
+    assert_eq!(cache.stats().hits, 3);
+}
+
 #[cached(ttl = 60, prefix = "set", cache = cache, skip(cache, loads))]
 async fn in_set(cache: &Cache, loads: &AtomicU32, ids: BTreeSet<u32>) -> usize {
     count(loads);
@@ -395,6 +470,30 @@ async fn set_arguments(cache: &Cache) {
     assert_eq!(in_set(cache, &loads, b.clone()).await, 50);
     assert_eq!(loads.load(SeqCst), 1);
     assert!(in_set_invalidate(cache, b).await.unwrap());
+}
+
+#[cached(ttl = 60, prefix = "doc", cache = cache, skip(cache))]
+async fn by_name(cache: &Cache, name: String) -> String {
+    format!("by name {name}")
+}
+
+#[cached(ttl = 60, key = "doc:v{version}.json", cache = cache, skip(cache))]
+async fn by_version(cache: &Cache, version: u32) -> String {
+    format!("by version {version}")
+}
+
+/// `by_name("v7.json")` and `by_version(7)` would both be `ca:doc:v7.json`: once both
+/// have run in this process, neither reads the cache, and each returns its own body's value.
+async fn overlapping_layouts(cache: &Cache) {
+    for _ in 0..2 {
+        assert_eq!(by_version(cache, 7).await, "by version 7");
+        assert_eq!(by_name(cache, "v7.json".into()).await, "by name v7.json");
+        assert_eq!(by_version(cache, 7).await, "by version 7");
+    }
+    let error = by_name_cache_key(cache, "v7.json".into()).unwrap_err();
+    assert!(matches!(error, Error::SharedKeys { .. }), "{error}");
+    assert!(by_version_invalidate_all(cache).await.is_err());
+    assert!(cache.stats().errors >= 4, "{:?}", cache.stats());
 }
 
 /// A handle for `shop` refuses to delete `blog:post:1`, and says why.

@@ -1,0 +1,155 @@
+//! Which functions write under which prefix, so that two of them can never read each
+//! other's entries.
+//!
+//! Two functions may share a prefix on purpose (`prefix = "user"` beside `key =
+//! "user:{id}:posts:{page}"`): their layouts keep their keys apart. But a `prefix` given
+//! to two functions, a given prefix that equals another function's derived one, or two
+//! layouts that can render one text (`{}` beside `v{}.json`: `by_name("v7.json")` and
+//! `by_version(7)` are both `ca:doc:v7.json`) would let one function's hit return the
+//! other's value. The first time a function's instantiation builds its prefix, it is
+//! recorded here; if another function already writes under that prefix with a layout that
+//! can meet its own, both are marked and from then on run uncached in this process (the
+//! call still returns its body's value; `stats().errors` counts it and one warning names
+//! both). A process that runs only one of the two cannot see the other: fix the
+//! attributes.
+
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+
+use crate::key::Layout;
+use crate::spec::FnSpec;
+
+/// A function writing under a prefix: its spec and the path it is defined at (the wrapper
+/// and each companion have a spec of their own; the name and path say they are one
+/// function).
+type Writers = Vec<(&'static FnSpec, &'static str)>;
+
+static BY_PREFIX: LazyLock<Mutex<HashMap<&'static str, Writers>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// Records that `spec`, defined at `owner`, writes under `prefix`; marks every spec of it
+/// and of each other function whose keys could meet its own.
+pub(crate) fn record(spec: &'static FnSpec, owner: &'static str, prefix: &'static str) {
+    let mut by_prefix = BY_PREFIX.lock().unwrap_or_else(|e| e.into_inner());
+    let writers = by_prefix.entry(prefix).or_default();
+    if writers.iter().any(|(other, _)| std::ptr::eq(*other, spec)) {
+        return;
+    }
+    let me = (spec, owner);
+    writers.push(me);
+    let mut meeting = Vec::new();
+    for &other in writers.iter() {
+        if one_function(other, me) {
+            if other.0.shares_keys() {
+                spec.mark_shared();
+            }
+        } else if spec.layout.meets(&other.0.layout)
+            && !meeting.iter().any(|m| one_function(*m, other))
+        {
+            meeting.push(other);
+        }
+    }
+    for &(other, _) in &meeting {
+        tracing::warn!(
+            prefix,
+            first = other.name(),
+            first_layout = other.layout.text(),
+            second = spec.name(),
+            second_layout = spec.layout.text(),
+            "cache-aside: two functions can write the same keys under one prefix; both run \
+             uncached until one gets its own `prefix` (or a layout the other cannot render)"
+        );
+    }
+    if !meeting.is_empty() {
+        for &writer in writers.iter() {
+            if one_function(writer, me) || meeting.iter().any(|m| one_function(*m, writer)) {
+                writer.0.mark_shared();
+            }
+        }
+    }
+}
+
+/// Are these two specs one function's (its wrapper and a companion each have their own)?
+fn one_function(a: (&'static FnSpec, &str), b: (&'static FnSpec, &str)) -> bool {
+    std::ptr::eq(a.0, b.0) || (a.1 == b.1 && a.0.name() == b.0.name() && a.0.layout == b.0.layout)
+}
+
+impl Layout {
+    /// Can a key's arguments part fit both layouts? Conservative: a value may be any
+    /// non-empty text, so a value slot meets any fixed text with its affixes.
+    pub(crate) fn meets(&self, other: &Layout) -> bool {
+        let (mine, theirs) = (self.text(), other.text());
+        if mine.split(':').count() != theirs.split(':').count() {
+            return false;
+        }
+        mine.split(':').zip(theirs.split(':')).all(|(a, b)| {
+            match (a.split_once("{}"), b.split_once("{}")) {
+                (None, None) => a == b,
+                (Some(slot), None) => fits_slot(b, slot),
+                (None, Some(slot)) => fits_slot(a, slot),
+                (Some((pre_a, post_a)), Some((pre_b, post_b))) => {
+                    (pre_a.starts_with(pre_b) || pre_b.starts_with(pre_a))
+                        && (post_a.ends_with(post_b) || post_b.ends_with(post_a))
+                }
+            }
+        })
+    }
+}
+
+fn fits_slot(text: &str, (before, after): (&str, &str)) -> bool {
+    text.len() > before.len() + after.len() && text.starts_with(before) && text.ends_with(after)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_meet_when_one_text_fits_both() {
+        let meet = |a: &'static str, b: &'static str| Layout::new(a).meets(&Layout::new(b));
+        for (a, b) in [
+            ("{}", "{}"),
+            ("{}", "v{}.json"),
+            ("{}:{}", "{}:posts"),
+            ("{}.json", "v{}.json"),
+            ("", ""),
+            ("a:{}", "a:{}"),
+        ] {
+            assert!(meet(a, b) && meet(b, a), "{a:?} {b:?}");
+        }
+        for (a, b) in [
+            ("{}", "{}:posts:{}"),
+            ("", "{}"),
+            ("a{}", "b{}"),
+            ("{}:posts", "{}:drafts"),
+            ("{}.json", "{}.xml"),
+            ("posts", "p"),
+        ] {
+            assert!(!meet(a, b) && !meet(b, a), "{a:?} {b:?}");
+        }
+    }
+
+    #[test]
+    fn functions_whose_keys_meet_are_marked_both() {
+        static BY_NAME: FnSpec = FnSpec::new("by_name", Some("t-doc"), Layout::new("{}"));
+        static BY_VERSION: FnSpec =
+            FnSpec::new("by_version", Some("t-doc"), Layout::new("v{}.json"));
+        static POSTS: FnSpec = FnSpec::new("posts", Some("t-doc"), Layout::new("{}:posts:{}"));
+        // A companion's spec of its own: the same function.
+        static BY_NAME_KEY: FnSpec = FnSpec::new("by_name", Some("t-doc"), Layout::new("{}"));
+        record(&POSTS, "app", "t-doc");
+        record(&BY_NAME, "app", "t-doc");
+        assert!(!BY_NAME.shares_keys() && !POSTS.shares_keys());
+        record(&BY_NAME, "app", "t-doc");
+        record(&BY_NAME_KEY, "app", "t-doc");
+        assert!(!BY_NAME.shares_keys(), "a function meets itself");
+        record(&BY_VERSION, "app", "t-doc");
+        assert!(BY_NAME.shares_keys() && BY_VERSION.shares_keys());
+        assert!(BY_NAME_KEY.shares_keys(), "the companion's spec too");
+        assert!(!POSTS.shares_keys());
+        // The same name and layout at another path: another function.
+        static ELSEWHERE: FnSpec = FnSpec::new("posts", Some("t-doc"), Layout::new("{}:posts:{}"));
+        record(&ELSEWHERE, "app::other", "t-doc");
+        assert!(POSTS.shares_keys() && ELSEWHERE.shares_keys());
+    }
+}

@@ -153,7 +153,9 @@ impl CacheBuilder {
         self
     }
 
-    /// Size cap of the embedded backend, keys plus values (default 64 MiB).
+    /// Size cap of the embedded backend (default 64 MiB): keys, values and about 512 bytes
+    /// of bookkeeping per entry, so that resident memory stays near the cap whatever the
+    /// entries' sizes.
     pub fn memory_max_bytes(mut self, bytes: u64) -> Self {
         self.memory_bytes = bytes;
         self

@@ -135,6 +135,9 @@ impl Cache {
         let entry = match read {
             Ok(entry) => entry,
             Err(error) => {
+                if error.is_timeout() {
+                    self.check_size(key, policy);
+                }
                 self.failed("get", key.as_str(), &error);
                 if policy.surface_errors {
                     return Err(error);
@@ -144,6 +147,7 @@ impl Cache {
         };
         // 2. decide
         let mut kept = None;
+        let entry = entry.filter(|e| self.fits(key, e.as_slice(), policy));
         if let Some(entry) = entry {
             match decode_entry::<S, R>(entry.as_slice()) {
                 Ok((value, fresh_ms)) => {
@@ -419,6 +423,57 @@ impl Cache {
             return Ok(None);
         }
         Ok(Some((Bytes::from(bytes), ttl + policy.keep())))
+    }
+
+    /// Is an entry as read within `max_value_bytes`? One that is not was written by someone
+    /// else (this library stores nothing larger): a miss, which the load overwrites.
+    #[inline]
+    fn fits(&self, key: &Key, entry: &[u8], policy: &Policy) -> bool {
+        if entry.len() as u64 <= policy.max_value_bytes {
+            return true;
+        }
+        Counters::bump(&self.inner.counters.oversized);
+        tracing::debug!(
+            key = key.as_str(),
+            "cache-aside: an entry over max_value_bytes is there; reading it as a miss"
+        );
+        false
+    }
+
+    /// After a read that timed out: if the entry is larger than this function stores, the
+    /// read was slow because of it, and it would make every read of its key time out (and
+    /// the write after it be skipped), so it is deleted. In a spawned task, with its own
+    /// timeout: the call does not wait for it. Its answer also tells the breaker that Redis
+    /// itself is answering.
+    #[cold]
+    fn check_size(&self, key: &Key, policy: &Policy) {
+        let (Some(_), Ok(runtime)) = (
+            self.inner.backend.redis(),
+            tokio::runtime::Handle::try_current(),
+        ) else {
+            return;
+        };
+        let (cache, key, max) = (
+            self.clone(),
+            key.as_str().to_owned(),
+            policy.max_value_bytes,
+        );
+        // Its own bound, not the call's: the check may have to connect first.
+        let timeout = self.inner.settings.timeout.max(Duration::from_secs(1));
+        runtime.spawn(async move {
+            let Some(redis) = cache.inner.backend.redis() else {
+                return;
+            };
+            match redis.drop_if_larger(&key, max, timeout).await {
+                Some(Ok(Some(len))) => tracing::warn!(
+                    key,
+                    bytes = len,
+                    "cache-aside: an entry over max_value_bytes made its reads time out; deleted it"
+                ),
+                Some(Err(error)) => cache.failed("size check", &key, &error),
+                Some(Ok(None)) | None => {}
+            }
+        });
     }
 
     /// A value the codec would not give back exactly: returned, never stored.

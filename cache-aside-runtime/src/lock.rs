@@ -120,10 +120,10 @@ impl Cache {
             let attempt = redis
                 .get_or_lock(
                     key.as_str(),
-                    &held.key,
-                    &held.token,
+                    (&held.key, &held.token),
                     lock.ttl,
                     now_ms,
+                    policy.max_value_bytes,
                     policy.write_timeout,
                 )
                 .await;

@@ -104,10 +104,10 @@ impl Cache {
                 let attempt = redis
                     .get_or_lock(
                         key.as_str(),
-                        &h.key,
-                        &h.token,
+                        (&h.key, &h.token),
                         lock.ttl,
                         point,
+                        policy.max_value_bytes,
                         policy.timeout,
                     )
                     .await;
@@ -116,7 +116,12 @@ impl Cache {
                 }
                 attempt
             }
-            _ => match self.inner.backend.get(key.as_str(), policy.timeout).await {
+            _ => match self
+                .inner
+                .backend
+                .get(key.as_str(), policy.max_value_bytes, policy.timeout)
+                .await
+            {
                 Ok(Some(entry))
                     if codec::fresh_until(&entry).is_some_and(|t| unix_ms(t) > point) =>
                 {

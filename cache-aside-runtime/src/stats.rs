@@ -74,7 +74,8 @@ counters! {
     lock_waits,
     /// Lock waits that reached `lock_wait` and loaded without the lock.
     lock_timeouts,
-    /// Values larger than `max_value_bytes`: returned, not stored.
+    /// Values larger than `max_value_bytes`: returned, not stored; and entries found larger
+    /// (written by someone else), read as misses and replaced.
     oversized,
     /// Values returned but not stored because the codec would not give them back exactly
     /// (JSON holds no `NaN`, `±inf`, or `Some(None)` inside a value; an untagged enum may

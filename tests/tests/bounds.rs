@@ -187,3 +187,48 @@ async fn a_lock_key_without_a_ttl_expires_after_lock_ttl() {
     assert_eq!(locked(&cache, 3).await, 3);
     assert!(start.elapsed() < Duration::from_millis(500), "a hit now");
 }
+
+#[cached(ttl = 60, prefix = "big", max_value_bytes = 65536, cache = cache, skip(cache, loads))]
+async fn big(cache: &Cache, loads: &AtomicU32, id: u64) -> String {
+    loads.fetch_add(1, SeqCst);
+    format!("ours {id}")
+}
+
+/// A 50 MB value under a live key, written by another program: its key costs a miss or
+/// two and is then replaced; the other keys keep caching and the breaker stays closed. It
+/// used to time out every read of the key (so the write after it was skipped and it stayed
+/// forever) and open the breaker for the whole cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_foreign_value_costs_its_own_key_a_miss_and_is_replaced() {
+    let server = RedisServer::start();
+    // Short enough that reading the 50 MB whole cannot fit in it.
+    let cache = Cache::builder()
+        .timeout(Duration::from_millis(30))
+        .redis(&server.url())
+        .unwrap();
+    let loads = AtomicU32::new(0);
+    let key = big_cache_key(&cache, 1).unwrap();
+    let mut conn = server.conn();
+    let _: () = conn.set_ex(&key, vec![b'x'; 50 << 20], 600).unwrap();
+    assert_eq!(big(&cache, &loads, 2).await, "ours 2"); // connected; another key
+    let mut replaced = false;
+    for _ in 0..20 {
+        assert_eq!(big(&cache, &loads, 1).await, "ours 1");
+        let head: Vec<u8> = conn.getrange(&key, 0, 0).unwrap();
+        if head == [0xCA] {
+            replaced = true;
+            break;
+        }
+        // The size check runs in a task of its own; give it a moment between calls.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(replaced, "the foreign value was never replaced");
+    let before = cache.stats();
+    for id in 1..=3 {
+        assert_eq!(big(&cache, &loads, id).await, format!("ours {id}"));
+        assert_eq!(big(&cache, &loads, id).await, format!("ours {id}"));
+    }
+    let after = cache.stats();
+    assert!(after.hits >= before.hits + 3, "{after:?}");
+    assert_eq!(after.breaker_opened, 0, "{after:?}");
+}

@@ -57,11 +57,19 @@ impl Backend {
         }
     }
 
-    pub(crate) async fn get(&self, key: &str, timeout: Duration) -> Result<Option<Bytes>, Error> {
-        match self {
-            Backend::Redis(b) => Ok(b.get(key, timeout).await?.map(Bytes::from)),
-            Backend::Memory(b) => Ok(b.get(key)),
-        }
+    /// The entry of `key`; one longer than `limit` (never stored by this library with that
+    /// limit) reads as absent.
+    pub(crate) async fn get(
+        &self,
+        key: &str,
+        limit: u64,
+        timeout: Duration,
+    ) -> Result<Option<Bytes>, Error> {
+        let entry = match self {
+            Backend::Redis(b) => b.get(key, timeout).await?.map(Bytes::from),
+            Backend::Memory(b) => b.get(key),
+        };
+        Ok(entry.filter(|e| e.len() as u64 <= limit))
     }
 
     /// Stores `value` under `key`, expiring after `ttl`, in one command.

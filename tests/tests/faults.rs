@@ -30,7 +30,7 @@ use tokio::task::{JoinError, JoinSet};
 
 /// Scheduling allowance on top of a latency bound (2 cores, shared with builds).
 const SLACK: Duration = Duration::from_millis(150);
-/// Time limit of one scenario; the six together stay well under a minute even if all hit it.
+/// Time limit of one scenario; the ten together stay well under two minutes even if all hit it.
 const SCENARIO_LIMIT: Duration = Duration::from_secs(8);
 
 // ---------------------------------------------------------------------------------------
@@ -727,6 +727,121 @@ async fn breaker(tally: Arc<Tally>) {
     assert_eq!(cache.stats().hits, hits + 2, "{:?}", cache.stats());
 }
 
+/// 7. `lock = true` against a Redis that answers nothing: each call spends one timeout on
+///    the cache, lock included, then the load.
+async fn locked_hung(tally: Arc<Tally>) {
+    const TIMEOUT: Duration = Duration::from_millis(200);
+    let server = start(&[]).await;
+    let cache = Cache::builder()
+        .timeout(TIMEOUT)
+        .lock(true)
+        .breaker(1_000, Duration::from_secs(1))
+        .redis(&server.url())
+        .unwrap();
+    let db = Db::new(Duration::from_millis(20));
+    let caller = Caller::new(&cache, &db, &tally, TIMEOUT + db.delay + SLACK);
+    caller.call(1).await;
+    server.pause();
+    for id in 2..12 {
+        caller.call(id).await;
+    }
+    server.resume();
+    assert!(cache.stats().errors >= 10, "{:?}", cache.stats());
+}
+
+/// 8. A lock holder cancelled mid-load: another process's call of that key does not wait
+///    for the lock's TTL.
+async fn holder_cancelled(tally: Arc<Tally>) {
+    let server = start(&[]).await;
+    let holder = Cache::builder().lock(true).redis(&server.url()).unwrap();
+    let other = Cache::builder().lock(true).redis(&server.url()).unwrap();
+    let slow = Db::new(Duration::from_secs(30));
+    let task = {
+        let (holder, slow) = (holder.clone(), slow.clone());
+        tokio::spawn(async move { item(&holder, &slow, 7).await })
+    };
+    eventually!(
+        Duration::from_secs(2),
+        "the holder's load",
+        slow.loads() == 1
+    );
+    task.abort();
+    let db = Db::new(Duration::from_millis(20));
+    // The lock's TTL is 5 s: a call that waited for it would be far over this bound.
+    let caller = Caller::new(&other, &db, &tally, Duration::from_millis(1000));
+    for id in [7, 7, 8] {
+        caller.call(id).await;
+    }
+    assert_eq!(other.stats().lock_timeouts, 0, "{:?}", other.stats());
+}
+
+/// 9. A leader polled once and left parked: waiters of its key give up on it after
+///    `flight_wait` and load themselves.
+async fn parked_leader(tally: Arc<Tally>) {
+    const FLIGHT_WAIT: Duration = Duration::from_millis(200);
+    let server = start(&[]).await;
+    let cache = Cache::builder()
+        .flight_wait(FLIGHT_WAIT)
+        .redis(&server.url())
+        .unwrap();
+    let slow = Db::new(Duration::from_secs(30));
+    let mut parked = Box::pin(item(&cache, &slow, 9));
+    // Polled until its body runs (its Redis read comes first), then never again.
+    for _ in 0..200 {
+        std::future::poll_fn(|cx| {
+            let _ = parked.as_mut().poll(cx);
+            std::task::Poll::Ready(())
+        })
+        .await;
+        if slow.loads() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(slow.loads(), 1, "the parked call leads the load");
+    let db = Db::new(Duration::from_millis(20));
+    let caller = Caller::new(&cache, &db, &tally, FLIGHT_WAIT + db.delay + SLACK);
+    for _ in 0..3 {
+        caller.call(9).await;
+    }
+    assert!(cache.stats().flight_timeouts >= 1, "{:?}", cache.stats());
+    drop(parked);
+}
+
+/// 10. A 50 MB value another program wrote under a live key: that key costs misses until
+///     it is replaced; the other keys keep hitting.
+async fn foreign_huge(tally: Arc<Tally>) {
+    const TIMEOUT: Duration = Duration::from_millis(100);
+    let server = start(&[]).await;
+    let cache = Cache::builder()
+        .timeout(TIMEOUT)
+        .redis(&server.url())
+        .unwrap();
+    let db = Db::new(Duration::ZERO);
+    let caller = Caller::new(&cache, &db, &tally, TIMEOUT * 2 + SLACK);
+    for id in 1..5 {
+        caller.call(id).await;
+    }
+    let key = item_cache_key(&cache, 13).unwrap();
+    let mut conn = server.conn();
+    let _: () = conn.set_ex(&key, vec![b'x'; 50 << 20], 600).unwrap();
+    for round in 0..10 {
+        for id in [13, 1, 2, 3, 4] {
+            caller.call(id).await;
+        }
+        if round > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let head: Vec<u8> = conn.getrange(&key, 0, 0).unwrap();
+    assert_eq!(head, [0xCA], "the foreign value was replaced");
+    let hits = cache.stats().hits;
+    for id in [13, 1, 2, 3, 4] {
+        caller.call(id).await;
+    }
+    assert_eq!(cache.stats().hits, hits + 5, "{:?}", cache.stats());
+}
+
 // ---------------------------------------------------------------------------------------
 // The suite
 // ---------------------------------------------------------------------------------------
@@ -770,6 +885,10 @@ async fn fault_suite() {
     scenario("oom", out_of_memory).await;
     scenario("corrupt", corrupt).await;
     scenario("breaker", breaker).await;
+    scenario("locked-hung", locked_hung).await;
+    scenario("holder-cancelled", holder_cancelled).await;
+    scenario("parked-leader", parked_leader).await;
+    scenario("foreign-huge", foreign_huge).await;
 
     let rows = ROWS.lock().unwrap();
     let counts: Vec<String> = rows

@@ -184,7 +184,7 @@ use proc_macro::TokenStream;
 /// // }
 /// ```
 ///
-/// **`jitter = 0.1`** (a float above 0, at most 0.5): each stored TTL is spread at random by
+/// **`jitter = 0.1`** (a float from 0, which turns the cache's jitter off, to 0.5): each stored TTL is spread at random by
 /// up to ±that fraction, so keys written together do not expire together.
 ///
 /// ```text

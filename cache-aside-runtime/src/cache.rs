@@ -154,8 +154,9 @@ impl CacheBuilder {
     }
 
     /// Size cap of the embedded backend (default 64 MiB): keys, values and about 512 bytes
-    /// of bookkeeping per entry, so that resident memory stays near the cap whatever the
-    /// entries' sizes.
+    /// of bookkeeping per entry, so that what the store holds stays within the cap whatever
+    /// the entries' sizes. The allocator may keep more of what evicted entries freed (glibc,
+    /// many threads, large values); see the README.
     pub fn memory_max_bytes(mut self, bytes: u64) -> Self {
         self.memory_bytes = bytes;
         self

@@ -332,8 +332,13 @@ impl Cache {
                 key = key.as_str(),
                 "cache-aside: body failed; fail-safe serves the kept value"
             );
+            // Two commands, one budget: what the back-off takes, the release cannot.
+            let mut policy = policy;
+            let started = std::time::Instant::now();
             self.back_off(key, &kept.entry, &policy).await;
-            // Only releases the lock; a failure is counted and logged inside.
+            policy.write_timeout = policy.write_timeout.saturating_sub(started.elapsed());
+            // Only releases the lock (a lock left held releases itself when dropped); a
+            // failure is counted and logged inside.
             self.write(key, None, held.as_ref(), &policy).await.ok();
             return (Ok(kept.value), Outcome::Stale(kept.entry));
         }

@@ -148,7 +148,10 @@ impl Cache {
                 key = key.as_str(),
                 "cache-aside: background refresh failed; backing off"
             );
+            let mut policy = policy;
+            let started = std::time::Instant::now();
             self.back_off(key, &current, &policy).await;
+            policy.write_timeout = policy.write_timeout.saturating_sub(started.elapsed());
             // Releases the lock, if held; a failure is counted and logged inside.
             self.write(key, None, held.as_ref(), &policy).await.ok();
             return lead.finish(Outcome::NotStored);

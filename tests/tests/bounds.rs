@@ -232,3 +232,47 @@ async fn a_huge_foreign_value_costs_its_own_key_a_miss_and_is_replaced() {
     assert!(after.hits >= before.hits + 3, "{after:?}");
     assert_eq!(after.breaker_opened, 0, "{after:?}");
 }
+
+#[cached(ttl = "200ms", fail_safe = "1h", lock = true, prefix = "kept", cache = cache, skip(cache, fail))]
+async fn kept(cache: &Cache, fail: &AtomicU32, id: u64) -> Result<u64, String> {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    if fail.load(SeqCst) == 1 {
+        return Err("down".into());
+    }
+    Ok(id)
+}
+
+/// Fail-safe with the lock against a Redis that stopped answering: the back-off and the
+/// lock's release share what the read left, instead of a timeout each.
+#[tokio::test]
+async fn fail_safe_with_the_lock_spends_one_timeout_on_a_hung_redis() {
+    let server = RedisServer::start();
+    let cache = Cache::builder()
+        .timeout(Duration::from_millis(300))
+        .redis(&server.url())
+        .unwrap();
+    let fail = AtomicU32::new(0);
+    assert_eq!(kept(&cache, &fail, 1).await, Ok(1));
+    // Past its TTL, inside fail_safe: the next call loads, fails, and falls back on it.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    fail.store(1, SeqCst);
+    // The read answers; then the lock is taken, the body fails, and Redis hangs.
+    let start = Instant::now();
+    let call = kept(&cache, &fail, 1);
+    tokio::pin!(call);
+    let value = tokio::select! {
+        value = &mut call => value,
+        () = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            server.pause();
+            std::future::pending::<()>().await;
+        } => unreachable!(),
+    };
+    let took = start.elapsed();
+    server.resume();
+    assert_eq!(value, Ok(1), "fail-safe answered with the kept value");
+    // body + one timeout is 400 ms; a timeout for the back-off and another for the release
+    // was 700 ms.
+    assert!(took < Duration::from_millis(600), "{took:?}");
+    assert_eq!(cache.stats().fail_safe, 1);
+}

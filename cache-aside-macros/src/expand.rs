@@ -173,10 +173,16 @@ impl<'a> Gen<'a> {
         let max_value_bytes = a.max_value_bytes.map(|n| quote!(.max_value_bytes(#n)));
         let layout = self.layout();
         let spec = local("__ca_spec");
+        // Where the function is written, the same for its wrapper's spec and its companions':
+        // how the runtime tells one function from another of the same name and path (two
+        // blocks of one function), whose keys would meet.
+        let span = self.func.item.sig.ident.span();
+        let site = quote_spanned!(span=> .at(::core::file!(), ::core::line!(), ::core::column!()));
         quote! {
             let #spec: &'static #private::FnSpec = {
                 static SPEC: #private::FnSpec =
                     #private::FnSpec::new(#name, #prefix, #private::Layout::new(#layout))
+                        #site
                         #ttl #none_ttl #stale #refresh_ahead #xfetch #fail_safe #jitter #lock #timeout
                         #flight_wait #max_value_bytes;
                 &SPEC

@@ -70,8 +70,15 @@ pub(crate) fn record(spec: &'static FnSpec, owner: &'static str, prefix: &'stati
 }
 
 /// Are these two specs one function's (its wrapper and a companion each have their own)?
+/// By where it is written when the macro said; else by name, path and layout.
 fn one_function(a: (&'static FnSpec, &str), b: (&'static FnSpec, &str)) -> bool {
-    std::ptr::eq(a.0, b.0) || (a.1 == b.1 && a.0.name() == b.0.name() && a.0.layout == b.0.layout)
+    if std::ptr::eq(a.0, b.0) {
+        return true;
+    }
+    match (a.0.site, b.0.site) {
+        (Some(here), Some(there)) => here == there,
+        _ => a.1 == b.1 && a.0.name() == b.0.name() && a.0.layout == b.0.layout,
+    }
 }
 
 impl Layout {

@@ -15,6 +15,8 @@ pub struct FnSpec {
     name: &'static str,
     prefix: Option<&'static str>,
     pub(crate) layout: Layout,
+    /// Where the function is written (file, line, column of its name), if the macro said.
+    pub(crate) site: Option<(&'static str, u32, u32)>,
     pub(crate) ttl: Option<Duration>,
     pub(crate) none_ttl: Option<Duration>,
     pub(crate) stale: Option<Duration>,
@@ -58,6 +60,7 @@ impl FnSpec {
             name,
             prefix,
             layout,
+            site: None,
             ttl: None,
             none_ttl: None,
             stale: None,
@@ -78,6 +81,12 @@ impl FnSpec {
             shares_keys: AtomicBool::new(false),
             policy: OnceLock::new(),
         }
+    }
+
+    /// Where the function is written: its wrapper and companions say the same.
+    pub const fn at(mut self, file: &'static str, line: u32, column: u32) -> Self {
+        self.site = Some((file, line, column));
+        self
     }
 
     /// `ttl = ...`

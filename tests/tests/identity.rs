@@ -43,6 +43,7 @@ on_both! {
     generic_functions_keep_one_entry_per_type => generic_functions;
     methods_of_a_generic_impl_keep_one_entry_per_type => generic_methods;
     nested_functions_of_one_name_keep_their_own_entries => nested_functions;
+    functions_of_one_name_in_two_blocks_never_read_each_other => two_blocks;
     invalidate_all_spares_a_template_sharing_the_prefix => neighbours_sharing_a_prefix;
     invalidate_all_spares_long_hashed_keys_of_a_neighbour => hashed_neighbours;
     values_json_cannot_hold_are_returned_and_never_stored => unstorable_values;
@@ -271,6 +272,29 @@ async fn nested_functions(cache: &Cache) {
         "ca:identity.nested_one.-7B-7Bclosure-7D-7D.inner:1"
     );
     assert_ne!(one_key, two_key);
+}
+
+/// Two blocks of one function each declare an `inner`: `type_name` gives both one path, so
+/// one prefix and one layout. Told apart by where they are written, they run uncached
+/// rather than read each other's entries.
+async fn two_blocks(cache: &Cache) {
+    for _ in 0..2 {
+        let a = {
+            #[cached(ttl = 60, cache = cache, skip(cache))]
+            async fn inner(cache: &Cache, id: u64) -> String {
+                format!("a:{id}")
+            }
+            inner(cache, 1).await
+        };
+        let b = {
+            #[cached(ttl = 60, cache = cache, skip(cache))]
+            async fn inner(cache: &Cache, id: u64) -> String {
+                format!("b:{id}")
+            }
+            inner(cache, 1).await
+        };
+        assert_eq!((a.as_str(), b.as_str()), ("a:1", "b:1"));
+    }
 }
 
 #[cached(ttl = 60, prefix = "user", cache = cache, skip(cache))]

@@ -96,6 +96,16 @@ impl Breaker {
         })
     }
 
+    /// The failures were one entry's doing (too large to read within the timeout), and it
+    /// is gone: close the circuit and clear the streak, so the other keys go back to Redis
+    /// at once rather than after the cool-down.
+    pub(crate) fn forgive(&self) {
+        self.failures.store(0, Relaxed);
+        if self.state.swap(CLOSED, Relaxed) != CLOSED {
+            tracing::info!("cache-aside: the oversized entry is deleted; circuit closed");
+        }
+    }
+
     fn open(&self, from: u8, cooldown: Duration) {
         let retry_at = self.now_ms().saturating_add(cooldown.as_millis() as u64);
         self.retry_at.store(retry_at, Relaxed);
@@ -185,6 +195,20 @@ mod tests {
             1,
             "re-opening from half-open is one outage"
         );
+    }
+
+    #[test]
+    fn forgiving_closes_an_open_circuit_and_clears_the_streak() {
+        let b = Breaker::new(2, Duration::from_secs(3600));
+        b.admit().unwrap().record(false);
+        b.forgive();
+        b.admit().unwrap().record(false);
+        assert_eq!(b.state(), BreakerState::Closed, "the streak started again");
+        b.admit().unwrap().record(false);
+        assert_eq!(b.state(), BreakerState::Open);
+        b.forgive();
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert!(b.admit().is_some(), "admitted before the cool-down ends");
     }
 
     #[test]

@@ -463,8 +463,9 @@ impl Cache {
             key.as_str().to_owned(),
             policy.max_value_bytes,
         );
-        // Its own bound, not the call's: the check may have to connect first.
-        let timeout = self.inner.settings.timeout.max(Duration::from_secs(1));
+        // Its own bound, not the call's: it may have to connect first, and a Redis copying
+        // out a reply of hundreds of MB answers slowly for a while.
+        let timeout = self.inner.settings.timeout.max(Duration::from_secs(5));
         runtime.spawn(async move {
             let Some(redis) = cache.inner.backend.redis() else {
                 return;

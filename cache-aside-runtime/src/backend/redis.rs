@@ -8,7 +8,7 @@
 //! and reads retry once after a dropped connection, within the same deadline.
 
 use std::sync::LazyLock;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,6 +19,9 @@ use tokio::sync::OnceCell;
 use crate::breaker::Breaker;
 use crate::deadline;
 use crate::error::Error;
+
+/// Size checks after timed-out reads that may run at once (see `drop_if_larger`).
+const MAX_SIZE_CHECKS: u32 = 8;
 
 /// Keys asked for per `SCAN` step and deleted per `UNLINK`.
 const SCAN_BATCH: usize = 500;
@@ -262,8 +265,9 @@ pub(crate) struct RedisBackend {
     /// A second connection, made the first time a read times out, for the size check that
     /// follows: on the main one it would wait behind the very reply that was too slow.
     side: OnceCell<redis::aio::MultiplexedConnection>,
-    /// A size check is running: at most one at a time, so a hung Redis does not pile them up.
-    checking: AtomicBool,
+    /// Size checks running: a few at a time (the reads queued behind a huge reply time out
+    /// too, and their checks must not crowd out the one of the huge key), never a pile.
+    checking: AtomicU32,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -282,7 +286,7 @@ impl RedisBackend {
             manager: OnceCell::new(),
             breaker,
             side: OnceCell::new(),
-            checking: AtomicBool::new(false),
+            checking: AtomicU32::new(0),
         })
     }
 
@@ -294,7 +298,8 @@ impl RedisBackend {
         max: u64,
         timeout: Duration,
     ) -> Option<Result<Option<u64>, Error>> {
-        if self.checking.swap(true, Relaxed) {
+        if self.checking.fetch_add(1, Relaxed) >= MAX_SIZE_CHECKS {
+            self.checking.fetch_sub(1, Relaxed);
             return None;
         }
         let check = async {
@@ -308,12 +313,14 @@ impl RedisBackend {
                 return Ok(None);
             }
             let _: u64 = redis::cmd("UNLINK").arg(key).query_async(&mut conn).await?;
+            // The timeouts that led here, this key's and its neighbours', were its doing.
+            self.breaker.forgive();
             Ok(Some(len))
         };
         let result = tokio::time::timeout(timeout, check)
             .await
             .unwrap_or(Err(Error::Timeout(timeout)));
-        self.checking.store(false, Relaxed);
+        self.checking.fetch_sub(1, Relaxed);
         Some(result)
     }
 

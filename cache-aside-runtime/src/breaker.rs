@@ -35,6 +35,14 @@ pub(crate) struct Breaker {
     retry_at: AtomicU64,
     pub(crate) opened: AtomicU64,
     pub(crate) skipped: AtomicU64,
+    /// Bumped by [`forgive`](Breaker::forgive): a failure of an operation admitted before
+    /// it was the forgiven entry's doing too (a read queued behind its reply), and counts
+    /// for nothing.
+    pardons: AtomicU32,
+    /// When the last pardon was, in ms after `epoch` (plus one; 0 for never): for one
+    /// cool-down after it, failures count for nothing either, as the connection drains
+    /// what was queued behind the forgiven entry's reply.
+    pardoned_at: AtomicU64,
 }
 
 /// Permission to run one operation. A probe that is dropped without an outcome (its future
@@ -43,6 +51,7 @@ pub(crate) struct Permit<'a> {
     breaker: &'a Breaker,
     probe: bool,
     done: bool,
+    pardons: u32,
 }
 
 impl Breaker {
@@ -56,6 +65,8 @@ impl Breaker {
             retry_at: AtomicU64::new(0),
             opened: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
+            pardons: AtomicU32::new(0),
+            pardoned_at: AtomicU64::new(0),
         }
     }
 
@@ -93,6 +104,7 @@ impl Breaker {
             breaker: self,
             probe,
             done: false,
+            pardons: self.pardons.load(Relaxed),
         })
     }
 
@@ -100,10 +112,23 @@ impl Breaker {
     /// is gone: close the circuit and clear the streak, so the other keys go back to Redis
     /// at once rather than after the cool-down.
     pub(crate) fn forgive(&self) {
+        self.pardons.fetch_add(1, Relaxed);
+        self.pardoned_at.store(self.now_ms() + 1, Relaxed);
         self.failures.store(0, Relaxed);
         if self.state.swap(CLOSED, Relaxed) != CLOSED {
             tracing::info!("cache-aside: the oversized entry is deleted; circuit closed");
         }
+    }
+
+    /// Is a failure of an operation admitted at pardon count `pardons` forgiven? Read only
+    /// on failures: the hit path never comes here.
+    #[cold]
+    fn pardoned(&self, pardons: u32) -> bool {
+        if pardons != self.pardons.load(Relaxed) {
+            return true;
+        }
+        let at = self.pardoned_at.load(Relaxed);
+        at != 0 && self.now_ms() < (at - 1).saturating_add(self.cooldown.as_millis() as u64)
     }
 
     fn open(&self, from: u8, cooldown: Duration) {
@@ -131,6 +156,9 @@ impl Permit<'_> {
     pub(crate) fn record(mut self, reachable: bool) {
         self.done = true;
         let b = self.breaker;
+        if !reachable && b.pardoned(self.pardons) {
+            return;
+        }
         match (self.probe, reachable) {
             (true, true) => {
                 b.failures.store(0, Relaxed);
@@ -200,15 +228,34 @@ mod tests {
     #[test]
     fn forgiving_closes_an_open_circuit_and_clears_the_streak() {
         let b = Breaker::new(2, Duration::from_secs(3600));
-        b.admit().unwrap().record(false);
-        b.forgive();
-        b.admit().unwrap().record(false);
-        assert_eq!(b.state(), BreakerState::Closed, "the streak started again");
-        b.admit().unwrap().record(false);
+        for _ in 0..2 {
+            b.admit().unwrap().record(false);
+        }
         assert_eq!(b.state(), BreakerState::Open);
         b.forgive();
         assert_eq!(b.state(), BreakerState::Closed);
         assert!(b.admit().is_some(), "admitted before the cool-down ends");
+        // Failures of operations admitted before the pardon, and for one cool-down after
+        // it, count for nothing: the connection is draining what queued behind the entry.
+        let early = b.admit().unwrap();
+        b.forgive();
+        early.record(false);
+        for _ in 0..3 {
+            b.admit().unwrap().record(false);
+        }
+        assert_eq!(b.state(), BreakerState::Closed);
+        // After that cool-down (none here), failures count again, from zero.
+        let quick = Breaker::new(2, Duration::ZERO);
+        quick.admit().unwrap().record(false);
+        quick.forgive();
+        quick.admit().unwrap().record(false);
+        assert_eq!(
+            quick.state(),
+            BreakerState::Closed,
+            "the streak started again"
+        );
+        quick.admit().unwrap().record(false);
+        assert_eq!(quick.state(), BreakerState::Open);
     }
 
     #[test]

@@ -448,8 +448,8 @@ impl Cache {
     /// After a read that timed out: if the entry is larger than this function stores, the
     /// read was slow because of it, and it would make every read of its key time out (and
     /// the write after it be skipped), so it is deleted. In a spawned task, with its own
-    /// timeout: the call does not wait for it. Its answer also tells the breaker that Redis
-    /// itself is answering.
+    /// timeout: the call does not wait for it. A deletion also closes the breaker, whose
+    /// failures were that entry's doing (`Breaker::forgive`).
     #[cold]
     fn check_size(&self, key: &Key, policy: &Policy) {
         let (Some(_), Ok(runtime)) = (

@@ -111,7 +111,7 @@ impl<'a> Gen<'a> {
         let private = Self::private_path(self.args, span);
         let tokens = quote!(#expr);
         let reads_moved = moved
-            && ((self.func.receiver_owned && mentions_self(&tokens))
+            && ((self.func.receiver_owned && mentions(&tokens, &Ident::new("self", span)))
                 || self.func.args.iter().any(|a| {
                     !matches!(a.ty, syn::Type::Reference(_)) && mentions(&tokens, &a.ident)
                 }));
@@ -531,15 +531,6 @@ fn respan(tokens: TokenStream, span: Span) -> TokenStream {
             tt
         })
         .collect()
-}
-
-/// Does `self` occur anywhere in `tokens`?
-fn mentions_self(tokens: &TokenStream) -> bool {
-    tokens.clone().into_iter().any(|tt| match tt {
-        TokenTree::Ident(i) => i == "self",
-        TokenTree::Group(g) => mentions_self(&g.stream()),
-        _ => false,
-    })
 }
 
 /// Does `ident` occur anywhere in `tokens`?

@@ -3,6 +3,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use cache_aside_settings::defaults;
 use tokio::sync::Semaphore;
 
 use crate::backend::{Backend, MemoryBackend, RedisBackend};
@@ -16,14 +17,14 @@ use crate::report::Reporter;
 use crate::stats::{Counters, Stats};
 
 /// Namespace used when the builder sets none.
-pub const DEFAULT_NAMESPACE: &str = "ca";
+pub const DEFAULT_NAMESPACE: &str = defaults::NAMESPACE;
 /// Per-operation timeout used when the builder sets none.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
+pub const DEFAULT_TIMEOUT: Duration = defaults::TIMEOUT;
 /// Size cap of the embedded backend when the builder sets none: 64 MiB.
-pub const DEFAULT_MEMORY_BYTES: u64 = 64 << 20;
+pub const DEFAULT_MEMORY_BYTES: u64 = defaults::MEMORY_MAX_BYTES;
 /// Largest entry stored when the builder sets none: 8 MiB. Larger values are returned, not
 /// stored: a multi-megabyte `GET` stalls every other command on the connection.
-pub const DEFAULT_MAX_VALUE_BYTES: u64 = 8 << 20;
+pub const DEFAULT_MAX_VALUE_BYTES: u64 = defaults::MAX_VALUE_BYTES;
 
 static DEFAULT_CACHE: OnceLock<Cache> = OnceLock::new();
 
@@ -102,22 +103,22 @@ impl Default for CacheBuilder {
             namespace: DEFAULT_NAMESPACE.to_owned(),
             settings: Settings {
                 default_ttl: None,
-                timeout: DEFAULT_TIMEOUT,
-                max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
-                jitter: 0.0,
+                timeout: defaults::TIMEOUT,
+                max_value_bytes: defaults::MAX_VALUE_BYTES,
+                jitter: defaults::JITTER,
                 fail_safe: None,
-                fail_safe_backoff: Duration::from_secs(5),
+                fail_safe_backoff: defaults::FAIL_SAFE_BACKOFF,
                 stale: None,
                 refresh_ahead: None,
-                lock: false,
-                lock_ttl: Duration::from_secs(5),
-                lock_wait: Duration::from_secs(5),
-                flight_wait: Duration::from_secs(5),
+                lock: defaults::LOCK,
+                lock_ttl: defaults::LOCK_TTL,
+                lock_wait: defaults::LOCK_WAIT,
+                flight_wait: defaults::FLIGHT_WAIT,
             },
-            memory_bytes: DEFAULT_MEMORY_BYTES,
-            breaker_failures: 5,
-            breaker_cooldown: Duration::from_secs(2),
-            max_refreshes: 64,
+            memory_bytes: defaults::MEMORY_MAX_BYTES,
+            breaker_failures: defaults::BREAKER_FAILURES,
+            breaker_cooldown: defaults::BREAKER_COOLDOWN,
+            max_refreshes: defaults::MAX_REFRESHES,
         }
     }
 }
@@ -299,40 +300,33 @@ impl CacheBuilder {
                 self.namespace
             )));
         }
+        use cache_aside_settings as set;
         let s = &self.settings;
         if let Some(ttl) = s.default_ttl {
-            limits::duration("default_ttl", ttl)?;
+            limits::duration(set::DEFAULT_TTL, ttl)?;
         }
-        limits::timeout(s.timeout)?;
-        for (name, value) in [
-            ("stale", s.stale),
-            ("fail_safe", s.fail_safe),
-            ("fail_safe_backoff", Some(s.fail_safe_backoff)),
-            ("lock_ttl", Some(s.lock_ttl)),
-            ("lock_wait", Some(s.lock_wait)),
-            ("flight_wait", Some(s.flight_wait)),
-            ("breaker cooldown", Some(self.breaker_cooldown)),
+        limits::duration(set::TIMEOUT, s.timeout)?;
+        for (setting, value) in [
+            (set::STALE, s.stale),
+            (set::FAIL_SAFE, s.fail_safe),
+            (set::FAIL_SAFE_BACKOFF, Some(s.fail_safe_backoff)),
+            (set::LOCK_TTL, Some(s.lock_ttl)),
+            (set::LOCK_WAIT, Some(s.lock_wait)),
+            (set::FLIGHT_WAIT, Some(s.flight_wait)),
+            (set::BREAKER_COOLDOWN, Some(self.breaker_cooldown)),
         ] {
             if let Some(value) = value {
-                limits::duration(name, value)?;
+                limits::duration(setting, value)?;
             }
         }
-        limits::jitter(s.jitter)?;
+        limits::fraction(set::JITTER, s.jitter)?;
         if let Some(at) = s.refresh_ahead {
-            limits::refresh_ahead(at)?;
+            limits::fraction(set::REFRESH_AHEAD, at)?;
         }
-        limits::count("max_value_bytes", s.max_value_bytes, u64::MAX)?;
-        limits::count("memory_max_bytes", self.memory_bytes, u64::MAX)?;
-        limits::count(
-            "max_refreshes",
-            self.max_refreshes as u64,
-            limits::MAX_REFRESHES as u64,
-        )?;
-        limits::count(
-            "breaker failures",
-            u64::from(self.breaker_failures),
-            u64::from(u32::MAX),
-        )?;
+        limits::count(set::MAX_VALUE_BYTES, s.max_value_bytes)?;
+        limits::count(set::MEMORY_MAX_BYTES, self.memory_bytes)?;
+        limits::count(set::MAX_REFRESHES_SETTING, self.max_refreshes as u64)?;
+        limits::count(set::BREAKER_FAILURES, u64::from(self.breaker_failures))?;
         Ok(())
     }
 

@@ -48,6 +48,7 @@ mod engine;
 mod error;
 mod exact;
 mod flight;
+pub mod guide;
 pub mod key;
 mod keyspace;
 pub mod limits;

@@ -1,0 +1,1 @@
+//! The manual: one page per topic, written in `docs/` at the repository root.

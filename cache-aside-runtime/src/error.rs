@@ -6,11 +6,21 @@
 
 use std::time::Duration;
 
+/// The cause carried by [`Error::Encode`], [`Error::Decode`] and [`Error::Key`], as their
+/// [`source`](std::error::Error::source): serde's error, or our description of a malformed
+/// entry. Boxed so that other codecs can bring their own error types.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 /// Everything that can go wrong in the cache layer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// Redis answered with an error, or the connection failed.
+    ///
+    /// redis-rs's own error stays in the API on purpose: it says which command failed and
+    /// how (`is_timeout`, `is_connection_refusal`, the server's error code), and this crate
+    /// is built on redis-rs 1.x, which follows semver. [`Error::is_timeout`] and
+    /// [`Error::is_connection`] answer the common questions without naming it.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
     /// The circuit breaker is open: Redis failed repeatedly and is skipped for a cool-down.
@@ -21,13 +31,13 @@ pub enum Error {
     Timeout(Duration),
     /// A value could not be encoded for storage.
     #[error("could not encode the value: {0}")]
-    Encode(String),
+    Encode(#[source] Cause),
     /// A stored value could not be decoded (corrupt, truncated, or another schema).
     #[error("could not decode the cached value: {0}")]
-    Decode(String),
+    Decode(#[source] Cause),
     /// A key argument's `Serialize` impl failed.
     #[error("could not build the key: {0}")]
-    Key(String),
+    Key(#[source] Cause),
     /// `#[cached]` without `cache = ...` ran before a default cache was set.
     #[error(
         "no default cache is set: call `Cache::set_default` (or pass `cache = ...` to #[cached]) before the first cached call"

@@ -16,7 +16,6 @@
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 
-use crate::key::Layout;
 use crate::spec::FnSpec;
 
 /// A function writing under a prefix: its spec and the path it is defined at (the wrapper
@@ -26,6 +25,16 @@ type Writers = Vec<(&'static FnSpec, &'static str)>;
 
 static BY_PREFIX: LazyLock<Mutex<HashMap<&'static str, Writers>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// The prefix of the instantiation `path` and `generics` name (see `FnSpec::prefix`),
+/// recorded here the first time it is made.
+pub(crate) fn prefix_of(
+    spec: &'static FnSpec,
+    path: &'static str,
+    generics: &'static str,
+) -> &'static str {
+    spec.prefix(path, generics, |prefix, owner| record(spec, owner, prefix))
+}
 
 /// Records that `spec`, defined at `owner`, writes under `prefix`; marks every spec of it
 /// and of each other function whose keys could meet its own.
@@ -81,60 +90,10 @@ fn one_function(a: (&'static FnSpec, &str), b: (&'static FnSpec, &str)) -> bool 
     }
 }
 
-impl Layout {
-    /// Can a key's arguments part fit both layouts? Conservative: a value may be any
-    /// non-empty text, so a value slot meets any fixed text with its affixes.
-    pub(crate) fn meets(&self, other: &Layout) -> bool {
-        let (mine, theirs) = (self.text(), other.text());
-        if mine.split(':').count() != theirs.split(':').count() {
-            return false;
-        }
-        mine.split(':').zip(theirs.split(':')).all(|(a, b)| {
-            match (a.split_once("{}"), b.split_once("{}")) {
-                (None, None) => a == b,
-                (Some(slot), None) => fits_slot(b, slot),
-                (None, Some(slot)) => fits_slot(a, slot),
-                (Some((pre_a, post_a)), Some((pre_b, post_b))) => {
-                    (pre_a.starts_with(pre_b) || pre_b.starts_with(pre_a))
-                        && (post_a.ends_with(post_b) || post_b.ends_with(post_a))
-                }
-            }
-        })
-    }
-}
-
-fn fits_slot(text: &str, (before, after): (&str, &str)) -> bool {
-    text.len() > before.len() + after.len() && text.starts_with(before) && text.ends_with(after)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn layouts_meet_when_one_text_fits_both() {
-        let meet = |a: &'static str, b: &'static str| Layout::new(a).meets(&Layout::new(b));
-        for (a, b) in [
-            ("{}", "{}"),
-            ("{}", "v{}.json"),
-            ("{}:{}", "{}:posts"),
-            ("{}.json", "v{}.json"),
-            ("", ""),
-            ("a:{}", "a:{}"),
-        ] {
-            assert!(meet(a, b) && meet(b, a), "{a:?} {b:?}");
-        }
-        for (a, b) in [
-            ("{}", "{}:posts:{}"),
-            ("", "{}"),
-            ("a{}", "b{}"),
-            ("{}:posts", "{}:drafts"),
-            ("{}.json", "{}.xml"),
-            ("posts", "p"),
-        ] {
-            assert!(!meet(a, b) && !meet(b, a), "{a:?} {b:?}");
-        }
-    }
+    use crate::key::Layout;
 
     #[test]
     fn functions_whose_keys_meet_are_marked_both() {

@@ -21,56 +21,61 @@
 //!
 //! [`#[cached]`](cached) rewrites an `async fn` into: build the key from the arguments, read
 //! the cache, on a miss run the original body, store the result with its TTL, return it.
-//! This crate is the engine behind it, in stages that each do one job:
+//! This crate is the engine behind it, in stages that each do one job (see
+//! `docs/architecture.md` in the repository for the whole layout):
 //!
-//! | stage | module | job |
-//! |---|---|---|
-//! | key | [`key`] | `{namespace}:{prefix}:{arguments}`, escaped and deterministic |
-//! | policy | `policy` | a function's options over its cache's settings; freshness rules |
-//! | backend | `backend` | Redis (`ConnectionManager`) or the embedded store |
-//! | breaker | `breaker` | skips an unreachable Redis in-process, probes it back |
-//! | codec | [`codec`] | JSON inside a small versioned envelope with a fresh-until time |
-//! | flight | `flight` | concurrent misses on one key share one load (single-flight) |
-//! | lock | `lock` | one loader per key across processes (`SET NX PX` + token scripts) |
-//! | refresh | `refresh` | bounded background refreshes: stale-while-revalidate, refresh-ahead |
-//! | load | `engine` | the get-or-load path, step by step; fails open on every cache error |
+//! | stage | job |
+//! |---|---|
+//! | key | `{namespace}:{prefix}:{arguments}`, escaped, deterministic and injective |
+//! | policy | a function's options over its cache's settings; freshness rules |
+//! | engine | the get-or-load path, step by step; fails open on every cache error |
+//! | flight | concurrent misses on one key share one load (single-flight) |
+//! | lock | one loader per key across processes (`SET NX PX` + token scripts) |
+//! | refresh | bounded background refreshes: stale-while-revalidate, refresh-ahead, XFetch |
+//! | envelope | JSON inside a small versioned header with a fresh-until time ([`inspect`]) |
+//! | backend | Redis (`ConnectionManager`, breaker, deadlines) or the embedded store |
 //!
 //! A cache never fails a call: when Redis is down, slow, or holds garbage, the function
 //! body runs and its result is returned; the failure is logged (rate-limited) and counted
 //! in [`Cache::stats`].
+//!
+//! The [`guide`] has a page per topic: freshness, stampedes, resilience, keys,
+//! troubleshooting, performance.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod backend;
-mod breaker;
 mod cache;
-pub mod codec;
-mod deadline;
 mod engine;
+mod envelope;
 mod error;
+mod events;
 mod exact;
 mod flight;
 pub mod guide;
-pub mod key;
+pub mod inspect;
+mod key;
 mod keyspace;
 pub mod limits;
-mod lock;
 mod policy;
-mod refresh;
 mod report;
 mod reuse;
+mod settings;
 mod shape;
 mod spec;
 mod stats;
 
 #[doc(hidden)]
-#[path = "private.rs"]
+#[path = "private/mod.rs"]
 pub mod __private;
 
 pub use cache_aside_macros::cached;
 
-pub use crate::breaker::BreakerState;
+pub use crate::backend::redis::breaker::BreakerState;
 pub use crate::cache::{
     Cache, CacheBuilder, DEFAULT_MAX_VALUE_BYTES, DEFAULT_MEMORY_BYTES, DEFAULT_NAMESPACE,
     DEFAULT_TIMEOUT,
 };
-pub use crate::error::Error;
+pub use crate::error::{Cause, Error};
 pub use crate::stats::Stats;

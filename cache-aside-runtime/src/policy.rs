@@ -6,10 +6,72 @@
 //! the physical TTL being `ttl + keep`): within `stale` it is served while a background
 //! refresh replaces it; within `fail_safe` it answers calls whose body fails.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::cache::Settings;
-use crate::spec::FnSpec;
+use crate::settings::Settings;
+
+/// What the attribute gave for one function, each `None` (or `false`) falling back to the
+/// cache's settings. Built in a `static` by generated code, through `FnSpec`'s setters.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Options {
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) none_ttl: Option<Duration>,
+    pub(crate) stale: Option<Duration>,
+    /// Bare `stale`: the window is the cache's `.stale(..)`.
+    pub(crate) stale_from_cache: bool,
+    pub(crate) refresh_ahead: Option<f64>,
+    /// Bare `refresh_ahead`: the fraction is the cache's `.refresh_ahead(..)`.
+    pub(crate) refresh_ahead_from_cache: bool,
+    /// `xfetch = beta`.
+    pub(crate) xfetch: Option<f64>,
+    pub(crate) fail_safe: Option<Duration>,
+    pub(crate) jitter: Option<f64>,
+    pub(crate) lock: Option<bool>,
+    pub(crate) flight_wait: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) max_value_bytes: Option<u64>,
+}
+
+impl Options {
+    pub(crate) const NONE: Options = Options {
+        ttl: None,
+        none_ttl: None,
+        stale: None,
+        stale_from_cache: false,
+        refresh_ahead: None,
+        refresh_ahead_from_cache: false,
+        xfetch: None,
+        fail_safe: None,
+        jitter: None,
+        lock: None,
+        flight_wait: None,
+        timeout: None,
+        max_value_bytes: None,
+    };
+}
+
+/// How long one function's body last took to load: XFetch's delta, read at each early
+/// refresh decision (not when the policy is resolved, which is once).
+#[derive(Debug, Default)]
+pub(crate) struct LoadTime(AtomicU64);
+
+impl LoadTime {
+    pub(crate) const fn new() -> Self {
+        LoadTime(AtomicU64::new(0))
+    }
+
+    /// The last load time.
+    pub(crate) fn last(&self) -> Duration {
+        Duration::from_micros(self.0.load(Relaxed))
+    }
+
+    /// Notes how long a load took.
+    pub(crate) fn loaded_in(&self, took: Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.0.store(us, Relaxed);
+    }
+}
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Lock {
@@ -25,8 +87,8 @@ pub(crate) struct Policy {
     pub(crate) refresh_ahead: Option<f64>,
     /// XFetch's beta: refresh early with a probability that rises as expiry nears.
     pub(crate) xfetch: Option<f64>,
-    /// The function, to note its load times in.
-    pub(crate) spec: &'static FnSpec,
+    /// The function's last load time, XFetch's delta.
+    pub(crate) load_time: &'static LoadTime,
     pub(crate) fail_safe: Duration,
     pub(crate) fail_safe_backoff: Duration,
     pub(crate) jitter: f64,
@@ -35,12 +97,7 @@ pub(crate) struct Policy {
     pub(crate) flight_wait: Duration,
     /// Bound on each cache operation.
     pub(crate) timeout: Duration,
-    /// What the call's read left of `timeout` for its write: a call spends at most one
-    /// `timeout` on the cache, so a hung Redis costs `timeout` once, not per operation.
-    pub(crate) write_timeout: Duration,
     pub(crate) max_value_bytes: u64,
-    /// `on_cache_error = "fail"`: cache failures become the call's `Err`.
-    pub(crate) surface_errors: bool,
 }
 
 /// How a decoded entry may be used at a given moment.
@@ -59,37 +116,35 @@ pub(crate) enum Freshness {
 impl Policy {
     /// The function's options, else the cache's; `None` if neither gives a TTL.
     pub(crate) fn resolve(
-        spec: &'static FnSpec,
+        options: &Options,
+        load_time: &'static LoadTime,
         settings: &Settings,
-        surface_errors: bool,
     ) -> Option<Policy> {
-        let ttl = spec.ttl.or(settings.default_ttl)?;
-        let lock = spec.lock.unwrap_or(settings.lock).then_some(Lock {
+        let ttl = options.ttl.or(settings.default_ttl)?;
+        let lock = options.lock.unwrap_or(settings.lock).then_some(Lock {
             ttl: settings.lock_ttl,
             wait: settings.lock_wait,
         });
-        let timeout = spec.timeout.unwrap_or(settings.timeout);
+        let timeout = options.timeout.unwrap_or(settings.timeout);
         Some(Policy {
             ttl,
-            none_ttl: spec.none_ttl,
-            stale: spec
+            none_ttl: options.none_ttl,
+            stale: options
                 .stale
-                .or(settings.stale.filter(|_| spec.stale_from_cache))
+                .or(settings.stale.filter(|_| options.stale_from_cache))
                 .unwrap_or_default(),
-            refresh_ahead: spec.refresh_ahead.or(settings
+            refresh_ahead: options.refresh_ahead.or(settings
                 .refresh_ahead
-                .filter(|_| spec.refresh_ahead_from_cache)),
-            xfetch: spec.xfetch,
-            spec,
-            fail_safe: spec.fail_safe.or(settings.fail_safe).unwrap_or_default(),
+                .filter(|_| options.refresh_ahead_from_cache)),
+            xfetch: options.xfetch,
+            load_time,
+            fail_safe: options.fail_safe.or(settings.fail_safe).unwrap_or_default(),
             fail_safe_backoff: settings.fail_safe_backoff,
-            jitter: spec.jitter.unwrap_or(settings.jitter),
+            jitter: options.jitter.unwrap_or(settings.jitter),
             lock,
-            flight_wait: spec.flight_wait.unwrap_or(settings.flight_wait),
+            flight_wait: options.flight_wait.unwrap_or(settings.flight_wait),
             timeout,
-            write_timeout: timeout,
-            max_value_bytes: spec.max_value_bytes.unwrap_or(settings.max_value_bytes),
-            surface_errors,
+            max_value_bytes: options.max_value_bytes.unwrap_or(settings.max_value_bytes),
         })
     }
 
@@ -146,7 +201,7 @@ impl Policy {
         match self.xfetch {
             // The load time is read now, not when the policy was resolved: a function's
             // policy is resolved once and remembered. The draw is Exp(1): -ln(u), u in (0, 1].
-            Some(_) => self.xfetch_at(freshness, fresh_until, now, self.spec.last_load(), || {
+            Some(_) => self.xfetch_at(freshness, fresh_until, now, self.load_time.last(), || {
                 -(1.0 - fastrand::f64()).ln()
             }),
             None => freshness,
@@ -196,9 +251,13 @@ mod tests {
     use super::*;
 
     fn policy() -> Policy {
-        static SPEC: FnSpec = FnSpec::new("f", None, crate::key::Layout::new("")).ttl_ms(10_000);
+        static LOAD_TIME: LoadTime = LoadTime::new();
+        let options = Options {
+            ttl: Some(Duration::from_secs(10)),
+            ..Options::NONE
+        };
         let settings = crate::Cache::builder().settings_for_tests();
-        Policy::resolve(&SPEC, &settings, false).unwrap()
+        Policy::resolve(&options, &LOAD_TIME, &settings).unwrap()
     }
 
     #[test]
@@ -206,7 +265,7 @@ mod tests {
         let p = policy();
         let now = SystemTime::now();
         let long_ago = now - Duration::from_secs(3600);
-        let long_ago_ms = crate::codec::unix_ms(long_ago);
+        let long_ago_ms = crate::envelope::unix_ms(long_ago);
         assert_eq!(p.classify(long_ago_ms), Freshness::Fresh);
         assert_eq!(p.keep(), Duration::ZERO);
     }
@@ -236,7 +295,7 @@ mod tests {
             ..policy()
         };
         let load = Duration::from_millis(100);
-        p.spec.loaded_in(load);
+        p.load_time.loaded_in(load);
         let now = SystemTime::now();
         let at = |left_ms: u64, draw: f64| {
             p.xfetch_at(
@@ -254,7 +313,7 @@ mod tests {
         // With real draws, P(due) = exp(-left / (delta * beta)): e^-1 at left = delta.
         let due = (0..20_000)
             .filter(|_| {
-                p.classify(crate::codec::unix_ms(now + Duration::from_millis(100)))
+                p.classify(crate::envelope::unix_ms(now + Duration::from_millis(100)))
                     == Freshness::RefreshDue
             })
             .count() as f64

@@ -3,7 +3,8 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
-use crate::breaker::BreakerState;
+use crate::BreakerState;
+use crate::backend::BreakerFigures;
 
 /// One counter per field of [`Stats`], except the breaker's, which the Redis backend keeps.
 macro_rules! counters {
@@ -16,13 +17,13 @@ macro_rules! counters {
         }
 
         impl Counters {
-            pub(crate) fn snapshot(&self, breaker: (BreakerState, u64, u64)) -> Stats {
+            pub(crate) fn snapshot(&self, breaker: BreakerFigures) -> Stats {
                 Stats {
                     hits: self.hits.load(),
                     $($name: self.$name.load(Relaxed),)*
-                    breaker: breaker.0,
-                    breaker_opened: breaker.1,
-                    breaker_skipped: breaker.2,
+                    breaker: breaker.state,
+                    breaker_opened: breaker.opened,
+                    breaker_skipped: breaker.skipped,
                 }
             }
         }

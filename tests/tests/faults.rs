@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cache_aside_runtime::codec::{self, Codec};
+use cache_aside_runtime::inspect::{self as codec, Codec};
 use cache_aside_runtime::{BreakerState, Cache, Error, cached};
 use cache_aside_tests::RedisServer;
 use redis::Commands;

@@ -6,18 +6,27 @@
 //! Every command goes through [`RedisBackend::run`]: the circuit breaker admits it (or
 //! refuses it in-process), one deadline bounds it including any wait for a reconnection,
 //! and reads retry once after a dropped connection, within the same deadline.
+//!
+//! What this folder owns: the connection (`Connection`, one `ConnectionManager` today, the
+//! place a cluster connection goes), the scripts (`scripts`), the pooled `GET` commands
+//! (`pool`), the per-command deadlines (`deadline`) and the breaker (`breaker`).
 
-use std::sync::LazyLock;
+pub(crate) mod breaker;
+pub(crate) mod deadline;
+mod pool;
+mod scripts;
+
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::time::Duration;
 
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Script, ScriptInvocation, Value};
+use redis::{ScriptInvocation, Value};
 use tokio::sync::OnceCell;
 
-use crate::breaker::Breaker;
-use crate::deadline;
+use self::breaker::Breaker;
+use self::scripts::{EXTEND, GET_OR_LOCK, RELEASE, RETIME};
+use super::{Budget, LockAttempt};
 use crate::error::Error;
 
 /// Size checks after timed-out reads that may run at once (see `drop_if_larger`).
@@ -27,113 +36,6 @@ const MAX_SIZE_CHECKS: u32 = 8;
 const SCAN_BATCH: usize = 500;
 /// Pause before the one retry of a read whose connection dropped.
 const RETRY_PAUSE: Duration = Duration::from_millis(5);
-
-/// `GET` the value if it is still fresh, else try to take the lock. Replies with the
-/// value, `1` (lock taken) or `0` (someone else holds it). An entry past its fresh-until
-/// time (kept for stale serving) counts as absent. A lock key without a TTL (left by
-/// anything but this library) gets `lock_ttl`, so it cannot block every miss forever.
-/// An entry over `max_value_bytes` is not ours to serve: absent.
-/// KEYS: value, lock. ARGV: token, lock ms, now (Unix ms), max value bytes.
-static GET_OR_LOCK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local v = redis.call('GET', KEYS[1])
-if v and #v >= 12 and #v <= tonumber(ARGV[4]) and string.byte(v, 1) == 202 then
-  local fresh = 0
-  for i = 5, 12 do fresh = fresh * 256 + string.byte(v, i) end
-  if fresh == 0 or fresh > tonumber(ARGV[3]) then return v end
-end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-if redis.call('PTTL', KEYS[2]) == -1 then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
-return 0
-",
-    )
-});
-
-/// Extends the lock if this token still holds it. KEYS: lock. ARGV: token, lock ms.
-static EXTEND: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-",
-    )
-});
-
-/// Optionally stores the value, then deletes the lock if this token still holds it: the
-/// value lands before the lock goes, so a poller never sees neither. KEYS: lock[, value].
-/// ARGV: token[, value, ttl ms].
-static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if KEYS[2] then redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) end
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-",
-    )
-});
-
-/// Rewrites an entry's header if it is still the one the caller saw, keeping the payload
-/// and the expiry: how fail-safe backs off without clobbering a value another process
-/// stored meanwhile. KEYS: value. ARGV: old header, new header.
-static RETIME: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local v = redis.call('GET', KEYS[1])
-if v and string.sub(v, 1, 12) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2] .. string.sub(v, 13), 'KEEPTTL')
-  return 1
-end
-return 0
-",
-    )
-});
-
-/// What [`RedisBackend::get_or_lock`] found.
-pub(crate) enum LockAttempt {
-    /// A fresh value is there: use it.
-    Value(Bytes),
-    /// The lock is ours: load, then release it.
-    Locked,
-    /// Another loader holds the lock.
-    Busy,
-}
-
-/// A deadline, and the timeout it was made from (for the error that reports it).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Budget {
-    /// When it was made, on Tokio's clock (which tests may pause), like every time the
-    /// engine compares.
-    pub(crate) started: tokio::time::Instant,
-    pub(crate) until: tokio::time::Instant,
-    pub(crate) of: Duration,
-}
-
-impl Budget {
-    /// `timeout` from now: one clock read, which the hit path also uses for its write.
-    pub(crate) fn from_now(timeout: Duration) -> Self {
-        let started = tokio::time::Instant::now();
-        Budget {
-            started,
-            until: started + deadline::capped(timeout),
-            of: timeout,
-        }
-    }
-
-    /// What is left of it.
-    pub(crate) fn left(&self) -> Duration {
-        self.until
-            .saturating_duration_since(tokio::time::Instant::now())
-    }
-}
-
-impl From<Duration> for Budget {
-    fn from(timeout: Duration) -> Self {
-        Budget::from_now(timeout)
-    }
-}
 
 /// One command or one script call. A trait, not an enum, so that each use compiles to the
 /// command's own future with no dispatch layer around it (the GET of every hit goes here).
@@ -163,97 +65,6 @@ impl Command for ScriptInvocation<'_> {
         conn: &'a mut ConnectionManager,
     ) -> impl Future<Output = redis::RedisResult<T>> + Send + 'a {
         self.invoke_async(conn)
-    }
-}
-
-/// Reused `GET` commands, per thread, like the key buffers ([`crate::reuse`]): a `redis::Cmd`
-/// is two allocations (its bytes and its argument offsets), two of the six a hit makes
-/// beyond decoding the value. Only `GET`s are pooled: their size is the key's, while a
-/// `SET` holds a value of any size.
-mod get_pool {
-    use std::cell::RefCell;
-    use std::ops::{Deref, DerefMut};
-
-    use crate::reuse::{self, Free};
-
-    /// The longest key whose command is worth keeping.
-    const MAX_KEY: usize = 512;
-
-    thread_local!(static FREE: Free<redis::Cmd> = const { RefCell::new(Vec::new()) });
-
-    /// An empty command, returned to this thread's pool when dropped.
-    pub(super) struct Pooled {
-        cmd: redis::Cmd,
-        keep: bool,
-    }
-
-    impl Pooled {
-        pub(super) fn take(key_len: usize) -> Pooled {
-            let keep = key_len <= MAX_KEY;
-            let reused = if keep { reuse::take(&FREE) } else { None };
-            let cmd = match reused {
-                Some(cmd) => cmd,
-                None => redis::Cmd::with_capacity(2, "GET".len() + key_len.max(MAX_KEY / 4)),
-            };
-            Pooled { cmd, keep }
-        }
-    }
-
-    impl Deref for Pooled {
-        type Target = redis::Cmd;
-        fn deref(&self) -> &redis::Cmd {
-            &self.cmd
-        }
-    }
-
-    impl DerefMut for Pooled {
-        fn deref_mut(&mut self) -> &mut redis::Cmd {
-            &mut self.cmd
-        }
-    }
-
-    impl Drop for Pooled {
-        fn drop(&mut self) {
-            if !self.keep {
-                return;
-            }
-            let mut cmd = std::mem::take(&mut self.cmd);
-            cmd.clear();
-            reuse::give(&FREE, cmd);
-        }
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        /// A command back from the pool carries nothing of its last use: had `clear` been
-        /// skipped, the second GET would be sent as `GET a GET b`.
-        #[test]
-        fn a_reused_command_is_empty() {
-            let mut first = Pooled::take(1);
-            first.arg("GET").arg("a");
-            drop(first);
-            let mut second = Pooled::take(1);
-            second.arg("GET").arg("b");
-            assert_eq!(
-                second.get_packed_command(),
-                b"*2\r\n$3\r\nGET\r\n$1\r\nb\r\n"
-            );
-            assert_eq!(
-                FREE.with(|free| free.borrow().len()),
-                0,
-                "it came from the pool"
-            );
-        }
-
-        #[test]
-        fn a_command_for_an_over_long_key_is_not_kept() {
-            let mut long = Pooled::take(MAX_KEY + 1);
-            long.arg("GET").arg("x".repeat(MAX_KEY + 1));
-            drop(long);
-            assert_eq!(FREE.with(|free| free.borrow().len()), 0);
-        }
     }
 }
 
@@ -393,7 +204,7 @@ impl RedisBackend {
         key: &str,
         budget: impl Into<Budget>,
     ) -> Result<Option<Vec<u8>>, Error> {
-        let mut cmd = get_pool::Pooled::take(key.len());
+        let mut cmd = pool::Pooled::take(key.len());
         cmd.arg("GET").arg(key);
         self.run(budget, true, &*cmd).await
     }

@@ -12,23 +12,24 @@
 //! in templates, so `{key}!lock` cannot be another entry's key.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 
-use crate::backend::{LockAttempt, RedisBackend};
-use crate::cache::Cache;
-use crate::codec::unix_ms;
+use super::{Call, Engine};
+use crate::backend::LockAttempt;
+use crate::envelope::unix_ms;
 use crate::error::Error;
 use crate::key::Key;
 use crate::policy::{Lock, Policy};
-use crate::stats::Counters;
+use crate::spec::FnSpec;
 
 const FIRST_PAUSE: Duration = Duration::from_millis(5);
 const MAX_PAUSE: Duration = Duration::from_millis(100);
 
-/// A lock this process may hold: its key and random token, and, once taken, the cache to
+/// A lock this process may hold: its key and random token, and, once taken, the engine to
 /// release it through if the holder never does.
 pub(crate) struct Held {
     pub(crate) key: String,
@@ -36,7 +37,7 @@ pub(crate) struct Held {
     /// Set when the lock is taken: a holder dropped mid-load (its call cancelled, its
     /// body panicked) releases it from a spawned task rather than leaving the fleet to
     /// wait `lock_ttl`.
-    owner: Option<Cache>,
+    owner: Option<Arc<Engine>>,
     released: AtomicBool,
 }
 
@@ -60,8 +61,8 @@ impl Held {
     }
 
     /// The lock is taken: from now on, dropping this releases it.
-    pub(crate) fn taken(mut self, cache: &Cache) -> Held {
-        self.owner = Some(cache.clone());
+    pub(crate) fn taken(mut self, engine: &Arc<Engine>) -> Held {
+        self.owner = Some(Arc::clone(engine));
         self
     }
 }
@@ -84,67 +85,61 @@ impl Drop for Held {
             std::mem::take(&mut self.token),
         );
         runtime.spawn(async move {
-            let Some(redis) = owner.inner.backend.redis() else {
-                return;
-            };
-            let timeout = owner.inner.settings.timeout;
-            if let Err(error) = redis.release(&key, &token, None, timeout).await {
-                owner.failed("release", &key, &error);
+            let timeout = owner.settings.timeout;
+            if let Err(error) = owner.backend.release(&key, &token, None, timeout).await {
+                owner.events.failed("release", &key, &error);
             }
         });
     }
 }
 
-impl Cache {
-    /// Takes the lock of `key`, or finds the value another process stored. Each attempt is
-    /// a Redis command, bounded by what is left of the call's `timeout` (`write_timeout`,
-    /// which this reduces by the time the attempts take): a call spends at most one
-    /// `timeout` on Redis, the lock included. The pauses between attempts are `lock_wait`'s.
-    pub(crate) async fn acquire(
-        &self,
-        redis: &RedisBackend,
-        key: &Key,
-        policy: &mut Policy,
+impl Engine {
+    /// Takes the lock of the call's key, or finds the value another process stored. Each
+    /// attempt is a Redis command, bounded by what is left of the call's `timeout`
+    /// (`write_left`, which this reduces by the time the attempts take): a call spends at
+    /// most one `timeout` on Redis, the lock included. The pauses between attempts are
+    /// `lock_wait`'s.
+    pub(super) async fn acquire(
+        self: &Arc<Self>,
+        call: &mut Call<'_>,
+        policy: &Policy,
         lock: Lock,
     ) -> Result<Acquired, Error> {
+        let key = call.key;
         let held = Held::new(key);
         let deadline = Instant::now() + lock.wait;
         let mut pause = FIRST_PAUSE;
         let mut waited = false;
         loop {
-            if policy.write_timeout.is_zero() {
+            if call.write_left.is_zero() {
                 return Err(Error::Timeout(policy.timeout));
             }
             let now_ms = unix_ms(SystemTime::now());
             let sent = Instant::now();
-            let attempt = redis
+            let attempt = self
+                .backend
                 .get_or_lock(
                     key.as_str(),
                     (&held.key, &held.token),
                     lock.ttl,
                     now_ms,
                     policy.max_value_bytes,
-                    policy.write_timeout,
+                    call.write_left,
                 )
                 .await;
-            policy.write_timeout = policy.write_timeout.saturating_sub(sent.elapsed());
-            let attempt = attempt?;
-            match attempt {
+            call.spent_since(sent);
+            match attempt? {
                 LockAttempt::Value(bytes) => return Ok(Acquired::Value(bytes)),
                 LockAttempt::Locked => return Ok(Acquired::Held(held.taken(self))),
                 LockAttempt::Busy => {}
             }
             if !waited {
                 waited = true;
-                Counters::bump(&self.inner.counters.lock_waits);
+                self.events.lock_wait();
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                Counters::bump(&self.inner.counters.lock_timeouts);
-                tracing::debug!(
-                    key = key.as_str(),
-                    "cache-aside: lock wait ran out; loading without it"
-                );
+                self.events.lock_timeout(key.as_str());
                 return Ok(Acquired::GaveUp);
             }
             // Randomised so that a fleet of waiters does not poll in lock-step.
@@ -156,22 +151,21 @@ impl Cache {
 
     /// Runs a body: as is, or, when this call holds the lock, while extending it; notes how
     /// long it took for XFetch.
-    pub(crate) async fn run_body<F: Future>(
+    pub(super) async fn run_body<F: Future>(
         &self,
         held: Option<&Held>,
+        spec: &'static FnSpec,
         policy: &Policy,
         load: F,
     ) -> F::Output {
         // XFetch scales its early refreshes by the load time; other functions skip the clock.
         let started = policy.xfetch.map(|_| Instant::now());
-        let loaded = match (held, policy.lock, self.inner.backend.redis()) {
-            (Some(held), Some(lock), Some(redis)) => {
-                self.hold(redis, held, policy, lock, load).await
-            }
+        let loaded = match (held, policy.lock) {
+            (Some(held), Some(lock)) => self.hold(held, policy, lock, load).await,
             _ => load.await,
         };
         if let Some(started) = started {
-            policy.spec.loaded_in(started.elapsed());
+            spec.load_time.loaded_in(started.elapsed());
         }
         loaded
     }
@@ -179,7 +173,6 @@ impl Cache {
     /// Runs `load` while extending `held` every third of the lock TTL.
     async fn hold<F: Future>(
         &self,
-        redis: &RedisBackend,
         held: &Held,
         policy: &Policy,
         lock: Lock,
@@ -191,20 +184,18 @@ impl Cache {
             #[allow(clippy::infinite_loop)]
             loop {
                 tokio::time::sleep(period).await;
-                match redis
+                let extended = self
+                    .backend
                     .extend_lock(&held.key, &held.token, lock.ttl, policy.timeout)
-                    .await
-                {
+                    .await;
+                match extended {
                     Ok(true) => {}
                     Ok(false) if !lost => {
                         lost = true;
-                        tracing::warn!(
-                            lock = held.key,
-                            "cache-aside: lock expired or was taken while loading; another process may load this key too"
-                        );
+                        self.events.lock_lost(&held.key);
                     }
                     Ok(false) => {}
-                    Err(error) => self.failed("lock", &held.key, &error),
+                    Err(error) => self.events.failed("lock", &held.key, &error),
                 }
             }
         };
@@ -215,18 +206,16 @@ impl Cache {
     }
 
     /// Stores `entry` (if any) and releases `held`, in one round trip.
-    pub(crate) async fn release(
+    pub(super) async fn release(
         &self,
-        redis: &RedisBackend,
         held: &Held,
-        entry: Option<(&Key, &Bytes, Duration)>,
-        policy: &Policy,
+        entry: Option<(&str, &Bytes, Duration)>,
+        timeout: Duration,
     ) -> Result<(), Error> {
-        let value = entry.map(|(key, bytes, ttl)| (key.as_str(), &bytes[..], ttl));
         // Tried once, answered or not: a drop must not send it again.
         held.released.store(true, Relaxed);
-        redis
-            .release(&held.key, &held.token, value, policy.write_timeout)
+        self.backend
+            .release(&held.key, &held.token, entry, timeout)
             .await
     }
 }

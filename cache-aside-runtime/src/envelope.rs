@@ -1,4 +1,6 @@
-//! Stage 3 of the engine: values to bytes and back, inside a small envelope.
+//! The envelope: values to bytes and back, inside a small versioned header. The one owner
+//! of the stored layout: the Rust code here and the Lua scripts of the Redis backend
+//! (`backend/redis/scripts.rs`, built from the constants below) read the same offsets.
 //!
 //! # Stored layout
 //!
@@ -22,15 +24,19 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::error::Error;
 
-const MAGIC: u8 = 0xCA;
+/// Byte 0 of every entry.
+pub(crate) const MAGIC: u8 = 0xCA;
 /// Bumped with every change of the key or value format, so that an entry written by an
 /// older format reads as a miss and is replaced, never as a wrong value: version 2 came
 /// with key format 2 (see [`key`](crate::key)), under which some old keys name other calls.
 const VERSION: u8 = 2;
 const FLAG_ABSENT: u8 = 0b0000_0001;
 const KNOWN_FLAGS: u8 = FLAG_ABSENT;
+/// Where the fresh-until time starts, and its length (a big-endian `u64`).
+pub(crate) const FRESH_AT: usize = 4;
+pub(crate) const FRESH_LEN: usize = 8;
 /// Bytes before the payload.
-pub const HEADER_LEN: usize = 12;
+pub const HEADER_LEN: usize = FRESH_AT + FRESH_LEN;
 
 /// How a value is turned into bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -57,15 +63,13 @@ impl Codec {
 
     fn write<T: Serialize + ?Sized>(self, value: &T, out: &mut Vec<u8>) -> Result<(), Error> {
         match self {
-            Codec::Json => {
-                serde_json::to_writer(out, value).map_err(|e| Error::Encode(e.to_string()))
-            }
+            Codec::Json => serde_json::to_writer(out, value).map_err(|e| Error::Encode(e.into())),
         }
     }
 
     fn read<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, Error> {
         match self {
-            Codec::Json => serde_json::from_slice(bytes).map_err(|e| Error::Decode(e.to_string())),
+            Codec::Json => serde_json::from_slice(bytes).map_err(|e| Error::Decode(e.into())),
         }
     }
 }
@@ -108,7 +112,7 @@ pub(crate) fn unix_ms(t: SystemTime) -> u64 {
 /// an expired value fresh for a short back-off without re-encoding it.
 pub(crate) fn retimed_header(entry: &[u8], fresh_until: SystemTime) -> Option<[u8; HEADER_LEN]> {
     let mut header = *entry.first_chunk::<HEADER_LEN>()?;
-    header[4..].copy_from_slice(&unix_ms(fresh_until).to_be_bytes());
+    header[FRESH_AT..].copy_from_slice(&unix_ms(fresh_until).to_be_bytes());
     Some(header)
 }
 
@@ -118,8 +122,17 @@ pub(crate) fn fresh_until(bytes: &[u8]) -> Option<SystemTime> {
     let header = bytes
         .first_chunk::<HEADER_LEN>()
         .filter(|h| h[0] == MAGIC)?;
-    let ms = u64::from_be_bytes(header[4..].try_into().expect("8 bytes"));
+    let ms = fresh_ms_of(header);
     (ms != 0).then(|| UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+/// The fresh-until field of a header, in Unix milliseconds.
+#[inline]
+fn fresh_ms_of(header: &[u8; HEADER_LEN]) -> u64 {
+    let field = header[FRESH_AT..]
+        .first_chunk::<FRESH_LEN>()
+        .expect("8 bytes");
+    u64::from_be_bytes(*field)
 }
 
 /// Reads an envelope; any deviation from the layout is [`Error::Decode`].
@@ -141,7 +154,7 @@ pub(crate) fn decode_raw<V: DeserializeOwned>(bytes: &[u8]) -> Result<(Option<V>
         Some(codec) if magic == MAGIC && version == VERSION && flags & !KNOWN_FLAGS == 0 => codec,
         _ => return Err(malformed(bytes)),
     };
-    let fresh_ms = u64::from_be_bytes(header[4..].try_into().expect("8 bytes"));
+    let fresh_ms = fresh_ms_of(header);
     if flags & FLAG_ABSENT != 0 {
         if !payload.is_empty() {
             return Err(Error::Decode("absent entry with a payload".into()));
@@ -164,7 +177,7 @@ fn malformed(bytes: &[u8]) -> Error {
         }
         Some(&[.., codec]) => format!("unknown codec id {codec}"),
     };
-    Error::Decode(why)
+    Error::Decode(why.into())
 }
 
 #[cfg(test)]

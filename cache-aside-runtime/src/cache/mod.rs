@@ -1,0 +1,150 @@
+//! The [`Cache`] handle, a façade over one engine: the only code that touches its fields.
+//! Its builder is [`CacheBuilder`].
+
+mod builder;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use cache_aside_settings::defaults;
+
+pub use self::builder::CacheBuilder;
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::stats::Stats;
+
+/// Namespace used when the builder sets none.
+pub const DEFAULT_NAMESPACE: &str = defaults::NAMESPACE;
+/// Per-operation timeout used when the builder sets none.
+pub const DEFAULT_TIMEOUT: Duration = defaults::TIMEOUT;
+/// Size cap of the embedded backend when the builder sets none: 64 MiB.
+pub const DEFAULT_MEMORY_BYTES: u64 = defaults::MEMORY_MAX_BYTES;
+/// Largest entry stored when the builder sets none: 8 MiB. Larger values are returned, not
+/// stored: a multi-megabyte `GET` stalls every other command on the connection.
+pub const DEFAULT_MAX_VALUE_BYTES: u64 = defaults::MAX_VALUE_BYTES;
+
+static DEFAULT_CACHE: OnceLock<Cache> = OnceLock::new();
+
+/// A cache handle: cheap to clone (one `Arc`), shared by every function that uses it.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), cache_aside_runtime::Error> {
+/// use std::time::Duration;
+/// use cache_aside_runtime::Cache;
+///
+/// let cache = Cache::builder()
+///     .namespace("shop")
+///     .default_ttl(Duration::from_secs(300))
+///     .redis("redis://127.0.0.1:6379/")?;
+/// cache.set_default()?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Cache {
+    engine: Arc<Engine>,
+}
+
+impl Cache {
+    /// Settings for a new cache.
+    pub fn builder() -> CacheBuilder {
+        CacheBuilder::default()
+    }
+
+    /// A Redis cache with default settings.
+    pub fn redis(url: &str) -> Result<Cache, Error> {
+        Cache::builder().redis(url)
+    }
+
+    /// An embedded in-process cache with default settings.
+    pub fn memory() -> Cache {
+        Cache::builder()
+            .memory()
+            .expect("default settings are valid")
+    }
+
+    /// Redis at `$REDIS_URL` if set, else the embedded backend.
+    pub fn from_env() -> Result<Cache, Error> {
+        Cache::builder().from_env()
+    }
+
+    /// Makes this the cache of every `#[cached]` function without `cache = ...`. Once per
+    /// process; a second call is [`Error::DefaultAlreadySet`].
+    pub fn set_default(&self) -> Result<(), Error> {
+        DEFAULT_CACHE
+            .set(self.clone())
+            .map_err(|_| Error::DefaultAlreadySet)
+    }
+
+    /// The cache set by [`set_default`](Self::set_default).
+    pub fn get_default() -> Result<&'static Cache, Error> {
+        DEFAULT_CACHE.get().ok_or(Error::NoDefaultCache)
+    }
+
+    /// The key namespace.
+    pub fn namespace(&self) -> &str {
+        self.engine.namespace()
+    }
+
+    /// The TTL for functions that set none.
+    pub fn default_ttl(&self) -> Option<Duration> {
+        self.engine.settings().default_ttl
+    }
+
+    /// `"redis"` or `"memory"`.
+    pub fn backend_name(&self) -> &'static str {
+        self.engine.backend_name()
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        self.engine.stats()
+    }
+
+    /// Deletes one key (as returned by a `{fn}_cache_key` companion); `true` if it existed.
+    ///
+    /// Only keys of this cache's namespace: any other key is [`Error::OutsideNamespace`]
+    /// and nothing is deleted, so a handle for `shop` never touches `blog:post:1`.
+    pub async fn invalidate(&self, key: &str) -> Result<bool, Error> {
+        self.engine.invalidate(key).await
+    }
+
+    /// Deletes every key of one prefix in this cache's namespace, with `SCAN` + `UNLINK`
+    /// batches on Redis. Returns how many keys were removed. Other prefixes are untouched:
+    /// `invalidate_prefix("user")` removes `ns:user:*`, never `ns:users:*`. Every function
+    /// whose prefix this is loses its entries; a function's `_invalidate_all` companion
+    /// removes only its own.
+    pub async fn invalidate_prefix(&self, prefix: &str) -> Result<u64, Error> {
+        self.engine.invalidate_prefix(prefix).await
+    }
+
+    /// Time until `key` expires; `None` if it is not cached. Only keys of this cache's
+    /// namespace, like [`invalidate`](Self::invalidate).
+    pub async fn ttl_of(&self, key: &str) -> Result<Option<Duration>, Error> {
+        self.engine.ttl_of(key).await
+    }
+
+    fn from_engine(engine: Engine) -> Cache {
+        Cache {
+            engine: Arc::new(engine),
+        }
+    }
+
+    /// The engine behind this handle, for the generated code's calls and the companions.
+    #[inline]
+    pub(crate) fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("backend", &self.backend_name())
+            .field("namespace", &self.namespace())
+            .field("default_ttl", &self.default_ttl())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests;

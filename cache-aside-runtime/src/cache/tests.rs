@@ -1,0 +1,178 @@
+//! Unit tests of the builder's checks and of calls with extreme settings.
+
+use super::builder::redact;
+use super::*;
+use crate::error::Error;
+
+#[test]
+fn redacts_passwords_in_logged_urls() {
+    assert_eq!(
+        redact("redis://u:pw@127.0.0.1:6379/0"),
+        "redis://u:***@127.0.0.1:6379/0"
+    );
+    assert_eq!(redact("redis://:pw@127.0.0.1/"), "redis://:***@127.0.0.1/");
+    assert_eq!(redact("redis://127.0.0.1/"), "redis://127.0.0.1/");
+}
+
+/// Every setting at 0, at its bounds and at `MAX`: accepted, or an `Error::Config`
+/// that names it; never a panic, here or in a call.
+#[test]
+fn every_setting_is_checked_against_its_range() {
+    use crate::limits::{LONGEST, MAX_REFRESHES};
+    let ms = Duration::from_millis;
+    type Set = fn(CacheBuilder, Duration) -> CacheBuilder;
+    let durations: [(&str, Set); 8] = [
+        ("default_ttl", |b, d| b.default_ttl(d)),
+        ("stale", |b, d| b.stale(d)),
+        ("fail_safe", |b, d| b.fail_safe(d)),
+        ("fail_safe_backoff", |b, d| b.fail_safe_backoff(d)),
+        ("lock_ttl", |b, d| b.lock_ttl(d)),
+        ("lock_wait", |b, d| b.lock_wait(d)),
+        ("flight_wait", |b, d| b.flight_wait(d)),
+        ("breaker cooldown", |b, d| b.breaker(5, d)),
+    ];
+    for (name, set) in durations {
+        for (value, ok) in [
+            (Duration::ZERO, false),
+            (ms(1), true),
+            (LONGEST, true),
+            (LONGEST + ms(1), false),
+            (Duration::MAX, false),
+        ] {
+            verdict(
+                name,
+                set(Cache::builder(), value),
+                ok,
+                &format!("{value:?}"),
+            );
+        }
+    }
+    for (value, ok) in [
+        (Duration::ZERO, false),
+        (ms(1), true),
+        (Duration::MAX, true),
+    ] {
+        verdict(
+            "timeout",
+            Cache::builder().timeout(value),
+            ok,
+            &format!("{value:?}"),
+        );
+    }
+    for (value, ok) in [
+        (-0.1, false),
+        (0.0, true),
+        (0.5, true),
+        (0.51, false),
+        (f64::NAN, false),
+    ] {
+        verdict(
+            "jitter",
+            Cache::builder().jitter(value),
+            ok,
+            &value.to_string(),
+        );
+    }
+    for (value, ok) in [
+        (0.0, false),
+        (0.01, true),
+        (0.99, true),
+        (1.0, false),
+        (f64::INFINITY, false),
+    ] {
+        verdict(
+            "refresh_ahead",
+            Cache::builder().refresh_ahead(value),
+            ok,
+            &value.to_string(),
+        );
+    }
+    for (value, ok) in [
+        (0, false),
+        (1, true),
+        (MAX_REFRESHES, true),
+        (MAX_REFRESHES + 1, false),
+        (usize::MAX, false),
+    ] {
+        verdict(
+            "max_refreshes",
+            Cache::builder().max_refreshes(value),
+            ok,
+            &value.to_string(),
+        );
+    }
+    for (value, ok) in [(0, false), (1, true), (u64::MAX, true)] {
+        verdict(
+            "max_value_bytes",
+            Cache::builder().max_value_bytes(value),
+            ok,
+            &value.to_string(),
+        );
+        verdict(
+            "memory_max_bytes",
+            Cache::builder().memory_max_bytes(value),
+            ok,
+            &value.to_string(),
+        );
+    }
+    for (value, ok) in [(0, false), (1, true), (u32::MAX, true)] {
+        let builder = Cache::builder().breaker(value, Duration::from_secs(1));
+        verdict("breaker failures", builder, ok, &value.to_string());
+    }
+    for namespace in ["a:b", "", "a b", "{x}"] {
+        verdict(
+            "namespace",
+            Cache::builder().namespace(namespace),
+            false,
+            namespace,
+        );
+    }
+    assert!(Cache::redis("not a url").is_err());
+}
+
+fn verdict(name: &str, builder: CacheBuilder, ok: bool, value: &str) {
+    match builder.memory() {
+        Ok(_) => assert!(ok, "{name} = {value} was accepted"),
+        Err(Error::Config(message)) => {
+            assert!(!ok, "{name} = {value}: {message}");
+            assert!(message.starts_with(name), "{name} = {value}: {message}");
+        }
+        Err(other) => panic!("{name} = {value}: {other}"),
+    }
+}
+
+/// The longest settings the builder takes serve calls without overflowing a deadline or
+/// an expiry anywhere.
+#[tokio::test]
+async fn calls_with_the_longest_settings_do_not_overflow() {
+    use crate::limits::LONGEST;
+    let cache = Cache::builder()
+        .default_ttl(LONGEST)
+        .stale(LONGEST)
+        .fail_safe(LONGEST)
+        .fail_safe_backoff(LONGEST)
+        .lock_ttl(LONGEST)
+        .lock_wait(LONGEST)
+        .flight_wait(LONGEST)
+        .refresh_ahead(0.99)
+        .jitter(0.5)
+        .timeout(Duration::MAX)
+        .memory()
+        .unwrap();
+    static SPEC: crate::spec::FnSpec =
+        crate::spec::FnSpec::new("f", Some("long"), crate::key::Layout::new("")).stale_from_cache();
+    for _ in 0..3 {
+        let prepared = crate::__private::prepare(Ok(&cache), &SPEC, "m::f", "", |_| Ok(()));
+        let body = crate::__private::Foreground(async { 7u32 });
+        let value = crate::__private::get_or_load::<crate::shape::Plain, u32, _, _>(
+            prepared,
+            &SPEC,
+            body,
+            None,
+            crate::exact::Same::NONE,
+        )
+        .await;
+        assert_eq!(value, 7);
+    }
+    assert_eq!(cache.stats().hits, 2);
+}

@@ -1,0 +1,145 @@
+//! Step 4: encode what the shape says to store, check that it reads back exactly, and
+//! write it with its physical TTL (releasing the lock in the same round trip); and the
+//! fail-safe back-off, which rewrites a kept entry's header.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+
+use super::lock::Held;
+use super::{Call, Engine};
+use crate::envelope;
+use crate::error::Error;
+use crate::exact::{self, Same};
+use crate::policy::Policy;
+use crate::shape::{Shape, Store};
+
+impl Engine {
+    /// Writes what [`encode`](Self::encode) made (releasing `held`). Returns the entry,
+    /// written or not, so that waiters are served even when the backend is down.
+    ///
+    /// Takes the result of `encode` rather than `&R`, so no `&R` is held across an await:
+    /// a refresh task's future is `Send` without asking `R: Sync`.
+    pub(super) async fn store(
+        &self,
+        call: &Call<'_>,
+        policy: &Policy,
+        encoded: Result<Option<(Bytes, Duration)>, Error>,
+        held: Option<&Held>,
+    ) -> (Option<Bytes>, Result<(), Error>) {
+        match encoded {
+            Ok(Some((entry, ttl))) if entry.len() as u64 <= policy.max_value_bytes => {
+                let written = self.write(call, policy, Some((&entry, ttl)), held).await;
+                if written.is_err() {
+                    self.events.store_failed();
+                }
+                (Some(entry), written)
+            }
+            Ok(Some((entry, _))) => {
+                self.events.oversized_value(call.key.as_str(), entry.len());
+                (Some(entry), self.write(call, policy, None, held).await)
+            }
+            Ok(None) => (None, self.write(call, policy, None, held).await),
+            Err(error) => {
+                self.write(call, policy, None, held).await.ok();
+                (None, Err(error))
+            }
+        }
+    }
+
+    /// The entry to store for `loaded` and its physical TTL (jittered TTL plus the
+    /// stale/fail-safe margin); `None` if the shape stores nothing, or if the value would
+    /// not read back exactly (see [`exact`]).
+    pub(super) fn encode<S: Shape<R>, R>(
+        &self,
+        call: &Call<'_>,
+        policy: &Policy,
+        loaded: &R,
+        same: Same<S::Value>,
+    ) -> Result<Option<(Bytes, Duration)>, Error> {
+        let (value, ttl) = match (S::store(loaded), policy.none_ttl) {
+            (Store::Value(value), _) => (Some(value), policy.ttl),
+            (Store::Absent, Some(none_ttl)) => (None, none_ttl),
+            (Store::Absent, None) | (Store::Skip, _) => return Ok(None),
+        };
+        let ttl = policy.jittered(ttl);
+        let bytes = match envelope::encode(self.codec, value, Some(SystemTime::now() + ttl)) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                self.events.failed("encode", call.key.as_str(), &error);
+                return Err(error);
+            }
+        };
+        // An oversized value is not stored anyway (`store` counts it): no need to decode it.
+        if let Some(value) = value
+            && bytes.len() as u64 <= policy.max_value_bytes
+            && !exact::round_trips(
+                value,
+                || envelope::decode_raw::<S::Value>(&bytes).ok()?.0,
+                same,
+            )
+        {
+            let spec = call.spec;
+            self.events
+                .unstorable(spec.name(), &spec.warned_unstorable, call.key.as_str());
+            return Ok(None);
+        }
+        Ok(Some((Bytes::from(bytes), ttl + policy.keep())))
+    }
+
+    /// Writes `entry` with its physical TTL, and releases `held` in the same round trip.
+    /// Skipped when the call's read used up the timeout: Redis is hung or unreachable, and
+    /// waiting for it a second time would double what the outage costs the caller.
+    pub(super) async fn write(
+        &self,
+        call: &Call<'_>,
+        policy: &Policy,
+        entry: Option<(&Bytes, Duration)>,
+        held: Option<&Held>,
+    ) -> Result<(), Error> {
+        let key = call.key.as_str();
+        if call.write_left.is_zero() && (entry.is_some() || held.is_some()) {
+            let error = Error::Timeout(policy.timeout);
+            self.events.failed("set", key, &error);
+            return Err(error);
+        }
+        let (op, result) = match held {
+            Some(held) => {
+                let entry = entry.map(|(bytes, ttl)| (key, bytes, ttl));
+                ("release", self.release(held, entry, call.write_left).await)
+            }
+            None => match entry {
+                Some((bytes, ttl)) => (
+                    "set",
+                    self.backend.set(key, bytes, ttl, call.write_left).await,
+                ),
+                None => return Ok(()),
+            },
+        };
+        if let Err(error) = &result {
+            self.events.failed(op, key, error);
+        }
+        result
+    }
+
+    /// Marks a kept entry fresh for `fail_safe_backoff`, so the next calls are served by it
+    /// instead of running a failing body again; only if nobody replaced it meanwhile.
+    pub(super) async fn back_off(&self, call: &Call<'_>, policy: &Policy, entry: &[u8]) {
+        // Never shorter than it is: a refresh that started early (refresh-ahead, XFetch)
+        // and failed must not cut a still-fresh entry down to the back-off.
+        let backoff = SystemTime::now() + policy.fail_safe_backoff;
+        let until = envelope::fresh_until(entry).map_or(backoff, |fresh| fresh.max(backoff));
+        let (Some(old), Some(new)) = (
+            entry.first_chunk::<{ envelope::HEADER_LEN }>(),
+            envelope::retimed_header(entry, until),
+        ) else {
+            return;
+        };
+        let key = call.key.as_str();
+        let retimed = self.backend.retime(key, old, &new, call.write_left).await;
+        if let Err(error) = retimed {
+            self.events.failed("retime", key, &error);
+        }
+        self.events.backing_off(key, until);
+    }
+}

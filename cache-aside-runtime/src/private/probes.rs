@@ -1,0 +1,82 @@
+//! Autoref specialisation probes: what the generated code learns about a return type
+//! without a trait bound (whether it is `PartialEq`, `Clone`, or has a `Clone` error).
+
+use std::marker::PhantomData;
+
+use crate::exact::Same;
+use crate::flight::Share;
+
+/// Autoref specialisation: `(&&EqProbe::<V>::new()).same()` is `V`'s `PartialEq` when it
+/// has one ([`ByEq`]), else [`Same::NONE`] ([`NotEq`]): what the store-time round-trip
+/// check compares a value with its decoded copy by, beside their serialized forms.
+pub struct EqProbe<V>(PhantomData<fn() -> V>);
+
+impl<V> EqProbe<V> {
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Self {
+        EqProbe(PhantomData)
+    }
+}
+
+pub trait ByEq<V> {
+    fn same(&self) -> Same<V>;
+}
+
+impl<V: PartialEq> ByEq<V> for &EqProbe<V> {
+    fn same(&self) -> Same<V> {
+        Same(Some(|a, b| a == b))
+    }
+}
+
+pub trait NotEq<V> {
+    fn same(&self) -> Same<V>;
+}
+
+impl<V> NotEq<V> for EqProbe<V> {
+    fn same(&self) -> Same<V> {
+        Same::NONE
+    }
+}
+
+/// Autoref specialisation: `(&&&Probe::<R>::new()).sharer()` picks the way to hand a load's
+/// unstored result (an `Err`) to the calls that waited for it, by the first trait whose impl
+/// applies: [`ByClone`] (`R: Clone`), [`ErrByClone`] (`Result<T, E>` with `E: Clone`), else
+/// [`NotShared`] (each waiter runs its own body).
+pub struct Probe<R>(PhantomData<fn() -> R>);
+
+impl<R> Probe<R> {
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Self {
+        Probe(PhantomData)
+    }
+}
+
+pub trait ByClone<R> {
+    fn sharer(&self) -> Option<Share<R>>;
+}
+
+impl<R: Clone + Send + Sync + 'static> ByClone<R> for &&Probe<R> {
+    fn sharer(&self) -> Option<Share<R>> {
+        Some(Share::by_clone())
+    }
+}
+
+pub trait ErrByClone<R> {
+    fn sharer(&self) -> Option<Share<R>>;
+}
+
+impl<T, E: Clone + Send + Sync + 'static> ErrByClone<Result<T, E>> for &Probe<Result<T, E>> {
+    fn sharer(&self) -> Option<Share<Result<T, E>>> {
+        Some(Share::err_by_clone())
+    }
+}
+
+pub trait NotShared<R> {
+    fn sharer(&self) -> Option<Share<R>>;
+}
+
+impl<R> NotShared<R> for Probe<R> {
+    fn sharer(&self) -> Option<Share<R>> {
+        None
+    }
+}

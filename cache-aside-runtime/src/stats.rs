@@ -3,8 +3,8 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
-use crate::BreakerState;
 use crate::backend::BreakerFigures;
+use crate::backend::redis::breaker::BreakerState;
 
 /// One counter per field of [`Stats`], except the breaker's, which the Redis backend keeps.
 macro_rules! counters {

@@ -41,7 +41,6 @@ use bytes::Bytes;
 use tokio::sync::Semaphore;
 
 pub(crate) use self::refresh::spawn_refresh;
-use crate::Stats;
 use crate::backend::Backend;
 use crate::envelope::{self, Codec};
 use crate::error::Error;
@@ -53,6 +52,7 @@ use crate::policy::Policy;
 use crate::settings::Settings;
 use crate::shape::Shape;
 use crate::spec::FnSpec;
+use crate::stats::Stats;
 
 /// One cache's engine: its backend, namespace, settings, codec, events, in-flight loads
 /// and refresh permits. [`Cache`](crate::Cache) is a handle to one.

@@ -9,14 +9,16 @@ use std::sync::{Arc, LazyLock};
 pub use self::body::{Background, Body, Detacher, Foreground, Split, background};
 pub use self::probes::{ByClone, ByEq, EqProbe, ErrByClone, NotEq, NotShared, Probe};
 pub use self::run::{get_or_load, try_get_or_load};
-pub use crate::Error;
+pub use crate::error::Error;
 pub use crate::exact::Same;
 pub use crate::flight::Share;
 pub use crate::key::{KeyBuilder, Layout, Map, Seq};
 pub use crate::shape::{Opt, Plain, Res, Shape};
 pub use crate::spec::FnSpec;
 
-use crate::{Cache, key::Key, keyspace};
+use crate::cache::Cache;
+use crate::key::Key;
+use crate::keyspace;
 
 /// Things `cache = EXPR` may name: a `Cache`, an `Arc<Cache>`, a `LazyLock<Cache>`, or a
 /// reference to any of them.

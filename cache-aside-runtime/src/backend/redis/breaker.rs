@@ -55,9 +55,12 @@ pub(crate) struct Permit<'a> {
 }
 
 impl Breaker {
+    /// `threshold` is at least 1: the builder refuses 0 (`BREAKER_FAILURES` in
+    /// `cache-aside-settings`).
     pub(crate) fn new(threshold: u32, cooldown: Duration) -> Self {
+        debug_assert!(threshold >= 1);
         Breaker {
-            threshold: threshold.max(1),
+            threshold,
             cooldown,
             epoch: Instant::now(),
             state: AtomicU8::new(CLOSED),

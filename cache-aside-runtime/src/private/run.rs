@@ -11,8 +11,8 @@ use crate::spec::FnSpec;
 
 use super::{Body, Prepared};
 
-/// The body of every `#[cached]` function: fails open. `share`: see [`Probe`]; `same`:
-/// see [`EqProbe`].
+/// The body of every `#[cached]` function: fails open. `share`: see [`Probe`](super::Probe); `same`:
+/// see [`EqProbe`](super::EqProbe).
 ///
 /// Not an `async fn`: it hands back `run`'s future as is, so the hit path has one layer of
 /// state machine less (each costs instructions on every call).

@@ -12,6 +12,7 @@
 //! (`pool`), the per-command deadlines (`deadline`) and the breaker (`breaker`).
 
 pub(crate) mod breaker;
+mod connection;
 pub(crate) mod deadline;
 mod pool;
 mod scripts;
@@ -20,11 +21,10 @@ use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{ScriptInvocation, Value};
-use tokio::sync::OnceCell;
+use redis::Value;
 
 use self::breaker::Breaker;
+use self::connection::{Command, Connection};
 use self::scripts::{EXTEND, GET_OR_LOCK, RELEASE, RETIME};
 use super::{Budget, LockAttempt};
 use crate::error::Error;
@@ -37,45 +37,9 @@ const SCAN_BATCH: usize = 500;
 /// Pause before the one retry of a read whose connection dropped.
 const RETRY_PAUSE: Duration = Duration::from_millis(5);
 
-/// One command or one script call. A trait, not an enum, so that each use compiles to the
-/// command's own future with no dispatch layer around it (the GET of every hit goes here).
-trait Command: Sync {
-    fn send<'a, T: redis::FromRedisValue + Send + 'static>(
-        &'a self,
-        conn: &'a mut ConnectionManager,
-    ) -> impl Future<Output = redis::RedisResult<T>> + Send + 'a;
-}
-
-impl Command for redis::Cmd {
-    /// `ConnectionManager::send_packed_command`, not `Cmd::query_async`: the latter goes
-    /// through the `ConnectionLike` trait, which boxes the command's future (an allocation
-    /// and a dynamic call on every hit).
-    async fn send<T: redis::FromRedisValue + Send + 'static>(
-        &self,
-        conn: &mut ConnectionManager,
-    ) -> redis::RedisResult<T> {
-        let reply = conn.send_packed_command(self).await?;
-        Ok(redis::from_redis_value(reply.extract_error()?)?)
-    }
-}
-
-impl Command for ScriptInvocation<'_> {
-    fn send<'a, T: redis::FromRedisValue + Send + 'static>(
-        &'a self,
-        conn: &'a mut ConnectionManager,
-    ) -> impl Future<Output = redis::RedisResult<T>> + Send + 'a {
-        self.invoke_async(conn)
-    }
-}
-
 pub(crate) struct RedisBackend {
-    client: redis::Client,
-    connect_timeout: Duration,
-    manager: OnceCell<ConnectionManager>,
+    conn: Connection,
     pub(crate) breaker: Breaker,
-    /// A second connection, made the first time a read times out, for the size check that
-    /// follows: on the main one it would wait behind the very reply that was too slow.
-    side: OnceCell<redis::aio::MultiplexedConnection>,
     /// Size checks running: a few at a time (the reads queued behind a huge reply time out
     /// too, and their checks must not crowd out the one of the huge key), never a pile.
     checking: AtomicU32,
@@ -92,11 +56,8 @@ impl RedisBackend {
         breaker: Breaker,
     ) -> Result<Self, Error> {
         Ok(RedisBackend {
-            client: redis::Client::open(url)?,
-            connect_timeout,
-            manager: OnceCell::new(),
+            conn: Connection::new(url, connect_timeout)?,
             breaker,
-            side: OnceCell::new(),
             checking: AtomicU32::new(0),
         })
     }
@@ -114,11 +75,7 @@ impl RedisBackend {
             return None;
         }
         let check = async {
-            let mut conn = self
-                .side
-                .get_or_try_init(|| self.client.get_multiplexed_async_connection())
-                .await?
-                .clone();
+            let mut conn = self.conn.side().await?;
             let len: u64 = redis::cmd("STRLEN").arg(key).query_async(&mut conn).await?;
             if len <= max {
                 return Ok(None);
@@ -148,9 +105,9 @@ impl RedisBackend {
             return Err(Error::CircuitOpen);
         };
         let attempt = async {
-            let mut conn = match self.manager.get() {
-                Some(manager) => manager.clone(),
-                None => self.connect().await?,
+            let mut conn = match self.conn.ready() {
+                Some(link) => link,
+                None => self.conn.connect().await?,
             };
             match op.send(&mut conn).await {
                 Err(e) if retry_read && (e.is_connection_dropped() || e.is_io_error()) => {
@@ -167,27 +124,6 @@ impl RedisBackend {
             .unwrap_or(Err(Error::Timeout(budget.of)));
         permit.record(!matches!(&result, Err(e) if e.is_timeout() || e.is_connection()));
         result
-    }
-
-    /// The first command's way to the connection manager; later ones find it set.
-    #[cold]
-    async fn connect(&self) -> Result<ConnectionManager, Error> {
-        let manager = self
-            .manager
-            .get_or_try_init(|| async {
-                // No response timeout here: `run` bounds every command with the caller's
-                // own deadline, which may differ per function.
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.connect_timeout))
-                    .set_response_timeout(None)
-                    .set_number_of_retries(1)
-                    // redis-rs waits 100 ms before its reconnect retry by default; a refused
-                    // connection should fail the call fast (the breaker takes it from there).
-                    .set_min_delay(Duration::from_millis(10));
-                ConnectionManager::new_lazy_with_config(self.client.clone(), config)
-            })
-            .await?;
-        Ok(manager.clone())
     }
 
     // The hit and store commands are sized up front: `redis::cmd(..).arg(..)` starts with

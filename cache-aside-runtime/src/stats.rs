@@ -65,7 +65,7 @@ counters! {
     stale_served,
     /// Calls whose body failed and that got the last good value instead (`fail_safe`).
     fail_safe,
-    /// Background refreshes started (`stale`, `refresh_ahead`).
+    /// Background refreshes started (`stale`, `refresh_ahead`, `xfetch`).
     refreshes,
     /// Background refreshes whose body returned an error or panicked.
     refresh_failures,

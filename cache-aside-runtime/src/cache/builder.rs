@@ -64,9 +64,12 @@ impl CacheBuilder {
         self
     }
 
-    /// Upper bound on each cache read or write (default 250 ms), the wait for a
-    /// (re)connection included. A read that takes longer is a miss; a write that takes longer
-    /// is abandoned. The call itself still succeeds. `#[cached(timeout = ...)]` overrides it.
+    /// Upper bound on the time a call spends on the cache (default 250 ms), the wait for a
+    /// (re)connection included: its read gets the whole timeout, and its writes (the lock's
+    /// commands too) share what the read left. A read that takes longer is a miss; a write
+    /// with no time left is skipped or abandoned. The call itself still succeeds.
+    /// `#[cached(timeout = ...)]` overrides it. Invalidation and `ttl_of` bound each step by
+    /// it.
     ///
     /// Measured on the real clock, also under a paused Tokio clock. One background thread,
     /// `cache-aside-deadlines`, shared by every cache, wakes the commands that run out of
@@ -79,7 +82,7 @@ impl CacheBuilder {
     /// Size cap of the embedded backend (default 64 MiB): keys, values and about 512 bytes
     /// of bookkeeping per entry, so that what the store holds stays within the cap whatever
     /// the entries' sizes. The allocator may keep more of what evicted entries freed (glibc,
-    /// many threads, large values); see the README.
+    /// many threads, large values); see [the performance guide](crate::guide::performance).
     pub fn memory_max_bytes(mut self, bytes: u64) -> Self {
         self.memory_bytes = bytes;
         self
@@ -173,7 +176,8 @@ impl CacheBuilder {
         self
     }
 
-    /// Most background refreshes (`stale`, `refresh_ahead`) running at once (default 64);
+    /// Most background refreshes (`stale`, `refresh_ahead`, `xfetch`) running at once
+    /// (default 64);
     /// beyond it a stale value is still served and the refresh is left to a later call.
     pub fn max_refreshes(mut self, max: usize) -> Self {
         self.max_refreshes = max;

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 /// The cause carried by [`Error::Encode`], [`Error::Decode`] and [`Error::Key`], as their
 /// [`source`](std::error::Error::source): serde's error, or our description of a malformed
-/// entry. Boxed so that other codecs can bring their own error types.
+/// entry. Boxed so that other codecs can bring their own error types. Their `Display` says
+/// what failed and leaves the cause to `source()`, so an error reporter that prints the
+/// chain (`anyhow`'s `{:#}`) shows each part once; this crate's own logs print the chain.
 pub type Cause = Box<dyn std::error::Error + Send + Sync>;
 
 /// Everything that can go wrong in the cache layer.
@@ -21,7 +23,7 @@ pub enum Error {
     /// how (`is_timeout`, `is_connection_refusal`, the server's error code), and this crate
     /// is built on redis-rs 1.x, which follows semver. [`Error::is_timeout`] and
     /// [`Error::is_connection`] answer the common questions without naming it.
-    #[error("redis: {0}")]
+    #[error("the Redis command failed")]
     Redis(#[from] redis::RedisError),
     /// The circuit breaker is open: Redis failed repeatedly and is skipped for a cool-down.
     #[error("circuit open: Redis is skipped after repeated failures")]
@@ -30,13 +32,13 @@ pub enum Error {
     #[error("cache operation timed out after {0:?}")]
     Timeout(Duration),
     /// A value could not be encoded for storage.
-    #[error("could not encode the value: {0}")]
+    #[error("could not encode the value")]
     Encode(#[source] Cause),
     /// A stored value could not be decoded (corrupt, truncated, or another schema).
-    #[error("could not decode the cached value: {0}")]
+    #[error("could not decode the cached value")]
     Decode(#[source] Cause),
     /// A key argument's `Serialize` impl failed.
-    #[error("could not build the key: {0}")]
+    #[error("could not build the key")]
     Key(#[source] Cause),
     /// `#[cached]` without `cache = ...` ran before a default cache was set.
     #[error(
@@ -93,5 +95,40 @@ impl Error {
     /// Was the stored value unreadable? The engine counts these as corrupt entries.
     pub fn is_decode(&self) -> bool {
         matches!(self, Error::Decode(_))
+    }
+}
+
+/// An error and its causes, `: `-separated, for log lines.
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(error) = cause {
+            write!(f, ": {error}")?;
+            cause = error.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    /// A cause is the error's `source()`, not part of its message, so a chain is printed
+    /// with each part once.
+    #[test]
+    fn causes_are_sources_printed_once() {
+        let json = serde_json::from_slice::<u8>(b"x").unwrap_err();
+        let error = Error::Decode(json.into());
+        assert_eq!(error.to_string(), "could not decode the cached value");
+        let cause = error.source().expect("the serde error");
+        assert!(cause.to_string().contains("expected value"), "{cause}");
+        let chain = Chain(&error).to_string();
+        assert_eq!(chain, format!("could not decode the cached value: {cause}"));
     }
 }

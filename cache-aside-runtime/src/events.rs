@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use crate::backend::BreakerFigures;
 use crate::envelope::unix_ms;
-use crate::error::Error;
+use crate::error::{Chain, Error};
 use crate::report::Reporter;
 use crate::stats::{Counters, Stats};
 
@@ -56,6 +56,7 @@ impl Events {
     /// An entry that does not decode: a miss, overwritten by the load.
     #[cold]
     pub(crate) fn corrupt(&self, key: &str, error: &Error) {
+        let error = Chain(error);
         tracing::debug!(key, %error, "cache-aside: corrupt entry; reloading");
         Counters::bump(&self.counters.corrupt);
     }

@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use crate::error::Error;
+use crate::error::{Chain, Error};
 
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
@@ -35,6 +35,7 @@ impl Reporter {
     }
 
     pub(crate) fn report(&self, op: &'static str, key: &str, error: &Error) {
+        let error = Chain(error);
         tracing::debug!(op, key, %error, "cache-aside: cache operation failed; the call goes on without it");
         let now = epoch().elapsed().as_millis() as u64 + 1;
         let last = self.last_warn.load(Relaxed);

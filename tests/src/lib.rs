@@ -4,6 +4,10 @@
 //! `127.0.0.1` port with persistence disabled and a fresh scratch directory.
 //! The process is killed and the directory removed when the value is dropped.
 
+mod cluster;
+
+pub use cluster::{RedisCluster, slot_of};
+
 use std::fs::{self, OpenOptions};
 use std::io::ErrorKind;
 use std::net::TcpListener;

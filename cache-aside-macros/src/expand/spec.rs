@@ -1,0 +1,143 @@
+//! The function's `FnSpec`: its name, prefix, key layout and options, in one static.
+//!
+//! Input:
+//! ```text
+//! #[cached(ttl = 60, prefix = "user")]
+//! pub async fn get_user(id: u64) -> User { .. }
+//! ```
+//! Output, in the wrapper and in each companion:
+//! ```text
+//! let __ca_spec: &'static FnSpec = {
+//!     static SPEC: FnSpec = FnSpec::new("get_user", Some("user"), Layout::new("{}"))
+//!         .at(file!(), line!(), column!()).ttl_ms(60000);
+//!     &SPEC
+//! };
+//! ```
+
+use proc_macro2::{Literal, TokenStream};
+use quote::{quote, quote_spanned};
+use syn::ext::IdentExt;
+
+use crate::key::Part;
+use crate::values::{Dur, OrCache};
+
+use super::Expander;
+
+impl Expander<'_> {
+    /// An expression of type `&'static FnSpec`: the static in a block of its own, so the
+    /// body cannot see it.
+    pub(super) fn spec_ref(&self) -> TokenStream {
+        let static_spec = self.spec_static();
+        quote!({ #static_spec &SPEC })
+    }
+
+    /// `static SPEC: FnSpec = FnSpec::new(..).ttl_ms(..)...;`
+    fn spec_static(&self) -> TokenStream {
+        let private = &self.private;
+        let name = self.func.sig.ident.unraw().to_string();
+        let some = |text: &str| quote!(::core::option::Option::Some(#text));
+        let prefix = match (&self.options.prefix, &self.options.key) {
+            (Some(prefix), _) => some(&prefix.value.value()),
+            (None, Some(key)) => some(&key.value.prefix),
+            (None, None) => quote!(::core::option::Option::None),
+        };
+        let layout = self.layout();
+        // Where the function is written: how the runtime tells one function from another of
+        // the same name and path (two blocks of one function), whose keys would meet.
+        let span = self.func.sig.ident.span();
+        let site = quote_spanned!(span=> .at(::core::file!(), ::core::line!(), ::core::column!()));
+        let setters = self.setters();
+        quote! {
+            static SPEC: #private::FnSpec =
+                #private::FnSpec::new(#name, #prefix, #private::Layout::new(#layout))
+                    #site #(#setters)*;
+        }
+    }
+
+    /// One const setter per option given, in the order `FnSpec` documents them.
+    fn setters(&self) -> Vec<TokenStream> {
+        let o = self.options;
+        let ms = |d: &Dur| d.millis;
+        let float = Literal::f64_unsuffixed;
+        let mut out = Vec::new();
+        let mut push = |setter: Option<TokenStream>| out.extend(setter);
+        push(
+            o.ttl
+                .as_ref()
+                .map(|d| ms(&d.value))
+                .map(|ms| quote!(.ttl_ms(#ms))),
+        );
+        push(
+            o.none_ttl
+                .as_ref()
+                .map(|d| ms(&d.value))
+                .map(|ms| quote!(.none_ttl_ms(#ms))),
+        );
+        push(o.stale.as_ref().map(|stale| match &stale.value {
+            OrCache::Given(d) => {
+                let ms = d.millis;
+                quote!(.stale_ms(#ms))
+            }
+            OrCache::FromCache => quote!(.stale_from_cache()),
+        }));
+        push(o.refresh_ahead.as_ref().map(|at| match at.value {
+            OrCache::Given(f) => {
+                let f = float(f);
+                quote!(.refresh_ahead(#f))
+            }
+            OrCache::FromCache => quote!(.refresh_ahead_from_cache()),
+        }));
+        push(
+            o.xfetch
+                .as_ref()
+                .map(|b| float(b.value))
+                .map(|f| quote!(.xfetch(#f))),
+        );
+        push(
+            o.fail_safe
+                .as_ref()
+                .map(|d| ms(&d.value))
+                .map(|ms| quote!(.fail_safe_ms(#ms))),
+        );
+        push(
+            o.jitter
+                .as_ref()
+                .map(|j| float(j.value))
+                .map(|f| quote!(.jitter(#f))),
+        );
+        push(
+            o.lock
+                .as_ref()
+                .map(|l| l.value)
+                .map(|on| quote!(.lock(#on))),
+        );
+        push(
+            o.timeout
+                .as_ref()
+                .map(|d| ms(&d.value))
+                .map(|ms| quote!(.timeout_ms(#ms))),
+        );
+        let flight_wait = o.flight_wait.as_ref().map(|d| ms(&d.value));
+        push(flight_wait.map(|ms| quote!(.flight_wait_ms(#ms))));
+        let max_value_bytes = o.max_value_bytes.as_ref().map(|n| n.value);
+        push(max_value_bytes.map(|n| quote!(.max_value_bytes(#n))));
+        out
+    }
+
+    /// The key layout the runtime's `Layout` describes: the template after its prefix with
+    /// each placeholder as `{}`, or one `{}` per key argument joined by `:`.
+    fn layout(&self) -> String {
+        match &self.options.key {
+            Some(key) => key
+                .value
+                .parts
+                .iter()
+                .map(|part| match part {
+                    Part::Text(text) => text.as_str(),
+                    Part::Arg { .. } => "{}",
+                })
+                .collect(),
+            None => vec!["{}"; self.key_args().count()].join(":"),
+        }
+    }
+}

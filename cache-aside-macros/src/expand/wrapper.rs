@@ -1,0 +1,125 @@
+//! The wrapper: the user's signature around a call to the runtime, the body inside it.
+//!
+//! Input: `#[cached(ttl = 60)] async fn get(id: u64) -> Result<u64, E> { body }`.
+//! Output:
+//! ```text
+//! async fn get(id: u64) -> Result<u64, E> {
+//!     assert_cacheable::<Res<Plain>, Result<u64, E>>();
+//!     match default_cache() { cache => {
+//!         let spec = { static SPEC: FnSpec = ..; &SPEC };
+//!         let prepared = prepare(cache, spec, ..);
+//!         get_or_load::<Res<Plain>, Result<u64, E>, _, _>(prepared, spec,
+//!             Foreground(async move { body }), share, same).await
+//!     } }
+//! }
+//! ```
+
+use proc_macro2::{Delimiter, Group, Span, TokenStream, TokenTree};
+use quote::{quote, quote_spanned};
+
+use crate::values::OnCacheError;
+
+use super::Expander;
+use super::tokens::{first_span, local, respan};
+
+impl Expander<'_> {
+    pub(super) fn wrapper(&self) -> TokenStream {
+        let func = self.func;
+        let (attrs, vis, sig, inner_attrs) = (&func.attrs, &func.vis, &func.sig, &func.inner_attrs);
+        let ret = &func.ret;
+        // A check of its own, every token at the return type, so "cannot be cached" points
+        // there.
+        let ret_span = first_span(ret);
+        let check_path = Self::private_path(self.options, ret_span);
+        let check_shape = self.shape(ret_span);
+        let check = quote_spanned! {ret_span=>
+            #check_path::assert_cacheable::<#check_shape, #ret>();
+        };
+        let (surface, call) = self.call();
+        let prepare = self.prepare();
+        let run = self.with_cache(true, quote!(#prepare #call.await));
+        quote! {
+            #(#attrs)*
+            #vis #sig {
+                #(#inner_attrs)*
+                #check
+                #surface
+                #run
+            }
+        }
+    }
+
+    /// `get_or_load(..)`, or `try_get_or_load(..)` after an `assert_surface` check with
+    /// `on_cache_error = "fail"`.
+    fn call(&self) -> (TokenStream, TokenStream) {
+        let private = &self.private;
+        let ret = &self.func.ret;
+        let prepared = local("__ca_prepared");
+        let spec = local("__ca_spec");
+        let body = self.body();
+        let (share, same) = (self.share(), self.same());
+        match &self.options.on_cache_error {
+            Some(on_error) if on_error.value == OnCacheError::Fail => {
+                // Every token at the value, so a missing `From<Error>` is reported there.
+                let span = on_error.span;
+                let path = Self::private_path(self.options, span);
+                let ret = respan(ret.clone(), span);
+                let surface = quote_spanned!(span=> #path::assert_surface::<#ret>(););
+                let shape = self.shape(span);
+                let call = quote_spanned! {span=>
+                    #path::try_get_or_load::<#shape, _, _, _, _>(#prepared, #spec, #body, #share, #same)
+                };
+                (surface, call)
+            }
+            _ => {
+                let shape = self.shape(Span::call_site());
+                let call = quote!(#private::get_or_load::<#shape, #ret, _, _>(#prepared, #spec, #body, #share, #same));
+                (TokenStream::new(), call)
+            }
+        }
+    }
+
+    /// The body as an `async move` block, `Foreground(..)` or, for `stale`/`refresh_ahead`/
+    /// `xfetch`, `background(..)`: it may run after the call returns, so it must be owned and
+    /// `Send`, and errors saying it is not point at the option that asked.
+    fn body(&self) -> TokenStream {
+        let mut block = Group::new(Delimiter::Brace, self.func.body.clone());
+        block.set_span(self.func.brace.join());
+        let block = TokenTree::Group(block);
+        match &self.options.background {
+            Some(option) => {
+                let span = option.span();
+                let path = Self::private_path(self.options, span);
+                quote_spanned!(span=> #path::background(async move #block))
+            }
+            None => {
+                let private = &self.private;
+                quote!(#private::Foreground(async move #block))
+            }
+        }
+    }
+
+    /// Unstored results (an `Err` above all) reach the waiters of a load; see `Probe`.
+    fn share(&self) -> TokenStream {
+        let (private, ret) = (&self.private, &self.func.ret);
+        quote! {
+            {
+                use #private::{ByClone as _, ErrByClone as _, NotShared as _};
+                (&&&#private::Probe::<#ret>::new()).sharer()
+            }
+        }
+    }
+
+    /// What the store-time check compares a value with its decoded copy by: the stored
+    /// type's `PartialEq` if it has one; see `EqProbe`.
+    fn same(&self) -> TokenStream {
+        let (private, ret) = (&self.private, &self.func.ret);
+        let shape = self.shape(Span::call_site());
+        quote! {
+            {
+                use #private::{ByEq as _, NotEq as _};
+                (&&#private::EqProbe::<<#shape as #private::Shape<#ret>>::Value>::new()).same()
+            }
+        }
+    }
+}

@@ -9,7 +9,10 @@
 //!         let spec = { static SPEC: FnSpec = ..; &SPEC };
 //!         let prepared = prepare(cache, spec, ..);
 //!         get_or_load::<Res<Plain>, Result<u64, E>, _, _>(prepared, spec,
-//!             Foreground(async move { body }), share, same).await
+//!             Foreground(async move {
+//!                 if false { let ret: Result<u64, E> = loop {}; return ret; }
+//!                 { body }
+//!             }), share, same).await
 //!     } }
 //! }
 //! ```
@@ -83,6 +86,7 @@ impl Expander<'_> {
     /// `xfetch`, `background(..)`: it may run after the call returns, so it must be owned and
     /// `Send`, and errors saying it is not point at the option that asked.
     fn body(&self) -> TokenStream {
+        let anchor = self.return_anchor();
         let mut block = Group::new(Delimiter::Brace, self.func.body.clone());
         block.set_span(self.func.brace.join());
         let block = TokenTree::Group(block);
@@ -90,11 +94,37 @@ impl Expander<'_> {
             Some(option) => {
                 let span = option.span();
                 let path = Self::private_path(self.options, span);
-                quote_spanned!(span=> #path::background(async move #block))
+                quote_spanned!(span=> #path::background(async move { #anchor #block }))
             }
             None => {
                 let private = &self.private;
-                quote!(#private::Foreground(async move #block))
+                quote!(#private::Foreground(async move { #anchor #block }))
+            }
+        }
+    }
+
+    /// An unreachable `return` of the declared type, first in the body's `async` block: it
+    /// fixes the block's output type before the body is checked, so a body of the wrong type
+    /// is a plain mismatched-types error at the user's expression (tracing's
+    /// `fake_return_edge`). It never runs and holds nothing across an `.await`, so it costs
+    /// nothing and leaves the future's `Send`-ness alone.
+    fn return_anchor(&self) -> TokenStream {
+        let ret = &self.func.ret;
+        let span = first_span(ret);
+        let value = local("__ca_return");
+        quote_spanned! {span=>
+            #[allow(
+                unknown_lints,
+                unreachable_code,
+                clippy::diverging_sub_expression,
+                clippy::empty_loop,
+                clippy::let_unit_value,
+                clippy::needless_return,
+                clippy::unreachable
+            )]
+            if false {
+                let #value: #ret = loop {};
+                return #value;
             }
         }
     }

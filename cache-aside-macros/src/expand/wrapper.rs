@@ -17,7 +17,7 @@
 //! }
 //! ```
 
-use proc_macro2::{Delimiter, Group, Span, TokenStream, TokenTree};
+use proc_macro2::{Delimiter, Group, TokenStream, TokenTree};
 use quote::{quote, quote_spanned};
 
 use crate::values::OnCacheError;
@@ -29,57 +29,64 @@ impl Expander<'_> {
     pub(super) fn wrapper(&self) -> TokenStream {
         let func = self.func;
         let (attrs, vis, sig, inner_attrs) = (&func.attrs, &func.vis, &func.sig, &func.inner_attrs);
-        let ret = &func.ret;
-        // A check of its own, every token at the return type, so "cannot be cached" points
-        // there.
-        let ret_span = first_span(ret);
-        let check_path = Self::private_path(self.options, ret_span);
-        let check_shape = self.shape(ret_span);
-        let check = quote_spanned! {ret_span=>
-            #check_path::assert_cacheable::<#check_shape, #ret>();
-        };
-        let (surface, call) = self.call();
+        let (checks, call) = self.call();
         let prepare = self.prepare();
-        let run = self.with_cache(true, quote!(#prepare #call.await));
+        let run = self.with_cache(true, quote!(#prepare #call));
         quote! {
             #(#attrs)*
             #vis #sig {
                 #(#inner_attrs)*
-                #check
-                #surface
+                #checks
                 #run
             }
         }
     }
 
-    /// `get_or_load(..)`, or `try_get_or_load(..)` after an `assert_surface` check with
-    /// `on_cache_error = "fail"`.
+    /// The checks that open the wrapper, and the awaited call to the runtime: `get_or_load`,
+    /// or with `on_cache_error = "fail"` `try_get_or_load`.
+    ///
+    /// rustc reports an unmet bound of the runtime function at the call and its `.await`, so
+    /// every token of both is at the user's token the bound is about: the return type, or
+    /// the `"fail"` that asked for `From<Error>`. An unmet `Shape` bound is reported once per
+    /// span, so a return type that cannot be cached is one error, at the return type.
     fn call(&self) -> (TokenStream, TokenStream) {
-        let private = &self.private;
         let ret = &self.func.ret;
         let prepared = local("__ca_prepared");
         let spec = local("__ca_spec");
         let body = self.body();
         let (share, same) = (self.share(), self.same());
-        match &self.options.on_cache_error {
-            Some(on_error) if on_error.value == OnCacheError::Fail => {
-                // Every token at the value, so a missing `From<Error>` is reported there.
-                let span = on_error.span;
-                let path = Self::private_path(self.options, span);
-                let ret = respan(ret.clone(), span);
-                let surface = quote_spanned!(span=> #path::assert_surface::<#ret>(););
-                let shape = self.shape(span);
-                let call = quote_spanned! {span=>
-                    #path::try_get_or_load::<#shape, _, _, _, _>(#prepared, #spec, #body, #share, #same)
-                };
-                (surface, call)
-            }
-            _ => {
-                let shape = self.shape(Span::call_site());
-                let call = quote!(#private::get_or_load::<#shape, #ret, _, _>(#prepared, #spec, #body, #share, #same));
-                (TokenStream::new(), call)
-            }
-        }
+        let ret_span = first_span(ret);
+        let Some(on_error) = self
+            .options
+            .on_cache_error
+            .as_ref()
+            .filter(|on_error| on_error.value == OnCacheError::Fail)
+        else {
+            let path = Self::private_path(self.options, ret_span);
+            let shape = self.shape(ret_span);
+            let call = quote_spanned! {ret_span=>
+                #path::get_or_load::<#shape, #ret, _, _>(#prepared, #spec, #body, #share, #same).await
+            };
+            return (TokenStream::new(), call);
+        };
+        // Checks of their own, so that "cannot be cached" points at the return type and a
+        // missing `From<Error>` at the value.
+        let (ret_path, ret_shape) = (
+            Self::private_path(self.options, ret_span),
+            self.shape(ret_span),
+        );
+        let cacheable = quote_spanned! {ret_span=>
+            #ret_path::assert_cacheable::<#ret_shape, #ret>();
+        };
+        let span = on_error.span;
+        let path = Self::private_path(self.options, span);
+        let surface_ret = respan(ret.clone(), span);
+        let surface = quote_spanned!(span=> #path::assert_surface::<#surface_ret>(););
+        let shape = self.shape(span);
+        let call = quote_spanned! {span=>
+            #path::try_get_or_load::<#shape, _, _, _, _>(#prepared, #spec, #body, #share, #same).await
+        };
+        (quote!(#cacheable #surface), call)
     }
 
     /// The body as an `async move` block, `Foreground(..)` or, for `stale`/`refresh_ahead`/
@@ -143,12 +150,18 @@ impl Expander<'_> {
     /// What the store-time check compares a value with its decoded copy by: the stored
     /// type's `PartialEq` if it has one; see `EqProbe`.
     fn same(&self) -> TokenStream {
-        let (private, ret) = (&self.private, &self.func.ret);
-        let shape = self.shape(Span::call_site());
+        let ret = &self.func.ret;
+        let span = first_span(ret);
+        let shape = self.shape(span);
+        let at_ret = Self::private_path(self.options, span);
+        let private = &self.private;
+        let probe = quote_spanned! {span=>
+            (&&#at_ret::EqProbe::<<#shape as #at_ret::Shape<#ret>>::Value>::new()).same()
+        };
         quote! {
             {
                 use #private::{ByEq as _, NotEq as _};
-                (&&#private::EqProbe::<<#shape as #private::Shape<#ret>>::Value>::new()).same()
+                #probe
             }
         }
     }

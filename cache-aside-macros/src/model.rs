@@ -177,6 +177,21 @@ impl Func {
             _ => true,
         })
     }
+
+    /// Is the function an associated one of an `impl` (or a trait), so that its siblings
+    /// are reached through `Self::`? Known from the receiver or a `Self` in the signature;
+    /// an associated function with neither looks exactly like a free one.
+    pub fn is_associated(&self) -> bool {
+        self.receiver.is_some() || mentions_self(self.sig.to_token_stream())
+    }
+}
+
+fn mentions_self(tokens: TokenStream) -> bool {
+    tokens.into_iter().any(|tt| match tt {
+        proc_macro2::TokenTree::Ident(ident) => ident == "Self",
+        proc_macro2::TokenTree::Group(group) => mentions_self(group.stream()),
+        _ => false,
+    })
 }
 
 #[cfg(test)]
@@ -220,6 +235,6 @@ mod tests {
         assert_eq!(func.attrs.len(), 1);
         let names: Vec<String> = func.named().map(|a| a.ident.to_string()).collect();
         assert_eq!((func.args.len(), names), (2, vec!["id".to_owned()]));
-        assert!(func.receiver.is_some() && !func.receiver_owned());
+        assert!(func.is_associated() && !func.receiver_owned());
     }
 }

@@ -9,10 +9,11 @@
 //! Output:
 //! ```text
 //! pub async fn get_user(id: u64) -> Result<User, DbError> {
-//!     let spec = { static SPEC: FnSpec = ..; &SPEC };
+//!     let spec = __cache_aside_spec_get_user();
 //!     let prepared = prepare(default_cache(), spec, type_name_of(&|| ()), "", |b| { b.value(&id)?; Ok(()) });
 //!     get_or_load::<Res<Plain>, Result<User, DbError>, _, _>(prepared, spec, Foreground(async move { body }), ..).await
 //! }
+//! fn __cache_aside_spec_get_user() -> &'static FnSpec { static SPEC: FnSpec = ..; &SPEC }
 //! pub fn get_user_cache_key(id: u64) -> Result<String, Error> { /* same prepare */ }
 //! pub async fn get_user_invalidate(id: u64) -> Result<bool, Error> { /* same prepare */ }
 //! pub async fn get_user_invalidate_all() -> Result<u64, Error> { /* prefix of the spec */ }
@@ -78,11 +79,12 @@ impl<'a> Expander<'a> {
         }
     }
 
-    /// The wrapper and the companions.
+    /// The wrapper, the companions and the spec's sibling.
     fn expand(&self) -> TokenStream {
         let wrapper = self.wrapper();
         let companions = self.companions();
-        quote!(#wrapper #companions)
+        let spec = self.spec_item();
+        quote!(#wrapper #companions #spec)
     }
 
     /// `::cache_aside_runtime::__private` (or `{crate}::__private`), its own tokens at `span`,
@@ -180,3 +182,6 @@ impl<'a> Expander<'a> {
         )
     }
 }
+
+#[cfg(test)]
+mod tests;

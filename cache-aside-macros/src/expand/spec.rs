@@ -5,17 +5,21 @@
 //! #[cached(ttl = 60, prefix = "user")]
 //! pub async fn get_user(id: u64) -> User { .. }
 //! ```
-//! Output, in the wrapper and in each companion:
+//! Output, beside the wrapper and the companions, which all call it:
 //! ```text
-//! let __ca_spec: &'static FnSpec = {
+//! #[doc(hidden)]
+//! fn __cache_aside_spec_get_user() -> &'static FnSpec {
 //!     static SPEC: FnSpec = FnSpec::new("get_user", Some("user"), Layout::new("{}"))
 //!         .at(file!(), line!(), column!()).ttl_ms(60000);
 //!     &SPEC
-//! };
+//! }
 //! ```
+//! With `companions = false` there is no sibling: the static sits in the wrapper. The
+//! runtime keeps per-function state in the static (the prefix it derived, whether the
+//! function's keys meet another's), so the wrapper and the companions must share one.
 
 use proc_macro2::{Literal, TokenStream};
-use quote::{quote, quote_spanned};
+use quote::{format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
 
 use crate::key::Part;
@@ -24,11 +28,46 @@ use crate::values::{Dur, OrCache};
 use super::Expander;
 
 impl Expander<'_> {
-    /// An expression of type `&'static FnSpec`: the static in a block of its own, so the
-    /// body cannot see it.
+    /// Where the wrapper and the companions get the spec: the sibling's name, and whether
+    /// it is reached through `Self::`.
+    fn spec_fn(&self) -> syn::Ident {
+        let name = self.func.sig.ident.unraw();
+        format_ident!("__cache_aside_spec_{}", name)
+    }
+
+    /// An expression of type `&'static FnSpec`: a call to the sibling, or the static in a
+    /// block of its own (so the body cannot see it) when there is none.
     pub(super) fn spec_ref(&self) -> TokenStream {
+        if !self.options.companions() {
+            let static_spec = self.spec_static();
+            return quote!({ #static_spec &SPEC });
+        }
+        let spec_fn = self.spec_fn();
+        if self.func.is_associated() {
+            quote!(Self::#spec_fn())
+        } else {
+            quote!(#spec_fn())
+        }
+    }
+
+    /// The sibling holding the static, when the companions share it with the wrapper.
+    pub(super) fn spec_item(&self) -> TokenStream {
+        if !self.options.companions() {
+            return TokenStream::new();
+        }
+        let private = &self.private;
+        let spec_fn = self.spec_fn();
+        let cfgs = self.cfgs();
         let static_spec = self.spec_static();
-        quote!({ #static_spec &SPEC })
+        quote! {
+            #(#cfgs)*
+            #[doc(hidden)]
+            #[allow(non_snake_case)]
+            fn #spec_fn() -> &'static #private::FnSpec {
+                #static_spec
+                &SPEC
+            }
+        }
     }
 
     /// `static SPEC: FnSpec = FnSpec::new(..).ttl_ms(..)...;`

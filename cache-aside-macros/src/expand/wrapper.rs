@@ -6,7 +6,7 @@
 //! async fn get(id: u64) -> Result<u64, E> {
 //!     assert_cacheable::<Res<Plain>, Result<u64, E>>();
 //!     match default_cache() { cache => {
-//!         let spec = { static SPEC: FnSpec = ..; &SPEC };
+//!         let spec = __cache_aside_spec_get();
 //!         let prepared = prepare(cache, spec, ..);
 //!         get_or_load::<Res<Plain>, Result<u64, E>, _, _>(prepared, spec,
 //!             Foreground(async move {

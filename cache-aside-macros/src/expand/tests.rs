@@ -1,0 +1,111 @@
+//! Unit tests of the expansion's shape: what is emitted, not what it does (the ui and
+//! integration tests run it).
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use super::cached;
+
+fn expand(attr: TokenStream, item: TokenStream) -> String {
+    cached(attr, item).to_string()
+}
+
+fn count(haystack: &str, needle: &str) -> usize {
+    haystack.matches(needle).count()
+}
+
+#[test]
+fn one_spec_static_per_function() {
+    let free = expand(
+        quote!(ttl = 60),
+        quote!(
+            async fn get(id: u64) -> u64 {
+                id
+            }
+        ),
+    );
+    assert_eq!(count(&free, "static SPEC"), 1, "{free}");
+    assert_eq!(count(&free, "__cache_aside_spec_get ()"), 5, "{free}");
+    let method = expand(
+        quote!(ttl = 60, cache = self.cache),
+        quote!(
+            async fn get(&self, id: u64) -> u64 {
+                id
+            }
+        ),
+    );
+    assert_eq!(count(&method, "static SPEC"), 1, "{method}");
+    assert_eq!(
+        count(&method, "Self :: __cache_aside_spec_get ()"),
+        4,
+        "{method}"
+    );
+    let alone = expand(
+        quote!(ttl = 60, companions = false),
+        quote!(
+            async fn get(&self, id: u64) -> u64 {
+                id
+            }
+        ),
+    );
+    assert_eq!(count(&alone, "static SPEC"), 1, "{alone}");
+    assert_eq!(count(&alone, "__cache_aside_spec"), 0, "{alone}");
+}
+
+#[test]
+fn the_spec_sibling_carries_the_functions_cfg() {
+    let gated = expand(
+        quote!(ttl = 60),
+        quote!(
+            #[cfg(feature = "x")]
+            async fn get(id: u64) -> u64 {
+                id
+            }
+        ),
+    );
+    // The wrapper, three companions and the sibling.
+    assert_eq!(count(&gated, "# [cfg (feature = \"x\")]"), 5, "{gated}");
+}
+
+#[test]
+fn a_body_that_does_not_parse_keeps_the_wrapper_and_the_companions() {
+    let out = expand(
+        quote!(ttl = 60),
+        quote!(async fn get(id: u64) -> u64 { id / ; }),
+    );
+    assert!(out.contains("get_or_load"), "{out}");
+    assert!(out.contains("fn get_invalidate_all"), "{out}");
+    assert!(!out.contains("compile_error"), "{out}");
+}
+
+#[test]
+fn an_options_error_keeps_the_function_and_stubs_the_companions() {
+    let out = expand(
+        quote!(tll = 1),
+        quote!(
+            async fn get(id: u64) -> u64 {
+                id
+            }
+        ),
+    );
+    assert_eq!(count(&out, "compile_error"), 1, "{out}");
+    assert!(
+        !out.contains("get_or_load") && !out.contains("static SPEC"),
+        "{out}"
+    );
+    assert_eq!(count(&out, "unreachable"), 3, "{out}");
+}
+
+#[test]
+fn another_item_is_told_where_cached_goes_and_a_broken_one_gets_syns_error() {
+    let other = expand(
+        quote!(ttl = 60),
+        quote!(
+            struct S;
+        ),
+    );
+    assert!(other.contains("goes on an `async fn`"), "{other}");
+    let broken = expand(quote!(ttl = 60), quote!(async fn get(id: ) -> u64 { id }));
+    assert!(!broken.contains("goes on an `async fn`"), "{broken}");
+    assert_eq!(count(&broken, "compile_error"), 1, "{broken}");
+}

@@ -23,6 +23,7 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
 
 use crate::key::Part;
+use crate::options::Spanned;
 use crate::values::{Dur, OrCache};
 
 use super::Expander;
@@ -93,74 +94,58 @@ impl Expander<'_> {
         }
     }
 
-    /// One const setter per option given, in the order `FnSpec` documents them.
+    /// One const setter per option given.
     fn setters(&self) -> Vec<TokenStream> {
         let o = self.options;
-        let ms = |d: &Dur| d.millis;
-        let float = Literal::f64_unsuffixed;
-        let mut out = Vec::new();
-        let mut push = |setter: Option<TokenStream>| out.extend(setter);
-        push(
-            o.ttl
-                .as_ref()
-                .map(|d| ms(&d.value))
-                .map(|ms| quote!(.ttl_ms(#ms))),
-        );
-        push(
-            o.none_ttl
-                .as_ref()
-                .map(|d| ms(&d.value))
-                .map(|ms| quote!(.none_ttl_ms(#ms))),
-        );
-        push(o.stale.as_ref().map(|stale| match &stale.value {
+        let ms = |setter: &str, d: &Option<Spanned<Dur>>| {
+            d.as_ref().map(|d| {
+                let (setter, ms) = (format_ident!("{setter}_ms"), d.value.millis);
+                quote!(.#setter(#ms))
+            })
+        };
+        let float = |setter: &str, v: &Option<Spanned<f64>>| {
+            v.as_ref().map(|v| {
+                let (setter, v) = (format_ident!("{setter}"), Literal::f64_unsuffixed(v.value));
+                quote!(.#setter(#v))
+            })
+        };
+        let stale = o.stale.as_ref().map(|stale| match &stale.value {
             OrCache::Given(d) => {
                 let ms = d.millis;
                 quote!(.stale_ms(#ms))
             }
             OrCache::FromCache => quote!(.stale_from_cache()),
-        }));
-        push(o.refresh_ahead.as_ref().map(|at| match at.value {
+        });
+        let refresh_ahead = o.refresh_ahead.as_ref().map(|at| match at.value {
             OrCache::Given(f) => {
-                let f = float(f);
+                let f = Literal::f64_unsuffixed(f);
                 quote!(.refresh_ahead(#f))
             }
             OrCache::FromCache => quote!(.refresh_ahead_from_cache()),
-        }));
-        push(
-            o.xfetch
-                .as_ref()
-                .map(|b| float(b.value))
-                .map(|f| quote!(.xfetch(#f))),
-        );
-        push(
-            o.fail_safe
-                .as_ref()
-                .map(|d| ms(&d.value))
-                .map(|ms| quote!(.fail_safe_ms(#ms))),
-        );
-        push(
-            o.jitter
-                .as_ref()
-                .map(|j| float(j.value))
-                .map(|f| quote!(.jitter(#f))),
-        );
-        push(
-            o.lock
-                .as_ref()
-                .map(|l| l.value)
-                .map(|on| quote!(.lock(#on))),
-        );
-        push(
-            o.timeout
-                .as_ref()
-                .map(|d| ms(&d.value))
-                .map(|ms| quote!(.timeout_ms(#ms))),
-        );
-        let flight_wait = o.flight_wait.as_ref().map(|d| ms(&d.value));
-        push(flight_wait.map(|ms| quote!(.flight_wait_ms(#ms))));
+        });
+        let lock = o
+            .lock
+            .as_ref()
+            .map(|l| l.value)
+            .map(|on| quote!(.lock(#on)));
         let max_value_bytes = o.max_value_bytes.as_ref().map(|n| n.value);
-        push(max_value_bytes.map(|n| quote!(.max_value_bytes(#n))));
-        out
+        let max_value_bytes = max_value_bytes.map(|n| quote!(.max_value_bytes(#n)));
+        [
+            ms("ttl", &o.ttl),
+            ms("none_ttl", &o.none_ttl),
+            stale,
+            refresh_ahead,
+            float("xfetch", &o.xfetch),
+            ms("fail_safe", &o.fail_safe),
+            float("jitter", &o.jitter),
+            lock,
+            ms("timeout", &o.timeout),
+            ms("flight_wait", &o.flight_wait),
+            max_value_bytes,
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 
     /// The key layout the runtime's `Layout` describes: the template after its prefix with

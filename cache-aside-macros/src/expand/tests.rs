@@ -109,3 +109,54 @@ fn another_item_is_told_where_cached_goes_and_a_broken_one_gets_syns_error() {
     assert!(!broken.contains("goes on an `async fn`"), "{broken}");
     assert_eq!(count(&broken, "compile_error"), 1, "{broken}");
 }
+
+#[test]
+fn every_option_reaches_the_spec() {
+    let out = expand(
+        quote!(
+            ttl = 60,
+            none_ttl = "30s",
+            stale = "5m",
+            refresh_ahead = 0.8,
+            xfetch = 1.5,
+            fail_safe = "1h",
+            jitter = 0.1,
+            lock = true,
+            timeout = "50ms",
+            flight_wait = 2,
+            max_value_bytes = 1024,
+            on_cache_error = "fail"
+        ),
+        quote!(
+            async fn get(id: u64) -> Result<Option<u64>, E> {
+                Ok(Some(id))
+            }
+        ),
+    );
+    for setter in [
+        ". ttl_ms (60000u64)",
+        ". none_ttl_ms (30000u64)",
+        ". stale_ms (300000u64)",
+        ". refresh_ahead (0.8)",
+        ". xfetch (1.5)",
+        ". fail_safe_ms (3600000u64)",
+        ". jitter (0.1)",
+        ". lock (true)",
+        ". timeout_ms (50u64)",
+        ". flight_wait_ms (2000u64)",
+        ". max_value_bytes (1024u64)",
+    ] {
+        assert_eq!(count(&out, setter), 1, "{setter} in {out}");
+    }
+    let bare = expand(
+        quote!(stale, refresh_ahead),
+        quote!(
+            async fn get() -> u64 {
+                1
+            }
+        ),
+    );
+    assert!(
+        bare.contains(". stale_from_cache ()") && bare.contains(". refresh_ahead_from_cache ()")
+    );
+}

@@ -63,7 +63,7 @@ impl Expander<'_> {
         quote! {
             #(#cfgs)*
             #[doc(hidden)]
-            #[allow(non_snake_case)]
+            #[allow(dead_code, non_snake_case)]
             fn #spec_fn() -> &'static #private::FnSpec {
                 #static_spec
                 &SPEC

@@ -1,6 +1,9 @@
 //! The wrapper and its companions share one spec wherever the function is written: a free
 //! function, one nested in a function body, a `#[cfg]`-gated one, an inherent method and an
-//! associated function that names `Self`.
+//! associated function that names `Self`. The sibling holding the spec adds no warning
+//! (`warnings` are denied).
+
+#![deny(warnings)]
 
 use cache_aside_runtime::{Cache, cached};
 

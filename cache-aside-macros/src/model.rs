@@ -178,9 +178,10 @@ impl Func {
         })
     }
 
-    /// Is the function an associated one of an `impl` (or a trait), so that its siblings
-    /// are reached through `Self::`? Known from the receiver or a `Self` in the signature;
-    /// an associated function with neither looks exactly like a free one.
+    /// Is the function certainly an associated one of an `impl` or a trait, so that its
+    /// siblings are reached through `Self::`? Known from a receiver or a `Self` in the
+    /// signature; an associated function with neither looks exactly like a free one, and
+    /// this says `false`.
     pub fn is_associated(&self) -> bool {
         self.receiver.is_some() || mentions_self(self.sig.to_token_stream())
     }

@@ -2,21 +2,24 @@
 //!
 //! Input:
 //! ```text
-//! #[cached(ttl = 60, prefix = "user")]
-//! pub async fn get_user(id: u64) -> User { .. }
+//! impl Users {
+//!     #[cached(ttl = 60, cache = self.cache)]
+//!     pub async fn get(&self, id: u64) -> User { .. }
+//! }
 //! ```
 //! Output, beside the wrapper and the companions, which all call it:
 //! ```text
 //! #[doc(hidden)]
-//! fn __cache_aside_spec_get_user() -> &'static FnSpec {
-//!     static SPEC: FnSpec = FnSpec::new("get_user", Some("user"), Layout::new("{}"))
+//! fn __cache_aside_spec_get() -> &'static FnSpec {
+//!     static SPEC: FnSpec = FnSpec::new("get", None, Layout::new("{}"))
 //!         .at(file!(), line!(), column!()).ttl_ms(60000);
 //!     &SPEC
 //! }
 //! ```
-//! With `companions = false` there is no sibling: the static sits in the wrapper. The
-//! runtime keeps per-function state in the static (the prefix it derived, whether the
-//! function's keys meet another's), so the wrapper and the companions must share one.
+//! The runtime keeps per-function state in the static (the prefix it derived, whether the
+//! function's keys meet another's), so the wrapper and its companions should share one.
+//! Where no sibling can be named (see [`SpecHome`]), each generated function holds the
+//! static in a block of its own instead: `{ static SPEC: FnSpec = ..; &SPEC }`.
 
 use proc_macro2::{Literal, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
@@ -28,32 +31,55 @@ use crate::values::{Dur, OrCache};
 
 use super::Expander;
 
+/// Where the function's `static SPEC` is written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SpecHome {
+    /// In one sibling, `Self::__cache_aside_spec_<name>()`, that the wrapper and the
+    /// companions call.
+    Sibling,
+    /// In each generated function: the wrapper alone with `companions = false`, else the
+    /// wrapper and each companion.
+    EachFunction,
+}
+
 impl Expander<'_> {
-    /// Where the wrapper and the companions get the spec: the sibling's name, and whether
-    /// it is reached through `Self::`.
+    /// A sibling needs the companions (a trait impl holds nothing the trait does not
+    /// declare) and a way to name it. In an `impl` a sibling is reached only through
+    /// `Self::`, in a module or block only by its bare name, and a function without a
+    /// receiver or a `Self` in its signature looks the same in both: guessing "free" would
+    /// stop every such associated function from compiling, so those keep a static in each
+    /// generated function, as before.
+    fn spec_home(&self) -> SpecHome {
+        if self.options.companions() && self.func.is_associated() {
+            SpecHome::Sibling
+        } else {
+            SpecHome::EachFunction
+        }
+    }
+
     fn spec_fn(&self) -> syn::Ident {
         let name = self.func.sig.ident.unraw();
         format_ident!("__cache_aside_spec_{}", name)
     }
 
     /// An expression of type `&'static FnSpec`: a call to the sibling, or the static in a
-    /// block of its own (so the body cannot see it) when there is none.
+    /// block of its own, so the body cannot see it.
     pub(super) fn spec_ref(&self) -> TokenStream {
-        if !self.options.companions() {
-            let static_spec = self.spec_static();
-            return quote!({ #static_spec &SPEC });
-        }
-        let spec_fn = self.spec_fn();
-        if self.func.is_associated() {
-            quote!(Self::#spec_fn())
-        } else {
-            quote!(#spec_fn())
+        match self.spec_home() {
+            SpecHome::Sibling => {
+                let spec_fn = self.spec_fn();
+                quote!(Self::#spec_fn())
+            }
+            SpecHome::EachFunction => {
+                let static_spec = self.spec_static();
+                quote!({ #static_spec &SPEC })
+            }
         }
     }
 
-    /// The sibling holding the static, when the companions share it with the wrapper.
+    /// The sibling holding the static, if it has one.
     pub(super) fn spec_item(&self) -> TokenStream {
-        if !self.options.companions() {
+        if self.spec_home() != SpecHome::Sibling {
             return TokenStream::new();
         }
         let private = &self.private;

@@ -15,17 +15,7 @@ fn count(haystack: &str, needle: &str) -> usize {
 }
 
 #[test]
-fn one_spec_static_per_function() {
-    let free = expand(
-        quote!(ttl = 60),
-        quote!(
-            async fn get(id: u64) -> u64 {
-                id
-            }
-        ),
-    );
-    assert_eq!(count(&free, "static SPEC"), 1, "{free}");
-    assert_eq!(count(&free, "__cache_aside_spec_get ()"), 5, "{free}");
+fn a_method_and_its_companions_share_one_spec_static() {
     let method = expand(
         quote!(ttl = 60, cache = self.cache),
         quote!(
@@ -40,6 +30,15 @@ fn one_spec_static_per_function() {
         4,
         "{method}"
     );
+    let names_self = expand(
+        quote!(ttl = 60),
+        quote!(
+            async fn make(id: u64) -> Option<Self> {
+                None
+            }
+        ),
+    );
+    assert_eq!(count(&names_self, "static SPEC"), 1, "{names_self}");
     let alone = expand(
         quote!(ttl = 60, companions = false),
         quote!(
@@ -52,13 +51,29 @@ fn one_spec_static_per_function() {
     assert_eq!(count(&alone, "__cache_aside_spec"), 0, "{alone}");
 }
 
+/// A function without a receiver or `Self` may be free or associated, and its siblings
+/// are named differently in each: it keeps a static in each generated function.
+#[test]
+fn a_function_that_may_be_free_names_no_sibling() {
+    let free = expand(
+        quote!(ttl = 60),
+        quote!(
+            async fn get(id: u64) -> u64 {
+                id
+            }
+        ),
+    );
+    assert_eq!(count(&free, "static SPEC"), 4, "{free}");
+    assert_eq!(count(&free, "__cache_aside_spec"), 0, "{free}");
+}
+
 #[test]
 fn the_spec_sibling_carries_the_functions_cfg() {
     let gated = expand(
-        quote!(ttl = 60),
+        quote!(ttl = 60, cache = self.cache),
         quote!(
             #[cfg(feature = "x")]
-            async fn get(id: u64) -> u64 {
+            async fn get(&self, id: u64) -> u64 {
                 id
             }
         ),
@@ -125,7 +140,8 @@ fn every_option_reaches_the_spec() {
             timeout = "50ms",
             flight_wait = 2,
             max_value_bytes = 1024,
-            on_cache_error = "fail"
+            on_cache_error = "fail",
+            companions = false
         ),
         quote!(
             async fn get(id: u64) -> Result<Option<u64>, E> {

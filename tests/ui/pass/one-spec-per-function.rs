@@ -1,7 +1,8 @@
-//! The wrapper and its companions share one spec wherever the function is written: a free
-//! function, one nested in a function body, a `#[cfg]`-gated one, an inherent method and an
-//! associated function that names `Self`. The sibling holding the spec adds no warning
-//! (`warnings` are denied).
+//! Wherever a function is written, its wrapper and companions find its spec: a method and an
+//! associated function that names `Self` share one in a sibling (also under `#[cfg]`); a
+//! free function, one nested in a function body and an associated function that names
+//! neither `self` nor `Self` (which looks like a free one) hold it in each generated
+//! function. The sibling adds no warning (`warnings` are denied).
 
 #![deny(warnings)]
 
@@ -27,6 +28,23 @@ impl Repo {
     #[cached(ttl = 60, prefix = "repo.get", cache = self.cache)]
     async fn get(&self, id: u64) -> u64 {
         id + 1
+    }
+
+    #[cfg(all())]
+    #[cached(ttl = 60, prefix = "repo.gated", cache = self.cache)]
+    async fn gated(&self, id: u64) -> u64 {
+        id + 2
+    }
+
+    #[cfg(any())]
+    #[cached(ttl = 60, prefix = "repo.gone", cache = self.cache)]
+    async fn gone(&self, id: u64) -> u64 {
+        id
+    }
+
+    #[cached(ttl = 60, prefix = "repo.count")]
+    async fn count(id: u64) -> u64 {
+        id + 3
     }
 }
 
@@ -63,6 +81,10 @@ fn main() {
         assert_eq!(repo.get(1).await, 2);
         assert_eq!(repo.get_cache_key(1).unwrap(), "ca:repo.get:1");
         assert!(repo.get_invalidate(1).await.unwrap());
+        assert_eq!(repo.gated(1).await, 3);
+        assert_eq!(repo.gated_invalidate_all().await.unwrap(), 1);
+        assert_eq!(Repo::count(1).await, 4);
+        assert_eq!(Repo::count_cache_key(1).unwrap(), "ca:repo.count:1");
         assert_eq!(Token::make(3).await, Some(Token(3)));
         assert_eq!(Token::make_cache_key(3).unwrap(), "ca:token:3");
         assert_eq!(outer().await, (4, "ca:nested:2".to_owned()));

@@ -1,13 +1,12 @@
 //! The `#[cached]` attribute of [cache-aside]. Depend on `cache-aside-runtime`, which
 //! re-exports it and does all the work; this crate only parses, checks and emits one call.
 //!
-//! The attribute runs in four stages, each a module: [`options`] parses `#[cached(...)]`
-//! (with [`values`] for each option's value and [`key`] for key templates), [`model`] types
-//! the function without judging it, [`validate`] checks the two against each other, and
-//! [`expand`] writes the wrapper and its companions, or the fallback on a mistake.
-//!
 //! [cache-aside]: https://docs.rs/cache-aside-runtime
 
+// The attribute runs in four stages, a module each: `options` parses `#[cached(...)]`
+// (`values` for each option's value, `key` for key templates), `model` types the function
+// without judging it, `validate` checks the two against each other, and `expand` writes the
+// wrapper, its companions and their spec, or the fallback when the attribute has a mistake.
 mod errors;
 mod expand;
 mod key;

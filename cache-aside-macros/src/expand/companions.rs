@@ -8,7 +8,7 @@
 //! async fn get_invalidate(&self, id: u64) -> Result<bool, Error> { .. invalidate(prepared).await }
 //! async fn get_invalidate_all(&self) -> Result<u64, Error> { .. invalidate_all(cache, spec, path, generics).await }
 //! ```
-//! The key is built by the same [`keys::prepare`](super::keys::prepare) as the wrapper's.
+//! The key is built by the same [`prepare`](super::keys::prepare) as the wrapper's.
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};

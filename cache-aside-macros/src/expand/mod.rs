@@ -1,5 +1,5 @@
 //! The last stage: the wrapper, its companions and the spec they share, or, when the
-//! attribute has mistakes, the [fallback](fallback).
+//! attribute has mistakes, the [fallback].
 //!
 //! Input:
 //! ```text

@@ -3,10 +3,17 @@
 //!
 //! [cache-aside]: https://docs.rs/cache-aside-runtime
 
-mod args;
+// The attribute runs in four stages, a module each: `options` parses `#[cached(...)]`
+// (`values` for each option's value, `key` for key templates), `model` types the function
+// without judging it, `validate` checks the two against each other, and `expand` writes the
+// wrapper, its companions and their spec, or the fallback when the attribute has a mistake.
+mod errors;
 mod expand;
-mod func;
 mod key;
+mod model;
+mod options;
+mod validate;
+mod values;
 
 use proc_macro::TokenStream;
 

@@ -1,0 +1,135 @@
+//! Building a call's key: the one place that turns a call's arguments into its key.
+//!
+//! Input: `#[cached(key = "user:{id}:{page}")] async fn posts(db: &Db, id: u64, page: u32)`.
+//! Output, wherever an entry of the function is named:
+//! ```text
+//! let __ca_prepared = prepare(__ca_cache, __ca_spec, type_name_of(&|| ()), "",
+//!     |__ca_b: &mut KeyBuilder| -> Result<(), Error> {
+//!         __ca_b.lit("");  __ca_b.value(&id)?;  __ca_b.lit(":");  __ca_b.value(&page)?;
+//!         Ok(())
+//!     });
+//! ```
+//! The wrapper and every companion call [`prepare`]; an expansion that evicts or writes an
+//! entry of the function (`#[cache_evict(..)]`, `#[cache_put(..)]`) must call it too, so
+//! that a read, an eviction and a write can never compute different keys.
+
+use proc_macro2::{Span, TokenStream};
+use quote::quote;
+use syn::Ident;
+
+use crate::key::Part;
+use crate::model::{Func, Named};
+use crate::options::Options;
+
+use super::tokens::local;
+
+/// What a function's keys are made of: its arguments, its options, where the runtime is.
+pub struct KeySource<'a> {
+    pub func: &'a Func,
+    pub options: &'a Options,
+    /// `{crate}::__private`.
+    pub private: &'a TokenStream,
+}
+
+/// The arguments that form the key, in order: the named ones not in `skip(...)`.
+pub fn key_args<'f>(func: &'f Func, options: &'f Options) -> impl Iterator<Item = Named<'f>> {
+    func.named().filter(|a| !options.skips(a.ident))
+}
+
+/// `let __ca_prepared = prepare(cache, spec, path, generics, |b| { key steps });`, reading
+/// the cache from the local `cache` and the `&'static FnSpec` from the local `spec`.
+pub fn prepare(source: &KeySource, cache: &Ident, spec: &Ident) -> TokenStream {
+    let private = source.private;
+    let identity = identity(source);
+    let builder = local("__ca_b");
+    let steps = key_steps(source, &builder);
+    let prepared = local("__ca_prepared");
+    quote! {
+        let #prepared = #private::prepare(#cache, #spec, #identity,
+            |#builder: &mut #private::KeyBuilder| -> ::core::result::Result<(), #private::Error> {
+                #(#steps)*
+                ::core::result::Result::Ok(())
+            });
+    }
+}
+
+/// `path, generics`: which instantiation of the function runs (see the runtime's
+/// `prepare`). `path` is the `type_name` of a closure here, which names the module,
+/// enclosing functions and `Self` with its type arguments; `generics` that of a helper
+/// generic over the function's own type and const parameters, `""` without any.
+pub fn identity(source: &KeySource) -> TokenStream {
+    let private = source.private;
+    let params: Vec<_> = source
+        .func
+        .sig
+        .generics
+        .params
+        .iter()
+        .filter_map(|param| match param {
+            syn::GenericParam::Type(t) => {
+                let ident = &t.ident;
+                Some((quote!(#ident: ?::core::marker::Sized), quote!(#ident)))
+            }
+            syn::GenericParam::Const(c) => {
+                let (ident, ty) = (&c.ident, &c.ty);
+                Some((quote!(const #ident: #ty), quote!(#ident)))
+            }
+            _ => None,
+        })
+        .collect();
+    let generics = if params.is_empty() {
+        quote!("")
+    } else {
+        let helper = local("__ca_generics");
+        let decls = params.iter().map(|(decl, _)| decl);
+        let uses: Vec<_> = params.iter().map(|(_, used)| used).collect();
+        quote!({
+            fn #helper<#(#decls),*>() -> &'static str {
+                #private::type_name_of(&#helper::<#(#uses),*>)
+            }
+            #helper::<#(#uses),*>()
+        })
+    };
+    quote!(#private::type_name_of(&|| ()), #generics)
+}
+
+/// The statements writing the argument part of the key.
+fn key_steps(source: &KeySource, b: &Ident) -> Vec<TokenStream> {
+    let Some(key) = &source.options.key else {
+        return key_args(source.func, source.options)
+            .enumerate()
+            .map(|(i, arg)| {
+                let ident = arg.ident;
+                let sep = (i > 0).then(|| quote!(#b.lit(":");));
+                quote!(#sep #b.value(&#ident)?;)
+            })
+            .collect();
+    };
+    key.value
+        .parts
+        .iter()
+        .map(|part| match part {
+            Part::Text(text) => quote!(#b.lit(#text);),
+            Part::Arg { root, fields } => {
+                let root = match source.func.named().find(|a| a.ident == root) {
+                    Some(arg) => {
+                        let ident = arg.ident;
+                        quote!(#ident)
+                    }
+                    None => quote!(self),
+                };
+                let fields = fields.iter().map(|f| match f.parse::<u32>() {
+                    Ok(index) => {
+                        let index = syn::Index::from(index as usize);
+                        quote!(.#index)
+                    }
+                    Err(_) => {
+                        let field = Ident::new(f, Span::call_site());
+                        quote!(.#field)
+                    }
+                });
+                quote!(#b.value(&#root #(#fields)*)?;)
+            }
+        })
+        .collect()
+}

@@ -48,9 +48,7 @@ impl RedisCluster {
             .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdin(Stdio::null())
             .output()
-            .unwrap_or_else(|e| {
-                panic!("running redis-cli (apt-get install redis-tools): {e}")
-            });
+            .unwrap_or_else(|e| panic!("running redis-cli (apt-get install redis-tools): {e}"));
         assert!(
             out.status.success(),
             "redis-cli --cluster create failed: {}{}",
@@ -105,8 +103,7 @@ impl RedisCluster {
             .into_iter()
             .find(|(start, end, _)| (*start..=*end).contains(&slot))
             .expect("every slot is served");
-        let owner: Vec<redis::Value> =
-            redis::from_redis_value(owners[0].clone()).expect("a node");
+        let owner: Vec<redis::Value> = redis::from_redis_value(owners[0].clone()).expect("a node");
         let port: u16 = redis::from_redis_value(owner[1].clone()).expect("a port");
         self.nodes
             .iter()
@@ -232,7 +229,8 @@ impl RedisCluster {
         let conn = client
             .get_connection_with_timeout(Duration::from_millis(250))
             .ok()?;
-        conn.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+        conn.set_read_timeout(Some(Duration::from_millis(500)))
+            .ok()?;
         Some(conn)
     }
 
@@ -276,7 +274,10 @@ mod tests {
     #[test]
     fn slots_follow_the_cluster_spec() {
         assert_eq!(crc16(b"123456789"), 0x31C3);
-        assert_eq!(slot_of("{user1000}.following"), slot_of("{user1000}.followers"));
+        assert_eq!(
+            slot_of("{user1000}.following"),
+            slot_of("{user1000}.followers")
+        );
         assert_eq!(slot_of("foo{}{bar}"), crc16(b"foo{}{bar}") % 16384);
         assert_eq!(slot_of("foo{{bar}}zap"), crc16(b"{bar") % 16384);
     }

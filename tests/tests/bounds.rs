@@ -144,7 +144,7 @@ async fn a_cancelled_lock_holder_frees_the_key_for_the_fleet() {
         tokio::spawn(async move { held(&holder, &gate, 1).await })
     };
     gate.started.notified().await;
-    let lock_key = format!("{}!lock", held_cache_key(&holder, 1).unwrap());
+    let lock_key = format!("{{{}}}!lock", held_cache_key(&holder, 1).unwrap());
     let exists: bool = server.conn().exists(&lock_key).unwrap();
     assert!(exists, "the holder took the lock");
     task.abort();
@@ -171,7 +171,7 @@ async fn a_lock_key_without_a_ttl_expires_after_lock_ttl() {
         .lock_wait(Duration::from_secs(5))
         .redis(&server.url())
         .unwrap();
-    let lock_key = format!("{}!lock", locked_cache_key(&cache, 3).unwrap());
+    let lock_key = format!("{{{}}}!lock", locked_cache_key(&cache, 3).unwrap());
     let mut conn = server.conn();
     let _: () = conn.set(&lock_key, "left by someone").unwrap();
     let start = Instant::now();

@@ -112,6 +112,20 @@ impl Backend {
         )?))
     }
 
+    /// A Redis Cluster reached through `seeds`, behind one breaker; connects on first use.
+    pub(crate) fn redis_cluster(
+        seeds: &[String],
+        connect_timeout: Duration,
+        breaker: (u32, Duration),
+    ) -> Result<Backend, Error> {
+        let breaker = Breaker::new(breaker.0, breaker.1);
+        Ok(Backend::Redis(RedisBackend::cluster(
+            seeds,
+            connect_timeout,
+            breaker,
+        )?))
+    }
+
     /// The embedded store, capped at `max_bytes`.
     pub(crate) fn memory(max_bytes: u64) -> Backend {
         Backend::Memory(MemoryBackend::new(max_bytes))
@@ -119,6 +133,7 @@ impl Backend {
 
     pub(crate) fn name(&self) -> &'static str {
         match self {
+            Backend::Redis(b) if b.is_cluster() => "redis-cluster",
             Backend::Redis(_) => "redis",
             Backend::Memory(_) => "memory",
         }

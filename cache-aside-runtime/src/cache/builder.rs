@@ -194,6 +194,32 @@ impl CacheBuilder {
         self.build(backend)
     }
 
+    /// A cache on a Redis Cluster, reached through `seeds` (any of its nodes; one is enough,
+    /// more survive a seed being down): `["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"]`.
+    ///
+    /// Each command goes to the primary serving its key's slot, and redirections (`MOVED`,
+    /// `ASK`) during a resharding or after a failover are followed within the call's
+    /// `timeout`. An entry and its lock share a slot (see the key format in
+    /// [the keys guide](crate::guide::keys)), so the lock's scripts work on a cluster.
+    /// `invalidate_prefix` and `_invalidate_all` scan every primary. The circuit breaker
+    /// is one per cache: failures of any node count towards it. Connects on the first
+    /// call; a cluster that cannot be reached is a miss, as with one node.
+    pub fn redis_cluster<S: AsRef<str>>(
+        self,
+        seeds: impl IntoIterator<Item = S>,
+    ) -> Result<Cache, Error> {
+        self.check()?;
+        let seeds: Vec<String> = seeds.into_iter().map(|s| s.as_ref().to_owned()).collect();
+        if seeds.is_empty() {
+            return Err(Error::Config(
+                "redis_cluster needs at least one seed URL".to_owned(),
+            ));
+        }
+        let breaker = (self.breaker_failures, self.breaker_cooldown);
+        let backend = Backend::redis_cluster(&seeds, self.settings.timeout, breaker)?;
+        self.build(backend)
+    }
+
     /// A cache held in this process: bounded, no Redis needed.
     pub fn memory(self) -> Result<Cache, Error> {
         self.check()?;
@@ -201,9 +227,18 @@ impl CacheBuilder {
         self.build(backend)
     }
 
-    /// Redis at `$REDIS_URL` if it is set, else the embedded backend; says which in a
-    /// `tracing` info line.
+    /// A Redis Cluster at `$REDIS_CLUSTER_URLS` (seed URLs separated by commas) if it is
+    /// set, else Redis at `$REDIS_URL` if that is set, else the embedded backend; says which
+    /// in a `tracing` info line.
     pub fn from_env(self) -> Result<Cache, Error> {
+        if let Ok(seeds) = std::env::var("REDIS_CLUSTER_URLS")
+            && !seeds.trim().is_empty()
+        {
+            let seeds: Vec<&str> = seeds.split(',').map(str::trim).collect();
+            let shown: Vec<String> = seeds.iter().map(|s| redact(s)).collect();
+            tracing::info!(seeds = ?shown, "cache-aside: using the Redis Cluster from REDIS_CLUSTER_URLS");
+            return self.redis_cluster(seeds);
+        }
         match std::env::var("REDIS_URL") {
             Ok(url) if !url.is_empty() => {
                 tracing::info!(url = %redact(&url), "cache-aside: using Redis from REDIS_URL");

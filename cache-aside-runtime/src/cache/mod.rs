@@ -62,7 +62,8 @@ impl Cache {
             .expect("default settings are valid")
     }
 
-    /// Redis at `$REDIS_URL` if set, else the embedded backend.
+    /// A Redis Cluster at `$REDIS_CLUSTER_URLS`, else Redis at `$REDIS_URL`, else the
+    /// embedded backend; see [`CacheBuilder::from_env`].
     pub fn from_env() -> Result<Cache, Error> {
         Cache::builder().from_env()
     }
@@ -90,7 +91,7 @@ impl Cache {
         self.engine.settings().default_ttl
     }
 
-    /// `"redis"` or `"memory"`.
+    /// `"redis"`, `"redis-cluster"` or `"memory"`.
     pub fn backend_name(&self) -> &'static str {
         self.engine.backend_name()
     }

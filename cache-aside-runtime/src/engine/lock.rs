@@ -1,15 +1,16 @@
 //! The distributed lock: one loader per key across every process sharing a Redis.
 //!
 //! A process that misses (and leads its own single-flight) runs one script: return the
-//! value if it is fresh, else `SET {key}!lock token NX PX lock_ttl`. If another process
+//! value if it is fresh, else `SET {<key>}!lock token NX PX lock_ttl` (the entry's key in
+//! braces: a cluster hash tag that puts the lock in the entry's slot, see `key::lock_key`). If another process
 //! holds the lock, it polls the same script with a growing pause until the value appears,
 //! it takes the lock itself (the holder died and the lock expired), or `lock_wait` runs
 //! out and it loads without the lock. The holder extends the lock every third of its TTL
 //! while the body runs, so a slow load keeps it, and stores the value and deletes the lock
 //! in one script, only if its random token still holds it.
 //!
-//! `!` never appears in a key's arguments (it is escaped, except in the `!~` marker) nor
-//! in templates, so `{key}!lock` cannot be another entry's key.
+//! No entry key contains `{` (it is escaped in arguments, refused in namespaces, prefixes
+//! and templates), so a lock key cannot be another entry's key.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -53,7 +54,7 @@ impl Held {
     /// The lock of `key`, with a fresh random token (not taken yet).
     pub(crate) fn new(key: &Key) -> Held {
         Held {
-            key: format!("{}!lock", key.as_str()),
+            key: crate::key::lock_key(key.as_str()),
             token: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
             owner: None,
             released: AtomicBool::new(false),

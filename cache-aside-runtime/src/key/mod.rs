@@ -32,9 +32,11 @@
 //!   16 hex digits naming the function's key layout (so `_invalidate_all` still tells whose
 //!   entry it is), and the SHA-1 of the full text in hex; namespace and prefix stay readable.
 //!
-//! - A Redis Cluster hash tag, so that an entry and its lock (`{key}!lock`) land in one
-//!   slot, will be written by [`KeyBuilder::finish`] and nowhere else. `{` and `}` are
-//!   reserved bytes, so user input can never form a tag of its own.
+//! - An entry's key has no hash tag: on a Redis Cluster it lives in the slot of its whole
+//!   text. The keys that must share its slot (its lock: [`lock_key`]) carry the entry's key
+//!   as their tag, `{ca:user:42}!lock`, and so hash exactly like it. `{` and `}` are
+//!   reserved bytes, and namespaces and prefixes cannot hold them, so an entry's key never
+//!   contains a brace and user input can never form a tag of its own.
 //!
 //! The encoding is a pure function of the values: the same call gives the same key in every
 //! process, run and platform. It is injective: two argument values share a key only if they
@@ -124,6 +126,14 @@ impl std::fmt::Display for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// The key of `key`'s distributed lock: `{key}!lock`, braces included. The braces are a
+/// Redis Cluster hash tag holding the whole entry key, so the lock lands in the entry's
+/// slot and one script can touch both. No entry key starts with `{`, so a lock key is
+/// never another entry's.
+pub(crate) fn lock_key(key: &str) -> String {
+    format!("{{{key}}}!lock")
 }
 
 /// Is `s` usable as a namespace or prefix: non-empty, and only `[A-Za-z0-9_.-/]`?

@@ -1,76 +1,157 @@
-//! The connection commands are sent on, and how a command is sent. One multiplexed,
-//! self-reconnecting `ConnectionManager` per cache today; a Redis Cluster connection becomes
-//! a second kind of [`Link`] here, and nothing above this file changes.
+//! The connection commands are sent on, and how a command is sent: one multiplexed,
+//! self-reconnecting `ConnectionManager` per cache on a single node, or one redis-rs
+//! cluster connection (a multiplexed connection per node, slots tracked, redirections
+//! followed) on a Redis Cluster. Nothing above this file knows which.
 
 use std::time::Duration;
 
-use redis::ScriptInvocation;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{RedisFuture, ScriptInvocation, Value};
 use tokio::sync::OnceCell;
 
 use crate::error::Error;
 
-/// What a command is sent on.
-pub(super) type Link = ConnectionManager;
+/// What a command is sent on: one node's connection manager, or a cluster connection that
+/// routes each command to the node serving its key's slot (following `MOVED` and `ASK`).
+/// Both are cheap handles to a shared multiplexed connection.
+#[derive(Clone)]
+pub(super) enum Link {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
 
-/// The cache's connections to one Redis: the main one, made on first use, and a side one
+/// Where the connections go.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per cache, read only when a connection is made"
+)]
+enum Target {
+    Single(redis::Client),
+    Cluster(ClusterClient),
+}
+
+/// The cache's connections to its Redis: the main one, made on first use, and a side one
 /// for size checks.
 pub(super) struct Connection {
-    client: redis::Client,
+    target: Target,
     connect_timeout: Duration,
-    manager: OnceCell<ConnectionManager>,
+    main: OnceCell<Link>,
     /// A second connection, made the first time a read times out, for the size check that
     /// follows: on the main one it would wait behind the very reply that was too slow.
-    side: OnceCell<MultiplexedConnection>,
+    side: OnceCell<Link>,
 }
 
 impl Connection {
-    /// Parses `url`; connects nothing yet.
-    pub(super) fn new(url: &str, connect_timeout: Duration) -> Result<Self, Error> {
-        Ok(Connection {
-            client: redis::Client::open(url)?,
+    /// One node at `url`; connects nothing yet.
+    pub(super) fn single(url: &str, connect_timeout: Duration) -> Result<Self, Error> {
+        Ok(Self::with(
+            Target::Single(redis::Client::open(url)?),
             connect_timeout,
-            manager: OnceCell::new(),
-            side: OnceCell::new(),
-        })
+        ))
     }
 
-    /// The main connection once made (a cheap clone of the shared manager); before the
-    /// first command, [`connect`](Self::connect). Not an `async fn`: the hit path awaits
-    /// nothing here.
+    /// A cluster reached through the `seeds`; connects nothing yet.
+    pub(super) fn cluster(seeds: &[String], connect_timeout: Duration) -> Result<Self, Error> {
+        let client = ClusterClient::builder(seeds.iter().map(String::as_str))
+            .connection_timeout(connect_timeout)
+            // No response timeout: `run` bounds every command with the caller's deadline,
+            // redirections and retries included.
+            .response_timeout(Duration::from_secs(24 * 60 * 60))
+            .retries(3)
+            .min_retry_wait(5)
+            .max_retry_wait(100)
+            .build()?;
+        Ok(Self::with(Target::Cluster(client), connect_timeout))
+    }
+
+    fn with(target: Target, connect_timeout: Duration) -> Self {
+        Connection {
+            target,
+            connect_timeout,
+            main: OnceCell::new(),
+            side: OnceCell::new(),
+        }
+    }
+
+    /// Is this a cluster (so that a scan must visit every primary)?
+    pub(super) fn is_cluster(&self) -> bool {
+        matches!(self.target, Target::Cluster(_))
+    }
+
+    /// The main connection once made (a cheap clone of the shared one); before the first
+    /// command, [`connect`](Self::connect). Not an `async fn`: the hit path awaits nothing
+    /// here.
     #[inline]
     pub(super) fn ready(&self) -> Option<Link> {
-        self.manager.get().cloned()
+        self.main.get().cloned()
     }
 
     /// The side connection, made on first use.
-    pub(super) async fn side(&self) -> Result<MultiplexedConnection, Error> {
+    pub(super) async fn side(&self) -> Result<Link, Error> {
         let side = self
             .side
-            .get_or_try_init(|| self.client.get_multiplexed_async_connection())
+            .get_or_try_init(|| async { self.open().await })
             .await?;
         Ok(side.clone())
     }
 
-    /// The first command's way to the connection manager; later ones find it set.
+    /// The first command's way to the main connection; later ones find it set.
     #[cold]
-    pub(super) async fn connect(&self) -> Result<ConnectionManager, Error> {
-        let manager = self
-            .manager
-            .get_or_try_init(|| async {
-                // No response timeout here: `run` bounds every command with the caller's
-                // own deadline, which may differ per function.
+    pub(super) async fn connect(&self) -> Result<Link, Error> {
+        let link = self.main.get_or_try_init(|| self.open()).await?;
+        Ok(link.clone())
+    }
+
+    /// A new connection of its own (a manager connects lazily; a cluster connection
+    /// connects to the seeds and reads the slots now).
+    async fn open(&self) -> Result<Link, Error> {
+        Ok(match &self.target {
+            Target::Single(client) => {
+                // No response timeout here: `run` bounds every command with the
+                // caller's own deadline, which may differ per function.
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(self.connect_timeout))
                     .set_response_timeout(None)
                     .set_number_of_retries(1)
-                    // redis-rs waits 100 ms before its reconnect retry by default; a refused
-                    // connection should fail the call fast (the breaker takes it from there).
+                    // redis-rs waits 100 ms before its reconnect retry by default; a
+                    // refused connection should fail the call fast (the breaker takes
+                    // it from there).
                     .set_min_delay(Duration::from_millis(10));
-                ConnectionManager::new_lazy_with_config(self.client.clone(), config)
-            })
-            .await?;
-        Ok(manager.clone())
+                let manager = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+                Link::Single(manager)
+            }
+            Target::Cluster(client) => Link::Cluster(client.get_async_connection().await?),
+        })
+    }
+}
+
+impl ConnectionLike for Link {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Link::Single(m) => m.req_packed_command(cmd),
+            Link::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Link::Single(m) => m.req_packed_commands(pipeline, offset, count),
+            Link::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Link::Single(m) => m.get_db(),
+            Link::Cluster(c) => c.get_db(),
+        }
     }
 }
 
@@ -84,15 +165,64 @@ pub(super) trait Command: Sync {
 }
 
 impl Command for redis::Cmd {
-    /// `ConnectionManager::send_packed_command`, not `Cmd::query_async`: the latter goes
-    /// through the `ConnectionLike` trait, which boxes the command's future (an allocation
-    /// and a dynamic call on every hit).
-    async fn send<T: redis::FromRedisValue + Send + 'static>(
-        &self,
-        conn: &mut Link,
-    ) -> redis::RedisResult<T> {
-        let reply = conn.send_packed_command(self).await?;
-        Ok(redis::from_redis_value(reply.extract_error()?)?)
+    /// On one node, `ConnectionManager::send_packed_command`, not `Cmd::query_async`: the
+    /// latter goes through the `ConnectionLike` trait, which boxes the command's future (an
+    /// allocation and a dynamic call on every hit). The cluster connection has only the
+    /// trait's way. Not an `async fn`: the single-node future is picked up front, built
+    /// in place, and is the same as with no cluster support at all (the bench's hit rows).
+    #[inline(always)]
+    fn send<'a, T: redis::FromRedisValue + Send + 'static>(
+        &'a self,
+        conn: &'a mut Link,
+    ) -> impl Future<Output = redis::RedisResult<T>> + Send + 'a {
+        match conn {
+            Link::Single(manager) => Either::Left {
+                future: on_manager(self, manager),
+            },
+            Link::Cluster(cluster) => Either::Right {
+                future: on_cluster(self, cluster),
+            },
+        }
+    }
+}
+
+async fn on_manager<T: redis::FromRedisValue>(
+    cmd: &redis::Cmd,
+    manager: &mut ConnectionManager,
+) -> redis::RedisResult<T> {
+    let reply = manager.send_packed_command(cmd).await?;
+    Ok(redis::from_redis_value(reply.extract_error()?)?)
+}
+
+async fn on_cluster<T: redis::FromRedisValue>(
+    cmd: &redis::Cmd,
+    cluster: &mut ClusterConnection,
+) -> redis::RedisResult<T> {
+    let reply = cluster.req_packed_command(cmd).await?;
+    Ok(redis::from_redis_value(reply.extract_error()?)?)
+}
+
+pin_project_lite::pin_project! {
+    /// One of two futures of one output.
+    #[project = EitherProj]
+    enum Either<L, R> {
+        Left { #[pin] future: L },
+        Right { #[pin] future: R },
+    }
+}
+
+impl<L: Future, R: Future<Output = L::Output>> Future for Either<L, R> {
+    type Output = L::Output;
+
+    #[inline]
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<L::Output> {
+        match self.project() {
+            EitherProj::Left { future } => future.poll(cx),
+            EitherProj::Right { future } => future.poll(cx),
+        }
     }
 }
 

@@ -15,6 +15,7 @@ pub(crate) mod breaker;
 mod connection;
 pub(crate) mod deadline;
 mod pool;
+mod scan;
 mod scripts;
 
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
@@ -32,8 +33,6 @@ use crate::error::Error;
 /// Size checks after timed-out reads that may run at once (see `drop_if_larger`).
 const MAX_SIZE_CHECKS: u32 = 8;
 
-/// Keys asked for per `SCAN` step and deleted per `UNLINK`.
-const SCAN_BATCH: usize = 500;
 /// Pause before the one retry of a read whose connection dropped.
 const RETRY_PAUSE: Duration = Duration::from_millis(5);
 
@@ -50,16 +49,38 @@ fn ms(d: Duration) -> u64 {
 }
 
 impl RedisBackend {
+    /// One node at `url`.
     pub(crate) fn new(
         url: &str,
         connect_timeout: Duration,
         breaker: Breaker,
     ) -> Result<Self, Error> {
-        Ok(RedisBackend {
-            conn: Connection::new(url, connect_timeout)?,
+        Ok(Self::on(Connection::single(url, connect_timeout)?, breaker))
+    }
+
+    /// A Redis Cluster reached through `seeds`.
+    pub(crate) fn cluster(
+        seeds: &[String],
+        connect_timeout: Duration,
+        breaker: Breaker,
+    ) -> Result<Self, Error> {
+        Ok(Self::on(
+            Connection::cluster(seeds, connect_timeout)?,
+            breaker,
+        ))
+    }
+
+    /// Is this a cluster?
+    pub(crate) fn is_cluster(&self) -> bool {
+        self.conn.is_cluster()
+    }
+
+    fn on(conn: Connection, breaker: Breaker) -> Self {
+        RedisBackend {
+            conn,
             breaker,
             checking: AtomicU32::new(0),
-        })
+        }
     }
 
     /// Deletes `key` if its entry is larger than `max` bytes, on the side connection; its
@@ -176,36 +197,6 @@ impl RedisBackend {
         let cmd = redis::cmd("UNLINK").arg(key).to_owned();
         let removed: u64 = self.run(timeout, true, &cmd).await?;
         Ok(removed > 0)
-    }
-
-    /// `SCAN MATCH` + `UNLINK` in batches of the keys `keep` accepts: never `KEYS`, which
-    /// blocks the server. Each step is bounded on its own.
-    pub(crate) async fn delete_matching(
-        &self,
-        pattern: &str,
-        keep: &(dyn Fn(&[u8]) -> bool + Sync),
-        timeout: Duration,
-    ) -> Result<u64, Error> {
-        let mut cursor = 0u64;
-        let mut removed = 0u64;
-        loop {
-            let mut scan = redis::cmd("SCAN");
-            scan.arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(SCAN_BATCH);
-            let (next, mut keys): (u64, Vec<Vec<u8>>) = self.run(timeout, true, &scan).await?;
-            keys.retain(|key| keep(key));
-            if !keys.is_empty() {
-                let unlink = redis::cmd("UNLINK").arg(&keys).to_owned();
-                removed += self.run::<u64>(timeout, true, &unlink).await?;
-            }
-            if next == 0 {
-                return Ok(removed);
-            }
-            cursor = next;
-        }
     }
 
     pub(crate) async fn ttl(

@@ -1,0 +1,330 @@
+//! `#[cached]` on a real Redis Cluster: three primaries with a replica each, started by the
+//! harness and shared by every scenario of this binary (each uses its own namespace).
+//!
+//! The behaviour scenarios check what the single-node suite checks where a cluster changes
+//! it: keys spread over every primary, prefix invalidation visits all of them, an entry and
+//! its lock share a slot, none caching, stampedes, stale serving. The fault scenarios kill a
+//! primary (its replica is promoted), migrate a slot, and pause a node, while calls run:
+//! every call must return the loader's value, none may fail, and hits must resume.
+//! They run one after the other inside `cluster_suite`, since the faults change the cluster.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::time::{Duration, Instant};
+
+use cache_aside_runtime::{Cache, cached};
+use cache_aside_tests::{RedisCluster, slot_of};
+use tokio::task::JoinSet;
+
+/// What the loader returns for `id`: a pure function of it.
+fn expected(id: u64) -> String {
+    format!("value-{id}-{}", id.wrapping_mul(2_654_435_761) % 1000)
+}
+
+/// The "database": counts loads, takes `delay` per load.
+struct Db {
+    loads: AtomicU64,
+    delay: Duration,
+}
+
+impl Db {
+    fn new(delay: Duration) -> Arc<Db> {
+        Arc::new(Db {
+            loads: AtomicU64::new(0),
+            delay,
+        })
+    }
+
+    fn loads(&self) -> u64 {
+        self.loads.load(SeqCst)
+    }
+}
+
+#[cached(ttl = 60, prefix = "item", cache = cache, skip(cache, db))]
+async fn item(cache: &Cache, db: &Db, id: u64) -> String {
+    db.loads.fetch_add(1, SeqCst);
+    tokio::time::sleep(db.delay).await;
+    expected(id)
+}
+
+#[cached(ttl = 60, prefix = "locked", cache = cache, skip(cache, db), lock = true)]
+async fn locked(cache: &Cache, db: &Db, id: u64) -> String {
+    db.loads.fetch_add(1, SeqCst);
+    tokio::time::sleep(db.delay).await;
+    expected(id)
+}
+
+#[cached(ttl = 60, none_ttl = 60, prefix = "maybe", cache = cache, skip(cache, db))]
+async fn maybe(cache: &Cache, db: &Db, id: u64) -> Option<String> {
+    db.loads.fetch_add(1, SeqCst);
+    id.is_multiple_of(2).then(|| expected(id))
+}
+
+#[cached(ttl = "1s", stale = "1m", prefix = "fresh", cache = cache, skip(cache, db))]
+async fn fresh(cache: Cache, db: Arc<Db>, id: u64) -> String {
+    db.loads.fetch_add(1, SeqCst);
+    expected(id)
+}
+
+fn cache(cluster: &RedisCluster, namespace: &str) -> Cache {
+    Cache::builder()
+        .namespace(namespace)
+        .timeout(Duration::from_millis(500))
+        .redis_cluster(cluster.urls())
+        .expect("a cluster cache")
+}
+
+#[test]
+fn cluster_suite() {
+    let mut cluster = RedisCluster::start(3, 1);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        hits_misses_and_ttls_on_every_primary(&cluster).await;
+        prefix_invalidation_visits_every_primary(&cluster).await;
+        none_is_cached(&cluster).await;
+        an_entry_and_its_lock_share_a_slot_and_the_lock_holds_across_caches(&cluster).await;
+        a_stampede_loads_once(&cluster).await;
+        stale_entries_are_served_and_refreshed(&cluster).await;
+    });
+    let tally = [
+        runtime.block_on(migrating_a_slot_loses_no_call(&cluster)),
+        runtime.block_on(pausing_a_node_loses_no_call(&mut cluster)),
+        runtime.block_on(killing_a_primary_loses_no_call(&mut cluster)),
+    ];
+    let line: Vec<String> = tally
+        .iter()
+        .map(|(name, calls, failed, wrong)| format!("{name} {calls}/{failed}/{wrong}"))
+        .collect();
+    println!(
+        "cluster fault suite: {} (calls/failed/wrong)",
+        line.join(", ")
+    );
+}
+
+async fn hits_misses_and_ttls_on_every_primary(cluster: &RedisCluster) {
+    let cache = cache(cluster, "c-hits");
+    assert_eq!(cache.backend_name(), "redis-cluster");
+    let db = Db::new(Duration::ZERO);
+    for id in 0..60 {
+        assert_eq!(item(&cache, &db, id).await, expected(id));
+    }
+    assert_eq!(db.loads(), 60);
+    for id in 0..60 {
+        assert_eq!(item(&cache, &db, id).await, expected(id));
+    }
+    assert_eq!(db.loads(), 60, "the second round is all hits");
+    let stats = cache.stats();
+    assert_eq!((stats.hits, stats.misses, stats.errors), (60, 60, 0));
+    // The keys live on every primary, so every node served some of these calls.
+    let owners: BTreeSet<usize> = (0..60)
+        .map(|id| cluster.primary_of(&item_cache_key(&cache, id).unwrap()))
+        .collect();
+    assert_eq!(owners.len(), 3, "keys on every primary: {owners:?}");
+    let ttl = cache
+        .ttl_of(&item_cache_key(&cache, 7).unwrap())
+        .await
+        .unwrap()
+        .expect("cached");
+    assert!(
+        ttl > Duration::from_secs(55) && ttl <= Duration::from_secs(60),
+        "{ttl:?}"
+    );
+    assert!(item_invalidate(&cache, 7).await.unwrap());
+    assert_eq!(item(&cache, &db, 7).await, expected(7));
+    assert_eq!(db.loads(), 61, "an invalidated entry reloads");
+}
+
+async fn prefix_invalidation_visits_every_primary(cluster: &RedisCluster) {
+    let cache = cache(cluster, "c-prefix");
+    let db = Db::new(Duration::ZERO);
+    for id in 0..300 {
+        item(&cache, &db, id).await;
+        maybe(&cache, &db, id).await;
+    }
+    assert_eq!(item_invalidate_all(&cache).await.unwrap(), 300);
+    assert_eq!(
+        maybe_invalidate_all(&cache).await.unwrap(),
+        300,
+        "cached Some and None alike"
+    );
+    let before = db.loads();
+    for id in 0..300 {
+        assert_eq!(item(&cache, &db, id).await, expected(id));
+    }
+    assert_eq!(db.loads() - before, 300, "every entry was gone");
+    assert_eq!(cache.invalidate_prefix("item").await.unwrap(), 300);
+    assert_eq!(cache.invalidate_prefix("item").await.unwrap(), 0);
+}
+
+async fn none_is_cached(cluster: &RedisCluster) {
+    let cache = cache(cluster, "c-none");
+    let db = Db::new(Duration::ZERO);
+    assert_eq!(maybe(&cache, &db, 1).await, None);
+    assert_eq!(maybe(&cache, &db, 1).await, None);
+    assert_eq!(maybe(&cache, &db, 2).await, Some(expected(2)));
+    assert_eq!(maybe(&cache, &db, 2).await, Some(expected(2)));
+    assert_eq!(db.loads(), 2);
+}
+
+async fn an_entry_and_its_lock_share_a_slot_and_the_lock_holds_across_caches(
+    cluster: &RedisCluster,
+) {
+    // Two caches: two connections, as two processes of a fleet would have.
+    let (a, b) = (cache(cluster, "c-lock"), cache(cluster, "c-lock"));
+    let db = Db::new(Duration::from_millis(300));
+    let key = locked_cache_key(&a, 5).unwrap();
+    let lock = format!("{{{key}}}!lock");
+    assert_eq!(slot_of(&key), slot_of(&lock));
+    let (first, second) = tokio::join!(locked(&a, &db, 5), async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        locked(&b, &db, 5).await
+    });
+    assert_eq!((first, second), (expected(5), expected(5)));
+    assert_eq!(
+        db.loads(),
+        1,
+        "the second cache waited for the first's load"
+    );
+    assert_eq!(b.stats().lock_waits, 1);
+    assert_eq!(a.stats().errors + b.stats().errors, 0);
+}
+
+async fn a_stampede_loads_once(cluster: &RedisCluster) {
+    let cache = cache(cluster, "c-stampede");
+    let db = Db::new(Duration::from_millis(50));
+    let mut calls = JoinSet::new();
+    for _ in 0..100 {
+        let (cache, db) = (cache.clone(), db.clone());
+        calls.spawn(async move { item(&cache, &db, 9).await });
+    }
+    while let Some(value) = calls.join_next().await {
+        assert_eq!(value.unwrap(), expected(9));
+    }
+    assert_eq!(db.loads(), 1);
+}
+
+async fn stale_entries_are_served_and_refreshed(cluster: &RedisCluster) {
+    let cache = cache(cluster, "c-stale");
+    let db = Db::new(Duration::ZERO);
+    assert_eq!(fresh(cache.clone(), db.clone(), 3).await, expected(3));
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(fresh(cache.clone(), db.clone(), 3).await, expected(3));
+    assert_eq!(cache.stats().stale_served, 1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while db.loads() < 2 {
+        assert!(Instant::now() < deadline, "the background refresh ran");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(cache.stats().refreshes, 1);
+}
+
+/// Runs `calls` rounds of calls over 40 keys while `fault` acts; counts failed calls (a
+/// panic or a call over its bound) and wrong values; then checks hits resume.
+async fn under_fault(
+    name: &'static str,
+    cluster_cache: Cache,
+    fault: impl Future<Output = ()>,
+) -> (&'static str, u64, u64, u64) {
+    let db = Db::new(Duration::ZERO);
+    let (mut calls, mut failed, mut wrong) = (0, 0, 0);
+    let load = async {
+        let until = Instant::now() + Duration::from_secs(6);
+        let mut id = 0u64;
+        while Instant::now() < until {
+            let (cache, db) = (cluster_cache.clone(), db.clone());
+            let key = id % 40;
+            let call = tokio::spawn(async move { item(&cache, &db, key).await });
+            calls += 1;
+            match tokio::time::timeout(Duration::from_secs(3), call).await {
+                Ok(Ok(value)) if value == expected(key) => {}
+                Ok(Ok(_)) => wrong += 1,
+                _ => failed += 1,
+            }
+            id += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::join!(load, fault);
+    // Hits resume: after the fault, a second round over the keys is served from Redis.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let before = cluster_cache.stats().hits;
+        for key in 0..40 {
+            assert_eq!(
+                item(&cluster_cache, &db, key).await,
+                expected(key),
+                "{name}"
+            );
+        }
+        if cluster_cache.stats().hits - before == 40 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{name}: hits did not resume");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!((failed, wrong), (0, 0), "{name}: {calls} calls");
+    (name, calls, failed, wrong)
+}
+
+async fn migrating_a_slot_loses_no_call(cluster: &RedisCluster) -> (&'static str, u64, u64, u64) {
+    let cache = cache(cluster, "c-migrate");
+    // The slot of one of the keys the run uses, moved to another primary mid-run.
+    let key = item_cache_key(&cache, 3).unwrap();
+    let slot = slot_of(&key);
+    let from = cluster.primary_of(&key);
+    let to = *cluster
+        .primaries()
+        .iter()
+        .find(|&&p| p != from)
+        .expect("another primary");
+    let fault = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::task::block_in_place(|| cluster.migrate_slot(slot, to));
+    };
+    let tally = under_fault("migrated", cache.clone(), fault).await;
+    assert_eq!(cluster.primary_of(&key), to, "the slot moved");
+    tally
+}
+
+async fn pausing_a_node_loses_no_call(cluster: &mut RedisCluster) -> (&'static str, u64, u64, u64) {
+    let cache = cache(cluster, "c-pause");
+    let key = item_cache_key(&cache, 1).unwrap();
+    let node = cluster.primary_of(&key);
+    // Shorter than the node timeout: the node is not failed over, it just stops answering.
+    let pause = Duration::from_millis(700);
+    let stopped = &*cluster;
+    let fault = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        stopped.nodes()[node].pause();
+        tokio::time::sleep(pause).await;
+        stopped.nodes()[node].resume();
+    };
+    let tally = under_fault("paused", cache, fault).await;
+    cluster.settle();
+    tally
+}
+
+async fn killing_a_primary_loses_no_call(
+    cluster: &mut RedisCluster,
+) -> (&'static str, u64, u64, u64) {
+    let cache = cache(cluster, "c-kill");
+    let key = item_cache_key(&cache, 2).unwrap();
+    let victim = cluster.primary_of(&key);
+    let killer = {
+        let cluster = &mut *cluster;
+        async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            cluster.node_mut(victim).kill();
+            tokio::task::block_in_place(|| cluster.settle());
+        }
+    };
+    let tally = under_fault("killed", cache, killer).await;
+    assert_ne!(cluster.primary_of(&key), victim, "the replica took over");
+    tally
+}

@@ -23,7 +23,7 @@ pub enum Error {
     /// how (`is_timeout`, `is_connection_refusal`, the server's error code), and this crate
     /// is built on redis-rs 1.x, which follows semver. [`Error::is_timeout`] and
     /// [`Error::is_connection`] answer the common questions without naming it.
-    #[error("the Redis command failed")]
+    #[error("Redis error")]
     Redis(#[from] redis::RedisError),
     /// The circuit breaker is open: Redis failed repeatedly and is skipped for a cool-down.
     #[error("circuit open: Redis is skipped after repeated failures")]

@@ -5,8 +5,10 @@
 //! The process is killed and the directory removed when the value is dropped.
 
 mod cluster;
+mod tls;
 
 pub use cluster::{RedisCluster, slot_of};
+pub use tls::{TlsCli, TlsRedis};
 
 use std::fs::{self, OpenOptions};
 use std::io::ErrorKind;

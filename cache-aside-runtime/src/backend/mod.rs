@@ -20,8 +20,8 @@ use bytes::Bytes;
 
 pub(crate) use self::budget::Budget;
 pub(crate) use self::memory::MemoryBackend;
-pub(crate) use self::redis::RedisBackend;
 use self::redis::breaker::{Breaker, BreakerState};
+pub(crate) use self::redis::{Reach, RedisBackend};
 use crate::error::Error;
 use crate::key::Layout;
 
@@ -101,12 +101,14 @@ impl Backend {
     /// A Redis backend on `url`, behind a breaker; connects on first use.
     pub(crate) fn redis(
         url: &str,
+        reach: &Reach,
         connect_timeout: Duration,
         breaker: (u32, Duration),
     ) -> Result<Backend, Error> {
         let breaker = Breaker::new(breaker.0, breaker.1);
         Ok(Backend::Redis(RedisBackend::new(
             url,
+            reach,
             connect_timeout,
             breaker,
         )?))
@@ -115,12 +117,14 @@ impl Backend {
     /// A Redis Cluster reached through `seeds`, behind one breaker; connects on first use.
     pub(crate) fn redis_cluster(
         seeds: &[String],
+        reach: &Reach,
         connect_timeout: Duration,
         breaker: (u32, Duration),
     ) -> Result<Backend, Error> {
         let breaker = Breaker::new(breaker.0, breaker.1);
         Ok(Backend::Redis(RedisBackend::cluster(
             seeds,
+            reach,
             connect_timeout,
             breaker,
         )?))

@@ -6,7 +6,7 @@ use std::time::Duration;
 use cache_aside_settings::defaults;
 
 use super::Cache;
-use crate::backend::Backend;
+use crate::backend::{Backend, Reach};
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::key::is_valid_segment;
@@ -30,6 +30,8 @@ pub struct CacheBuilder {
     breaker_failures: u32,
     breaker_cooldown: Duration,
     max_refreshes: usize,
+    /// Credentials and TLS material; its `Debug` never shows a secret.
+    reach: Reach,
 }
 
 impl Default for CacheBuilder {
@@ -41,6 +43,7 @@ impl Default for CacheBuilder {
             breaker_failures: defaults::BREAKER_FAILURES,
             breaker_cooldown: defaults::BREAKER_COOLDOWN,
             max_refreshes: defaults::MAX_REFRESHES,
+            reach: Reach::default(),
         }
     }
 }
@@ -184,13 +187,51 @@ impl CacheBuilder {
         self
     }
 
-    /// A cache on the Redis at `url` (`redis://127.0.0.1:6379/0`, `unix:///path/redis.sock`). TLS
-    /// (the `rediss` scheme) is not enabled in this release.
+    /// The ACL user to authenticate as, over one in the URL (`redis://user:pw@host`).
+    pub fn username(mut self, username: impl Into<String>) -> Self {
+        self.reach.username = Some(username.into());
+        self
+    }
+
+    /// The password to authenticate with (`AUTH`), over one in the URL. It never appears
+    /// in a log line, an error or `Debug` output of this crate.
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.reach.password = Some(password.into());
+        self
+    }
+
+    /// With the `tls` feature: trust this CA (PEM) for `rediss://` servers instead of the
+    /// platform's roots, for managed Redis or a private CA.
+    #[cfg(feature = "tls")]
+    pub fn tls_root_ca(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.reach.root_ca = Some(pem.into());
+        self
+    }
+
+    /// With the `tls` feature: present this client certificate and key (PEM) to servers
+    /// that require one (mutual TLS, `tls-auth-clients yes`).
+    #[cfg(feature = "tls")]
+    pub fn tls_client_cert(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.reach.client_cert = Some((cert_pem.into(), key_pem.into()));
+        self
+    }
+
+    /// A cache on the Redis at `url`: `redis://127.0.0.1:6379/0`, `redis://user:pw@host/`,
+    /// `unix:///path/redis.sock`, or with the `tls` feature `rediss://host:6380/` (the
+    /// platform's roots, or [`tls_root_ca`](Self::tls_root_ca)). `rediss://...#insecure`
+    /// skips certificate checks and needs the `tls-insecure` feature: it is as unsafe as it
+    /// sounds, for tests only. Without the `tls` feature a `rediss://` URL is
+    /// [`Error::Config`].
+    ///
     /// Does not connect yet: the first call does, and a Redis that is down is a miss.
     pub fn redis(self, url: &str) -> Result<Cache, Error> {
         self.check()?;
         let breaker = (self.breaker_failures, self.breaker_cooldown);
-        let backend = Backend::redis(url, self.settings.timeout, breaker)?;
+        let backend = Backend::redis(url, &self.reach, self.settings.timeout, breaker)?;
         self.build(backend)
     }
 
@@ -216,7 +257,7 @@ impl CacheBuilder {
             ));
         }
         let breaker = (self.breaker_failures, self.breaker_cooldown);
-        let backend = Backend::redis_cluster(&seeds, self.settings.timeout, breaker)?;
+        let backend = Backend::redis_cluster(&seeds, &self.reach, self.settings.timeout, breaker)?;
         self.build(backend)
     }
 

@@ -22,6 +22,83 @@ pub(super) enum Link {
     Cluster(ClusterConnection),
 }
 
+/// How to reach the server beyond its URL: credentials and TLS material given on the
+/// builder. Its `Debug` shows which are set, never their values.
+#[derive(Clone, Default)]
+pub(crate) struct Reach {
+    /// An ACL user, over the URL's.
+    pub(crate) username: Option<String>,
+    /// A password, over the URL's.
+    pub(crate) password: Option<String>,
+    /// PEM: the CA to trust instead of the platform's roots (`rediss://` only).
+    pub(crate) root_ca: Option<Vec<u8>>,
+    /// PEM: a client certificate and its key, for servers that require them (mutual TLS).
+    pub(crate) client_cert: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for Reach {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |on: bool| if on { "set" } else { "none" };
+        f.debug_struct("Reach")
+            .field("username", &self.username)
+            .field("password", &set(self.password.is_some()))
+            .field("root_ca", &set(self.root_ca.is_some()))
+            .field("client_cert", &set(self.client_cert.is_some()))
+            .finish()
+    }
+}
+
+impl Reach {
+    fn uses_tls_files(&self) -> bool {
+        self.root_ca.is_some() || self.client_cert.is_some()
+    }
+
+    /// `url` with the builder's credentials.
+    fn info(&self, url: &str) -> Result<redis::ConnectionInfo, Error> {
+        use redis::IntoConnectionInfo;
+        let info = url.into_connection_info()?;
+        let mut redis = info.redis_settings().clone();
+        if let Some(user) = &self.username {
+            redis = redis.set_username(user);
+        }
+        if let Some(password) = &self.password {
+            redis = redis.set_password(password);
+        }
+        Ok(info.set_redis_settings(redis))
+    }
+
+    #[cfg(feature = "tls")]
+    fn certificates(&self) -> redis::TlsCertificates {
+        redis::TlsCertificates {
+            client_tls: self
+                .client_cert
+                .as_ref()
+                .map(|(cert, key)| redis::ClientTlsConfig {
+                    client_cert: cert.clone(),
+                    client_key: key.clone(),
+                }),
+            root_cert: self.root_ca.clone(),
+        }
+    }
+}
+
+/// Refuses what this build cannot do, naming the feature that would: a `rediss://` URL, or
+/// TLS files, without `tls`.
+fn check_tls(url: &str, reach: &Reach) -> Result<(), Error> {
+    let tls = url.starts_with("rediss://") || url.starts_with("valkeys://");
+    if tls && !cfg!(feature = "tls") {
+        return Err(Error::Config(
+            "a rediss:// URL needs the `tls` feature of cache-aside-runtime".to_owned(),
+        ));
+    }
+    if reach.uses_tls_files() && !tls {
+        return Err(Error::Config(
+            "tls_root_ca and tls_client_cert need rediss:// URLs".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
 /// Where the connections go.
 #[allow(
     clippy::large_enum_variant,
@@ -45,16 +122,41 @@ pub(super) struct Connection {
 
 impl Connection {
     /// One node at `url`; connects nothing yet.
-    pub(super) fn single(url: &str, connect_timeout: Duration) -> Result<Self, Error> {
-        Ok(Self::with(
-            Target::Single(redis::Client::open(url)?),
-            connect_timeout,
-        ))
+    pub(super) fn single(
+        url: &str,
+        reach: &Reach,
+        connect_timeout: Duration,
+    ) -> Result<Self, Error> {
+        check_tls(url, reach)?;
+        let info = reach.info(url)?;
+        #[cfg(feature = "tls")]
+        let client = match reach.uses_tls_files() {
+            true => redis::Client::build_with_tls(info, reach.certificates())?,
+            false => redis::Client::open(info)?,
+        };
+        #[cfg(not(feature = "tls"))]
+        let client = redis::Client::open(info)?;
+        Ok(Self::with(Target::Single(client), connect_timeout))
     }
 
     /// A cluster reached through the `seeds`; connects nothing yet.
-    pub(super) fn cluster(seeds: &[String], connect_timeout: Duration) -> Result<Self, Error> {
-        let client = ClusterClient::builder(seeds.iter().map(String::as_str))
+    pub(super) fn cluster(
+        seeds: &[String],
+        reach: &Reach,
+        connect_timeout: Duration,
+    ) -> Result<Self, Error> {
+        let mut infos = Vec::with_capacity(seeds.len());
+        for seed in seeds {
+            check_tls(seed, reach)?;
+            infos.push(reach.info(seed)?);
+        }
+        let builder = ClusterClient::builder(infos);
+        #[cfg(feature = "tls")]
+        let builder = match reach.uses_tls_files() {
+            true => builder.certs(reach.certificates()),
+            false => builder,
+        };
+        let client = builder
             .connection_timeout(connect_timeout)
             // No response timeout: `run` bounds every command with the caller's deadline,
             // redirections and retries included.

@@ -25,6 +25,7 @@ use bytes::Bytes;
 use redis::Value;
 
 use self::breaker::Breaker;
+pub(crate) use self::connection::Reach;
 use self::connection::{Command, Connection};
 use self::scripts::{EXTEND, GET_OR_LOCK, RELEASE, RETIME};
 use super::{Budget, LockAttempt};
@@ -52,22 +53,25 @@ impl RedisBackend {
     /// One node at `url`.
     pub(crate) fn new(
         url: &str,
+        reach: &Reach,
         connect_timeout: Duration,
         breaker: Breaker,
     ) -> Result<Self, Error> {
-        Ok(Self::on(Connection::single(url, connect_timeout)?, breaker))
+        Ok(Self::on(
+            Connection::single(url, reach, connect_timeout)?,
+            breaker,
+        ))
     }
 
     /// A Redis Cluster reached through `seeds`.
     pub(crate) fn cluster(
         seeds: &[String],
+        reach: &Reach,
         connect_timeout: Duration,
         breaker: Breaker,
     ) -> Result<Self, Error> {
-        Ok(Self::on(
-            Connection::cluster(seeds, connect_timeout)?,
-            breaker,
-        ))
+        let conn = Connection::cluster(seeds, reach, connect_timeout)?;
+        Ok(Self::on(conn, breaker))
     }
 
     /// Is this a cluster?

@@ -176,3 +176,15 @@ async fn calls_with_the_longest_settings_do_not_overflow() {
     }
     assert_eq!(cache.stats().hits, 2);
 }
+
+/// Without the `tls` feature a `rediss://` URL is refused up front, naming the feature
+/// (`.ci/run` runs the runtime's unit tests alone, without the features the test crate
+/// turns on).
+#[cfg(not(feature = "tls"))]
+#[test]
+fn rediss_without_the_tls_feature_is_a_config_error() {
+    match Cache::builder().redis("rediss://127.0.0.1:6380/") {
+        Err(Error::Config(message)) => assert!(message.contains("`tls` feature"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+}

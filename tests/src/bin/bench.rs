@@ -40,7 +40,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use cache_aside_runtime::{Cache, cached};
-use cache_aside_tests::RedisServer;
+use cache_aside_tests::{RedisCluster, RedisServer};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -695,6 +695,75 @@ fn leak<T>(value: T) -> &'static T {
     Box::leak(Box::new(value))
 }
 
+/// The cluster rows: a hit through `#[cached]` on a Redis Cluster against raw redis-rs's
+/// cluster connection (`GET` + decode, the same response timeout), sequential and from 64
+/// tasks, on a local 3-primary cluster. Returns the rows.
+async fn cluster_rows() -> [Row; 2] {
+    // Owned here, not leaked: its servers stop when the rows are done.
+    let cluster = RedisCluster::start(3, 0);
+    let cache: &'static Cache = leak(
+        Cache::builder()
+            .timeout(TIMEOUT)
+            .redis_cluster(cluster.urls())
+            .expect("seeds"),
+    );
+    let raw: &'static redis::cluster_async::ClusterConnection = leak(
+        redis::cluster::ClusterClient::builder(cluster.urls())
+            .connection_timeout(TIMEOUT)
+            .response_timeout(TIMEOUT)
+            .build()
+            .expect("seeds")
+            .get_async_connection()
+            .await
+            .expect("connect"),
+    );
+    cached_small(cache, 1).await;
+    let json = serde_json::to_vec(&small(1)).expect("json");
+    let _: () = redis::cmd("SET")
+        .arg("raw:small")
+        .arg(json)
+        .arg("PX")
+        .arg(600_000)
+        .query_async(&mut raw.clone())
+        .await
+        .expect("SET");
+    let raw_get = move |_| async move {
+        let bytes: Vec<u8> = redis::cmd("GET")
+            .arg("raw:small")
+            .query_async(&mut raw.clone())
+            .await
+            .expect("GET");
+        let _: Small = serde_json::from_slice(&bytes).expect("decode");
+    };
+    let ours_get = move |_| async move {
+        cached_small(cache, 1).await;
+    };
+    let mut rows = [
+        Row::new("cluster: sequential hit, 150 B"),
+        Row::new("cluster: 64 tasks of hits, 150 B"),
+    ];
+    for round in 0..ROUNDS / 3 {
+        for k in 0..SEQUENTIAL_PAIRS {
+            let first = (round + k) % 2 == 0;
+            let ours = sequential(SEQUENTIAL_OPS, ours_get);
+            let (a, b) = pair(first, ours, sequential(SEQUENTIAL_OPS, raw_get)).await;
+            rows[0].ours.push(a);
+            rows[0].raw.push(b);
+        }
+        for k in 0..CONCURRENT_PAIRS {
+            let first = (round + k) % 2 == 0;
+            let ours = concurrent(CONCURRENT_OPS_PER_TASK, ours_get);
+            let raw = concurrent(CONCURRENT_OPS_PER_TASK, raw_get);
+            let (a, b) = pair(first, ours, raw).await;
+            rows[1].push_ours(a);
+            rows[1].push_raw(b);
+        }
+    }
+    let stats = cache.stats();
+    assert_eq!(stats.errors, 0, "no cache errors on the cluster: {stats:?}");
+    rows
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -881,6 +950,8 @@ async fn main() {
     })
     .await;
 
+    let cluster = cluster_rows().await;
+
     let (redis_loads, redis_latencies) = run_stampede(cache).await;
     let (memory_loads, memory_latencies) = run_stampede(memory).await;
 
@@ -894,7 +965,7 @@ async fn main() {
          redis-server on 127.0.0.1, {} cores; sequential rows on a current-thread runtime",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    for row in &rows {
+    for row in rows.iter().chain(&cluster) {
         row.print();
     }
     println!("L1 hit: n/a (no in-process tier yet)");
@@ -964,6 +1035,8 @@ async fn main() {
         ratio_check(&rows[1]),
         ratio_check(&rows[2]),
         ratio_check(&rows[3]),
+        ratio_check(&cluster[0]),
+        ratio_check(&cluster[1]),
         Check {
             name: "miss time vs raw GET + SET".into(),
             measured: format!("{miss_cost:.3}x"),

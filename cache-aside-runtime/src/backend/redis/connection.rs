@@ -156,11 +156,11 @@ impl Connection {
             true => builder.certs(reach.certificates()),
             false => builder,
         };
+        // No response timeout (redis-rs's default): `run` bounds every command with the
+        // caller's deadline, redirections and retries included, and a Tokio timer per
+        // command is what the deadline table saves (see `deadline`).
         let client = builder
             .connection_timeout(connect_timeout)
-            // No response timeout: `run` bounds every command with the caller's deadline,
-            // redirections and retries included.
-            .response_timeout(Duration::from_secs(24 * 60 * 60))
             .retries(3)
             .min_retry_wait(5)
             .max_retry_wait(100)
@@ -296,6 +296,8 @@ async fn on_manager<T: redis::FromRedisValue>(
     Ok(redis::from_redis_value(reply.extract_error()?)?)
 }
 
+/// Through `ConnectionLike`, the one way redis-rs routes any command by its keys (a
+/// multi-key `UNLINK` split by slot included).
 async fn on_cluster<T: redis::FromRedisValue>(
     cmd: &redis::Cmd,
     cluster: &mut ClusterConnection,

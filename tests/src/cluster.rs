@@ -135,6 +135,20 @@ impl RedisCluster {
         }
     }
 
+    /// After killing the primary `node`: waits until another node serves the slots of
+    /// `key` (which `node` served) and the cluster is ok again.
+    pub fn wait_for_failover(&self, node: usize, key: &str) {
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        while self.primary_of(key) == node {
+            assert!(
+                Instant::now() < deadline,
+                "no failover of node {node} within {SETTLE_TIMEOUT:?}"
+            );
+            sleep(Duration::from_millis(50));
+        }
+        self.settle();
+    }
+
     /// After a fault: waits until the cluster is ok again.
     pub fn settle(&self) {
         self.wait_until_ok(SETTLE_TIMEOUT);

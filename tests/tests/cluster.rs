@@ -4,7 +4,8 @@
 //! The behaviour scenarios check what the single-node suite checks where a cluster changes
 //! it: keys spread over every primary, prefix invalidation visits all of them, an entry and
 //! its lock share a slot, none caching, stampedes, stale serving. The fault scenarios kill a
-//! primary (its replica is promoted), migrate a slot, and pause a node, while calls run:
+//! primary (its replica is promoted, the old primary restarts and rejoins), migrate a slot,
+//! and pause a node, while calls run:
 //! every call must return the loader's value, none may fail, and hits must resume.
 //! They run one after the other inside `cluster_suite`, since the faults change the cluster.
 
@@ -317,14 +318,25 @@ async fn killing_a_primary_loses_no_call(
     let key = item_cache_key(&cache, 2).unwrap();
     let victim = cluster.primary_of(&key);
     let killer = {
+        let key = key.clone();
         let cluster = &mut *cluster;
         async move {
             tokio::time::sleep(Duration::from_secs(1)).await;
             cluster.node_mut(victim).kill();
-            tokio::task::block_in_place(|| cluster.settle());
+            tokio::task::block_in_place(|| cluster.wait_for_failover(victim, &key));
+            // The old primary comes back and rejoins, as a replica of its replacement.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::task::block_in_place(|| {
+                cluster.node_mut(victim).restart();
+                cluster.settle();
+            });
         }
     };
     let tally = under_fault("killed", cache, killer).await;
     assert_ne!(cluster.primary_of(&key), victim, "the replica took over");
+    assert!(
+        !cluster.primaries().contains(&victim),
+        "the restarted node rejoined as a replica"
+    );
     tally
 }

@@ -34,6 +34,9 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     extra_args: Vec<String>,
+    /// TLS only: how to check the server answers (`redis-cli --tls` with its CA); the
+    /// plain port is then off and `port` is the TLS port.
+    tls: Option<tls::TlsCli>,
 }
 
 /// Why a launch attempt did not produce a ready server.
@@ -54,11 +57,18 @@ impl RedisServer {
     /// Same as [`RedisServer::start`], with extra config arguments appended to
     /// the command line, e.g. `&["--maxmemory", "1mb", "--maxmemory-policy", "noeviction"]`.
     pub fn start_with(extra_args: &[&str]) -> RedisServer {
+        Self::start_in(fresh_dir(), extra_args, None)
+    }
+
+    /// A server in `dir` (prepared by the caller: certificates, say); with `tls`, one that
+    /// listens with TLS only and whose readiness `tls` checks, on the port it is given.
+    fn start_in(dir: PathBuf, extra_args: &[&str], tls: Option<tls::TlsCli>) -> RedisServer {
         let mut server = RedisServer {
             child: None,
             port: 0,
-            dir: fresh_dir(),
+            dir,
             extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
+            tls,
         };
         for attempt in 1..=START_ATTEMPTS {
             server.port = free_port();
@@ -141,8 +151,13 @@ impl RedisServer {
             .append(true)
             .open(self.log_path())
             .expect("opening the redis-server log file in its temp dir");
+        let port = self.port.to_string();
+        let listen = match &self.tls {
+            None => ["--port", &port, "--bind", "127.0.0.1"].to_vec(),
+            Some(_) => ["--port", "0", "--tls-port", &port, "--bind", "127.0.0.1"].to_vec(),
+        };
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(listen)
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .args(["--protected-mode", "yes", "--dir"])
             .arg(&self.dir)
@@ -174,7 +189,11 @@ impl RedisServer {
                     port_taken: output.contains("Address already in use"),
                 });
             }
-            if answers_ping(self.port, pid) {
+            let ready = match &self.tls {
+                None => answers_ping(self.port, pid),
+                Some(cli) => tls::answers(cli, self.port, pid),
+            };
+            if ready {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -189,7 +208,7 @@ impl RedisServer {
     fn fail(&self, err: LaunchError) -> ! {
         let why = match err {
             LaunchError::Exited { status, .. } => format!("exited early ({status})"),
-            LaunchError::NotReady => format!("did not answer PING within {READY_TIMEOUT:?}"),
+            LaunchError::NotReady => format!("did not answer within {READY_TIMEOUT:?}"),
         };
         panic!(
             "redis-server on 127.0.0.1:{} {why}; log tail ({}):\n{}",

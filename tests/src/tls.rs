@@ -10,10 +10,10 @@
 //!
 //! The process is killed and the directory (keys included) removed on drop.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{ErrorKind, Read};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -22,8 +22,7 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
-use super::{LaunchError, READY_TIMEOUT, REBIND_TIMEOUT, START_ATTEMPTS};
-use super::{free_port, fresh_dir, log_tail, signal};
+use super::{RedisServer, fresh_dir};
 
 /// How long one readiness probe (`redis-cli ... INFO server`) may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -51,14 +50,12 @@ struct Pems {
     wrong_client_key: String,
 }
 
-/// A private TLS-only `redis-server` child process on `127.0.0.1`.
+/// A private TLS-only `redis-server` child process on `127.0.0.1`: a [`RedisServer`]
+/// listening with TLS, and the certificates it was started with.
 pub struct TlsRedis {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
+    server: RedisServer,
     client_auth: bool,
     password: Option<String>,
-    extra_args: Vec<String>,
     pems: Pems,
 }
 
@@ -86,37 +83,45 @@ impl TlsRedis {
             .map(|pair| pair[1].to_string())
             .next_back()
             .filter(|pw| !pw.is_empty());
-        let mut server = TlsRedis {
-            child: None,
+        let dir = fresh_dir();
+        let pems = generate_pems();
+        write_pems(&dir, &pems);
+        let auth_clients = if client_auth { "yes" } else { "no" };
+        let files = [
+            ("--tls-cert-file", SERVER_CERT),
+            ("--tls-key-file", SERVER_KEY),
+            ("--tls-ca-cert-file", CA_CERT),
+        ];
+        let files: Vec<String> = files
+            .iter()
+            .flat_map(|(flag, file)| [flag.to_string(), dir.join(file).display().to_string()])
+            .collect();
+        let mut args: Vec<&str> = files.iter().map(String::as_str).collect();
+        args.extend(["--tls-auth-clients", auth_clients]);
+        args.extend(extra_args);
+        let probe = TlsCli {
             port: 0,
-            dir: fresh_dir(),
+            ca: dir.join(CA_CERT),
+            client: Some((dir.join(CLIENT_CERT), dir.join(CLIENT_KEY))),
+            password: password.clone(),
+            timeout: PROBE_TIMEOUT,
+        };
+        TlsRedis {
+            server: RedisServer::start_in(dir, &args, Some(probe)),
             client_auth,
             password,
-            extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
-            pems: generate_pems(),
-        };
-        server.write_pems();
-        for attempt in 1..=START_ATTEMPTS {
-            server.port = free_port();
-            match server.launch() {
-                Ok(()) => return server,
-                Err(LaunchError::Exited {
-                    port_taken: true, ..
-                }) if attempt < START_ATTEMPTS => continue,
-                Err(err) => server.fail(err),
-            }
+            pems,
         }
-        unreachable!("the last start attempt either returns or panics")
     }
 
     /// The TLS port (stable across [`TlsRedis::restart`]).
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port()
     }
 
     /// The connection URL, `rediss://127.0.0.1:{port}/` (no password in it).
     pub fn url(&self) -> String {
-        format!("rediss://127.0.0.1:{}/", self.port)
+        format!("rediss://127.0.0.1:{}/", self.port())
     }
 
     /// Whether the server requires client certificates (`--tls-auth-clients yes`).
@@ -162,39 +167,39 @@ impl TlsRedis {
 
     /// Path of the file holding [`TlsRedis::ca_pem`].
     pub fn ca_path(&self) -> PathBuf {
-        self.dir.join(CA_CERT)
+        self.server.dir.join(CA_CERT)
     }
 
     /// Path of the file holding [`TlsRedis::wrong_ca_pem`].
     pub fn wrong_ca_path(&self) -> PathBuf {
-        self.dir.join(WRONG_CA_CERT)
+        self.server.dir.join(WRONG_CA_CERT)
     }
 
     /// Path of the file holding [`TlsRedis::client_cert_pem`].
     pub fn client_cert_path(&self) -> PathBuf {
-        self.dir.join(CLIENT_CERT)
+        self.server.dir.join(CLIENT_CERT)
     }
 
     /// Path of the file holding [`TlsRedis::client_key_pem`].
     pub fn client_key_path(&self) -> PathBuf {
-        self.dir.join(CLIENT_KEY)
+        self.server.dir.join(CLIENT_KEY)
     }
 
     /// Path of the file holding [`TlsRedis::wrong_client_cert_pem`].
     pub fn wrong_client_cert_path(&self) -> PathBuf {
-        self.dir.join(WRONG_CLIENT_CERT)
+        self.server.dir.join(WRONG_CLIENT_CERT)
     }
 
     /// Path of the file holding [`TlsRedis::wrong_client_key_pem`].
     pub fn wrong_client_key_path(&self) -> PathBuf {
-        self.dir.join(WRONG_CLIENT_KEY)
+        self.server.dir.join(WRONG_CLIENT_KEY)
     }
 
     /// A `redis-cli --tls` invocation against this server. Defaults: the right
     /// CA, the right client certificate, the server's password, a 5 s bound.
     pub fn cli(&self) -> TlsCli {
         TlsCli {
-            port: self.port,
+            port: self.port(),
             ca: self.ca_path(),
             client: Some((self.client_cert_path(), self.client_key_path())),
             password: self.password.clone(),
@@ -204,159 +209,55 @@ impl TlsRedis {
 
     /// Kills the server with SIGKILL and reaps it. Idempotent.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            signal(&child, libc::SIGCONT);
-            signal(&child, libc::SIGKILL);
-            let _ = child.wait();
-        }
+        self.server.kill();
     }
 
     /// Starts the server again on the same port with the same certificates and
     /// arguments, retrying for a few seconds while the port lingers.
     pub fn restart(&mut self) {
-        self.kill();
-        let deadline = Instant::now() + REBIND_TIMEOUT;
-        loop {
-            match self.launch() {
-                Ok(()) => return,
-                Err(LaunchError::Exited {
-                    port_taken: true, ..
-                }) if Instant::now() < deadline => sleep(Duration::from_millis(100)),
-                Err(err) => self.fail(err),
-            }
-        }
+        self.server.restart();
     }
 
     /// Freezes the server process (SIGSTOP): connections stay open, handshakes
     /// and commands are not answered.
     pub fn pause(&self) {
-        if let Some(child) = &self.child {
-            signal(child, libc::SIGSTOP);
-        }
+        self.server.pause();
     }
 
     /// Thaws a server frozen by [`TlsRedis::pause`] (SIGCONT).
     pub fn resume(&self) {
-        if let Some(child) = &self.child {
-            signal(child, libc::SIGCONT);
-        }
-    }
-
-    fn write_pems(&self) {
-        let p = &self.pems;
-        for (name, text) in [
-            (CA_CERT, &p.ca_cert),
-            (WRONG_CA_CERT, &p.wrong_ca_cert),
-            (SERVER_CERT, &p.server_cert),
-            (SERVER_KEY, &p.server_key),
-            (CLIENT_CERT, &p.client_cert),
-            (CLIENT_KEY, &p.client_key),
-            (WRONG_CLIENT_CERT, &p.wrong_client_cert),
-            (WRONG_CLIENT_KEY, &p.wrong_client_key),
-        ] {
-            let path = self.dir.join(name);
-            fs::write(&path, text)
-                .unwrap_or_else(|err| panic!("writing {}: {err}", path.display()));
-        }
-    }
-
-    /// Spawns redis-server with TLS on `self.port` and waits until it answers.
-    fn launch(&mut self) -> Result<(), LaunchError> {
-        let log_start = fs::metadata(self.log_path()).map_or(0, |meta| meta.len() as usize);
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .expect("opening the redis-server log file in its temp dir");
-        let auth_clients = if self.client_auth { "yes" } else { "no" };
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--tls-port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1"])
-            .arg("--tls-cert-file")
-            .arg(self.dir.join(SERVER_CERT))
-            .arg("--tls-key-file")
-            .arg(self.dir.join(SERVER_KEY))
-            .arg("--tls-ca-cert-file")
-            .arg(self.ca_path())
-            .args(["--tls-auth-clients", auth_clients])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .args(["--protected-mode", "yes", "--dir"])
-            .arg(&self.dir)
-            .args(&self.extra_args)
-            .stdin(Stdio::null())
-            .stdout(
-                log.try_clone()
-                    .expect("duplicating the redis-server log file handle"),
-            )
-            .stderr(log)
-            .spawn();
-        let child = match child {
-            Ok(child) => self.child.insert(child),
-            Err(err) if err.kind() == ErrorKind::NotFound => panic!(
-                "redis-server not found on PATH: install it (apt-get install redis-server, \
-                 built with TLS); the TLS integration tests need a real Redis"
-            ),
-            Err(err) => panic!("spawning redis-server: {err}"),
-        };
-        let pid = child.id();
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            let child = self.child.as_mut().expect("the child was just spawned");
-            if let Some(status) = child.try_wait().expect("polling the redis-server process") {
-                self.child = None;
-                let log = fs::read(self.log_path()).unwrap_or_default();
-                let output = String::from_utf8_lossy(log.get(log_start..).unwrap_or_default());
-                return Err(LaunchError::Exited {
-                    status: status.to_string(),
-                    port_taken: output.contains("Address already in use"),
-                });
-            }
-            if self.answers_over_tls(pid) {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                self.kill();
-                return Err(LaunchError::NotReady);
-            }
-            sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// True if the server on `self.port` answers `INFO server` over TLS and is
-    /// our process `pid` (not some foreign server that grabbed the port).
-    fn answers_over_tls(&self, pid: u32) -> bool {
-        let want = format!("process_id:{pid}");
-        self.cli()
-            .timeout(PROBE_TIMEOUT)
-            .run(&["INFO", "server"])
-            .is_ok_and(|out| out.lines().any(|line| line.trim() == want))
-    }
-
-    fn fail(&self, err: LaunchError) -> ! {
-        let why = match err {
-            LaunchError::Exited { status, .. } => format!("exited early ({status})"),
-            LaunchError::NotReady => {
-                format!("did not answer over TLS within {READY_TIMEOUT:?}")
-            }
-        };
-        panic!(
-            "TLS redis-server on 127.0.0.1:{} {why}; log tail ({}):\n{}",
-            self.port,
-            self.log_path().display(),
-            log_tail(&self.log_path()),
-        )
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.dir.join("redis-server.log")
+        self.server.resume();
     }
 }
 
-impl Drop for TlsRedis {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = fs::remove_dir_all(&self.dir);
+/// Writes every certificate and key of `pems` into `dir`.
+fn write_pems(dir: &Path, p: &Pems) {
+    for (name, text) in [
+        (CA_CERT, &p.ca_cert),
+        (WRONG_CA_CERT, &p.wrong_ca_cert),
+        (SERVER_CERT, &p.server_cert),
+        (SERVER_KEY, &p.server_key),
+        (CLIENT_CERT, &p.client_cert),
+        (CLIENT_KEY, &p.client_key),
+        (WRONG_CLIENT_CERT, &p.wrong_client_cert),
+        (WRONG_CLIENT_KEY, &p.wrong_client_key),
+    ] {
+        let path = dir.join(name);
+        fs::write(&path, text).unwrap_or_else(|err| panic!("writing {}: {err}", path.display()));
     }
+}
+
+/// True if the server on `port` answers `INFO server` over TLS, checked with `probe`, and
+/// is our process `pid` (not some foreign server that grabbed the port).
+pub(crate) fn answers(probe: &TlsCli, port: u16, pid: u32) -> bool {
+    let want = format!("process_id:{pid}");
+    let probe = TlsCli {
+        port,
+        ..probe.clone()
+    };
+    probe
+        .run(&["INFO", "server"])
+        .is_ok_and(|out| out.lines().any(|line| line.trim() == want))
 }
 
 /// A bounded `redis-cli --tls` call, built by [`TlsRedis::cli`].
@@ -690,8 +591,13 @@ mod tests {
         assert_eq!(server.port(), port);
         pong(server.cli().run(&["PING"]));
 
-        let dir = server.dir.clone();
-        let pid = server.child.as_ref().map(Child::id).expect("running");
+        let dir = server.server.dir.clone();
+        let pid = server
+            .server
+            .child
+            .as_ref()
+            .map(std::process::Child::id)
+            .expect("running");
         drop(server);
         assert!(!dir.exists(), "scratch dir {} left behind", dir.display());
         // SAFETY: signal 0 only checks existence; the pid was our reaped child.

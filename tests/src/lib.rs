@@ -15,6 +15,8 @@ use std::io::ErrorKind;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -27,6 +29,37 @@ const REBIND_TIMEOUT: Duration = Duration::from_secs(5);
 const START_ATTEMPTS: usize = 5;
 
 static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
+
+/// The tests' "database": counts its loads, and takes `delay` per load.
+pub struct Db {
+    /// Loads so far; a cached function's body adds one.
+    pub loads: AtomicU64,
+    /// How long a load takes.
+    pub delay: Duration,
+}
+
+impl Db {
+    /// A database whose loads take `delay`.
+    pub fn new(delay: Duration) -> Arc<Db> {
+        Arc::new(Db {
+            loads: AtomicU64::new(0),
+            delay,
+        })
+    }
+
+    /// Loads so far.
+    pub fn loads(&self) -> u64 {
+        self.loads.load(Ordering::SeqCst)
+    }
+
+    /// One load: counted, then `delay`.
+    pub async fn load(&self) {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+    }
+}
 
 /// A private `redis-server` child process listening on `127.0.0.1`.
 pub struct RedisServer {

@@ -12,35 +12,16 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
 use cache_aside_runtime::{Cache, cached};
-use cache_aside_tests::{RedisCluster, slot_of};
+use cache_aside_tests::{Db, RedisCluster, slot_of};
 use tokio::task::JoinSet;
 
 /// What the loader returns for `id`: a pure function of it.
 fn expected(id: u64) -> String {
     format!("value-{id}-{}", id.wrapping_mul(2_654_435_761) % 1000)
-}
-
-/// The "database": counts loads, takes `delay` per load.
-struct Db {
-    loads: AtomicU64,
-    delay: Duration,
-}
-
-impl Db {
-    fn new(delay: Duration) -> Arc<Db> {
-        Arc::new(Db {
-            loads: AtomicU64::new(0),
-            delay,
-        })
-    }
-
-    fn loads(&self) -> u64 {
-        self.loads.load(SeqCst)
-    }
 }
 
 #[cached(ttl = 60, prefix = "item", cache = cache, skip(cache, db))]

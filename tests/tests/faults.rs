@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use cache_aside_runtime::inspect::{self as codec, Codec};
 use cache_aside_runtime::{BreakerState, Cache, Error, cached};
-use cache_aside_tests::RedisServer;
+use cache_aside_tests::{Db, RedisServer};
 use redis::Commands;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -52,25 +52,6 @@ fn expected(id: u64) -> Item {
         name: format!("item-{id}"),
         score: id.wrapping_mul(2_654_435_761) % 1000,
         tags: (0..id % 4).map(|t| format!("tag{t}")).collect(),
-    }
-}
-
-/// The "database": counts loads and takes `delay` per load.
-struct Db {
-    loads: AtomicU64,
-    delay: Duration,
-}
-
-impl Db {
-    fn new(delay: Duration) -> Arc<Db> {
-        Arc::new(Db {
-            loads: AtomicU64::new(0),
-            delay,
-        })
-    }
-
-    fn loads(&self) -> u64 {
-        self.loads.load(SeqCst)
     }
 }
 

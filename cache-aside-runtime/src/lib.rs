@@ -33,7 +33,7 @@
 //! | lock | one loader per key across processes (`SET NX PX` + token scripts) |
 //! | refresh | bounded background refreshes: stale-while-revalidate, refresh-ahead, XFetch |
 //! | envelope | JSON inside a small versioned header with a fresh-until time ([`inspect`]) |
-//! | backend | Redis (`ConnectionManager`, breaker, deadlines) or the embedded store |
+//! | backend | Redis, one node or a cluster (breaker, deadlines, scans of every primary), or the embedded store |
 //!
 //! A cache never fails a call: when Redis is down, slow, or holds garbage, the function
 //! body runs and its result is returned; the failure is logged (rate-limited) and counted

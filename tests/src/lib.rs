@@ -219,7 +219,11 @@ impl RedisServer {
                 let output = String::from_utf8_lossy(log.get(log_start..).unwrap_or_default());
                 return Err(LaunchError::Exited {
                     status: status.to_string(),
-                    port_taken: output.contains("Address already in use"),
+                    // A cluster node also needs its port + 10000 for the cluster bus: a port
+                    // above 55535 is refused ("port number too high"), and so is a bus port
+                    // someone holds. Either way another port does.
+                    port_taken: output.contains("Address already in use")
+                        || output.contains("port number too high"),
                 });
             }
             let ready = match &self.tls {

@@ -5,7 +5,8 @@ use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::RedisServer;
+use crate::tls::ClusterTls;
+use crate::{RedisServer, fresh_dir};
 
 /// How long the cluster gets to agree that every slot is served.
 const FORM_TIMEOUT: Duration = Duration::from_secs(30);
@@ -17,12 +18,25 @@ const NODE_TIMEOUT_MS: &str = "1000";
 /// A local Redis Cluster of `primaries` primaries with `replicas` replicas each.
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
+    /// Its certificates, for a cluster that speaks TLS only.
+    tls: Option<ClusterTls>,
 }
 
 impl RedisCluster {
     /// Starts the nodes, creates the cluster, and waits until every node reports
     /// `cluster_state:ok` with all 16384 slots assigned.
     pub fn start(primaries: usize, replicas: usize) -> RedisCluster {
+        Self::start_with(primaries, replicas, None)
+    }
+
+    /// As [`start`](Self::start), speaking TLS only (clients, cluster bus and replication),
+    /// with certificates made at test time: see [`ca_pem`](Self::ca_pem) and
+    /// [`client_pems`](Self::client_pems).
+    pub fn start_tls(primaries: usize, replicas: usize) -> RedisCluster {
+        Self::start_with(primaries, replicas, Some(ClusterTls::new()))
+    }
+
+    fn start_with(primaries: usize, replicas: usize, tls: Option<ClusterTls>) -> RedisCluster {
         let args = [
             "--cluster-enabled",
             "yes",
@@ -35,13 +49,27 @@ impl RedisCluster {
             "0",
         ];
         let nodes: Vec<_> = (0..primaries * (1 + replicas))
-            .map(|_| RedisServer::start_with(&args))
+            .map(|_| match &tls {
+                None => RedisServer::start_with(&args),
+                Some(tls) => {
+                    let dir = fresh_dir();
+                    let (mut all, probe) = tls.node(&dir);
+                    all.extend(args.iter().map(|a| a.to_string()));
+                    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+                    RedisServer::start_in(dir, &all, Some(probe))
+                }
+            })
             .collect();
         let addrs: Vec<String> = nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port()))
             .collect();
+        let tls_args = match &tls {
+            Some(_) => ClusterTls::cli_args(&nodes[0].dir),
+            None => Vec::new(),
+        };
         let out = Command::new("redis-cli")
+            .args(&tls_args)
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
@@ -55,9 +83,19 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let cluster = RedisCluster { nodes };
+        let cluster = RedisCluster { nodes, tls };
         cluster.wait_until_ok(FORM_TIMEOUT);
         cluster
+    }
+
+    /// A TLS cluster's CA (PEM).
+    pub fn ca_pem(&self) -> Vec<u8> {
+        self.tls.as_ref().expect("a TLS cluster").ca_pem()
+    }
+
+    /// A TLS cluster's client certificate and key (PEM).
+    pub fn client_pems(&self) -> (Vec<u8>, Vec<u8>) {
+        self.tls.as_ref().expect("a TLS cluster").client_pems()
     }
 
     /// The seed URLs, one per node.
@@ -239,7 +277,11 @@ impl RedisCluster {
     }
 
     fn try_conn(&self, node: usize) -> Option<redis::Connection> {
-        let client = redis::Client::open(self.nodes[node].url()).ok()?;
+        let url = self.nodes[node].url();
+        let client = match &self.tls {
+            None => redis::Client::open(url).ok()?,
+            Some(tls) => redis::Client::build_with_tls(url, tls.certificates()).ok()?,
+        };
         let conn = client
             .get_connection_with_timeout(Duration::from_millis(250))
             .ok()?;

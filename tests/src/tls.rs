@@ -85,27 +85,10 @@ impl TlsRedis {
             .filter(|pw| !pw.is_empty());
         let dir = fresh_dir();
         let pems = generate_pems();
-        write_pems(&dir, &pems);
-        let auth_clients = if client_auth { "yes" } else { "no" };
-        let files = [
-            ("--tls-cert-file", SERVER_CERT),
-            ("--tls-key-file", SERVER_KEY),
-            ("--tls-ca-cert-file", CA_CERT),
-        ];
-        let files: Vec<String> = files
-            .iter()
-            .flat_map(|(flag, file)| [flag.to_string(), dir.join(file).display().to_string()])
-            .collect();
-        let mut args: Vec<&str> = files.iter().map(String::as_str).collect();
-        args.extend(["--tls-auth-clients", auth_clients]);
-        args.extend(extra_args);
-        let probe = TlsCli {
-            port: 0,
-            ca: dir.join(CA_CERT),
-            client: Some((dir.join(CLIENT_CERT), dir.join(CLIENT_KEY))),
-            password: password.clone(),
-            timeout: PROBE_TIMEOUT,
-        };
+        let (mut args, mut probe) = node_setup(&dir, &pems, client_auth);
+        args.extend(extra_args.iter().map(|a| a.to_string()));
+        probe.password = password.clone();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         TlsRedis {
             server: RedisServer::start_in(dir, &args, Some(probe)),
             client_auth,
@@ -227,6 +210,91 @@ impl TlsRedis {
     /// Thaws a server frozen by [`TlsRedis::pause`] (SIGCONT).
     pub fn resume(&self) {
         self.server.resume();
+    }
+}
+
+/// Writes the certificates into `dir`; returns the server arguments for them and the
+/// readiness probe (the right CA and client certificate).
+fn node_setup(dir: &Path, pems: &Pems, client_auth: bool) -> (Vec<String>, TlsCli) {
+    write_pems(dir, pems);
+    let mut args: Vec<String> = [
+        ("--tls-cert-file", SERVER_CERT),
+        ("--tls-key-file", SERVER_KEY),
+        ("--tls-ca-cert-file", CA_CERT),
+    ]
+    .iter()
+    .flat_map(|(flag, file)| [flag.to_string(), dir.join(file).display().to_string()])
+    .collect();
+    let auth_clients = if client_auth { "yes" } else { "no" };
+    args.extend(["--tls-auth-clients".to_owned(), auth_clients.to_owned()]);
+    let probe = TlsCli {
+        port: 0,
+        ca: dir.join(CA_CERT),
+        client: Some((dir.join(CLIENT_CERT), dir.join(CLIENT_KEY))),
+        password: None,
+        timeout: PROBE_TIMEOUT,
+    };
+    (args, probe)
+}
+
+/// The certificates of a TLS cluster: one CA, one server certificate for 127.0.0.1 that
+/// every node presents (to clients and to each other), one client certificate.
+pub(crate) struct ClusterTls {
+    pems: Pems,
+}
+
+impl ClusterTls {
+    pub(crate) fn new() -> Self {
+        ClusterTls {
+            pems: generate_pems(),
+        }
+    }
+
+    /// The files of one node, written into its `dir`, its TLS arguments (the cluster bus
+    /// and replication over TLS too) and its readiness probe.
+    pub(crate) fn node(&self, dir: &Path) -> (Vec<String>, TlsCli) {
+        let (mut args, probe) = node_setup(dir, &self.pems, false);
+        args.extend(["--tls-cluster", "yes", "--tls-replication", "yes"].map(str::to_owned));
+        (args, probe)
+    }
+
+    /// `redis-cli` arguments to reach a node whose files are in `dir`.
+    pub(crate) fn cli_args(dir: &Path) -> Vec<String> {
+        let path = |file: &str| dir.join(file).display().to_string();
+        vec![
+            "--tls".to_owned(),
+            "--cacert".to_owned(),
+            path(CA_CERT),
+            "--cert".to_owned(),
+            path(CLIENT_CERT),
+            "--key".to_owned(),
+            path(CLIENT_KEY),
+        ]
+    }
+
+    /// What a redis-rs client needs: the CA and the client certificate.
+    pub(crate) fn certificates(&self) -> redis::TlsCertificates {
+        let (client_cert, client_key) = self.client_pems();
+        redis::TlsCertificates {
+            client_tls: Some(redis::ClientTlsConfig {
+                client_cert,
+                client_key,
+            }),
+            root_cert: Some(self.ca_pem()),
+        }
+    }
+
+    /// PEM of the CA.
+    pub(crate) fn ca_pem(&self) -> Vec<u8> {
+        self.pems.ca_cert.clone().into_bytes()
+    }
+
+    /// PEM of the client certificate and of its key.
+    pub(crate) fn client_pems(&self) -> (Vec<u8>, Vec<u8>) {
+        (
+            self.pems.client_cert.clone().into_bytes(),
+            self.pems.client_key.clone().into_bytes(),
+        )
     }
 }
 
@@ -392,7 +460,7 @@ fn new_leaf(
     issuer: &Issuer<'_, KeyPair>,
     common_name: &str,
     sans: &[&str],
-    usage: ExtendedKeyUsagePurpose,
+    usages: &[ExtendedKeyUsagePurpose],
 ) -> (String, String) {
     let sans: Vec<String> = sans.iter().map(|san| san.to_string()).collect();
     let mut params = CertificateParams::new(sans).expect("valid test SANs");
@@ -400,7 +468,7 @@ fn new_leaf(
         .distinguished_name
         .push(DnType::CommonName, common_name);
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![usage];
+    params.extended_key_usages = usages.to_vec();
     params.use_authority_key_identifier_extension = true;
     let key = KeyPair::generate().expect("generating a leaf key");
     let cert = params
@@ -416,19 +484,23 @@ fn generate_pems() -> Pems {
         &ca,
         "localhost",
         &["127.0.0.1", "localhost"],
-        ExtendedKeyUsagePurpose::ServerAuth,
+        // A cluster node also presents it to the other nodes, as a client, on the bus.
+        &[
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
     );
     let (client_cert, client_key) = new_leaf(
         &ca,
         "cache-aside test client",
         &[],
-        ExtendedKeyUsagePurpose::ClientAuth,
+        &[ExtendedKeyUsagePurpose::ClientAuth],
     );
     let (wrong_client_cert, wrong_client_key) = new_leaf(
         &wrong_ca,
         "cache-aside wrong client",
         &[],
-        ExtendedKeyUsagePurpose::ClientAuth,
+        &[ExtendedKeyUsagePurpose::ClientAuth],
     );
     Pems {
         ca_cert,

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cache_aside_runtime::{Cache, CacheBuilder, cached};
-use cache_aside_tests::TlsRedis;
+use cache_aside_tests::{RedisCluster, TlsRedis};
 
 static LOADS: AtomicU64 = AtomicU64::new(0);
 
@@ -206,4 +206,40 @@ fn rediss_urls_need_the_tls_feature_and_tls_files_need_rediss() {
         .redis("redis://127.0.0.1:6379/")
         .unwrap_err();
     assert!(error.to_string().contains("rediss://"), "{error}");
+}
+
+/// A cluster that speaks TLS only (clients, cluster bus, replication): hits over
+/// `rediss://` seeds on every primary, and invalidation across them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_over_tls_hits_and_invalidates() {
+    let cluster = RedisCluster::start_tls(3, 0);
+    let (cert, key) = cluster.client_pems();
+    let cache = builder("tls-cluster")
+        .tls_root_ca(cluster.ca_pem())
+        .tls_client_cert(cert, key)
+        .redis_cluster(cluster.urls())
+        .unwrap();
+    assert!(
+        cluster
+            .urls()
+            .iter()
+            .all(|url| url.starts_with("rediss://"))
+    );
+    for id in 0..30 {
+        assert_eq!(fetch(&cache, id).await, format!("row-{id}"));
+    }
+    for id in 0..30 {
+        assert_eq!(fetch(&cache, id).await, format!("row-{id}"));
+    }
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.hits, stats.misses, stats.errors),
+        (30, 30, 0),
+        "{stats:?}"
+    );
+    let owners: std::collections::BTreeSet<usize> = (0..30)
+        .map(|id| cluster.primary_of(&fetch_cache_key(&cache, id).unwrap()))
+        .collect();
+    assert_eq!(owners.len(), 3, "keys on every primary");
+    assert_eq!(fetch_invalidate_all(&cache).await.unwrap(), 30);
 }

@@ -103,10 +103,17 @@ pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
 
 impl std::fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
+        let mut said = self.0.to_string();
+        f.write_str(&said)?;
         let mut cause = self.0.source();
         while let Some(error) = cause {
-            write!(f, ": {error}")?;
+            // A wrapper that displays as its cause (redis-rs's errors do) would print it
+            // twice.
+            let this = error.to_string();
+            if this != said {
+                write!(f, ": {this}")?;
+            }
+            said = this;
             cause = error.source();
         }
         Ok(())
@@ -130,5 +137,9 @@ mod tests {
         assert!(cause.to_string().contains("expected value"), "{cause}");
         let chain = Chain(&error).to_string();
         assert_eq!(chain, format!("could not decode the cached value: {cause}"));
+        // redis-rs's error displays as its own cause: said once.
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused here");
+        let redis = Error::Redis(redis::RedisError::from(io));
+        assert_eq!(Chain(&redis).to_string(), "Redis error: refused here");
     }
 }

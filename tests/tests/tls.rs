@@ -179,11 +179,11 @@ fn passwords_never_reach_logs_errors_or_debug_output() {
     // URLs the client cannot use: their errors never quote the password.
     let unparsable: String = [
         format!("redis://:{secret}@127.0.0.1:notaport/"),
-        format!("redis://:{secret}@/"),
+        format!("redis://:{secret}@127.0.0.1:99999/"),
         format!("redis://u:{secret}@127.0.0.1:6379/notadb"),
         format!("redis://:{secret}@127.0.0.1:6379/?protocol=bogus"),
         format!("foo://:{secret}@127.0.0.1/"),
-        format!("rediss://:{secret}@[::1/"),
+        format!("rediss://:{secret}@[127.0.0.1/"),
     ]
     .iter()
     .map(|url| {

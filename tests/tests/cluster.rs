@@ -163,10 +163,23 @@ async fn an_entry_and_its_lock_share_a_slot_and_the_lock_holds_across_caches(
     let key = locked_cache_key(&a, 5).unwrap();
     let lock = format!("{{{key}}}!lock");
     assert_eq!(slot_of(&key), slot_of(&lock));
-    let (first, second) = tokio::join!(locked(&a, &db, 5), async {
+    let (first, (second, lock_held_on)) = tokio::join!(locked(&a, &db, 5), async {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        locked(&b, &db, 5).await
+        // While the first cache loads, its lock is on the node that serves the entry's slot.
+        let holder = cluster.primary_of(&key);
+        let held: bool = tokio::task::block_in_place(|| {
+            redis::cmd("EXISTS")
+                .arg(&lock)
+                .query(&mut cluster.nodes()[holder].conn())
+                .unwrap()
+        });
+        (locked(&b, &db, 5).await, held.then_some(holder))
     });
+    assert_eq!(
+        lock_held_on,
+        Some(cluster.primary_of(&key)),
+        "the lock {lock} is in the entry's slot"
+    );
     assert_eq!((first, second), (expected(5), expected(5)));
     assert_eq!(
         db.loads(),

@@ -347,7 +347,7 @@ async fn warm(cache: &Cache, conn: &ConnectionManager) {
     }
 }
 
-/// Raw redis-rs with the library's connection settings (backend/redis.rs), plus redis-rs's
+/// Raw redis-rs with the library's connection settings (backend/redis/connection.rs), plus redis-rs's
 /// response timeout: a cache read must be bounded, and this is how raw redis-rs bounds it.
 async fn bounded_connection(url: &str) -> ConnectionManager {
     let config = ConnectionManagerConfig::new()

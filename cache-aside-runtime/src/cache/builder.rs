@@ -242,7 +242,8 @@ impl CacheBuilder {
     /// `ASK`) during a resharding or after a failover are followed within the call's
     /// `timeout`. An entry and its lock share a slot (see the key format in
     /// [the keys guide](crate::guide::keys)), so the lock's scripts work on a cluster.
-    /// `invalidate_prefix` and `_invalidate_all` scan every primary. The circuit breaker
+    /// `invalidate_prefix` and `_invalidate_all` scan every primary (a node that does not
+    /// answer, during a failover, fails them with its error: call again). The circuit breaker
     /// is one per cache: failures of any node count towards it. Connects on the first
     /// call; a cluster that cannot be reached is a miss, as with one node.
     pub fn redis_cluster<S: AsRef<str>>(

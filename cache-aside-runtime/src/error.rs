@@ -87,6 +87,12 @@ impl Error {
         }
     }
 
+    /// Did Redis refuse a write for want of memory (`OOM`: `maxmemory` reached under the
+    /// `noeviction` policy)? Counted in `Stats::store_errors`.
+    pub fn is_out_of_memory(&self) -> bool {
+        matches!(self, Error::Redis(e) if e.code() == Some("OOM"))
+    }
+
     /// Is this a connection problem (refused, reset, dropped) rather than a bad command?
     pub fn is_connection(&self) -> bool {
         matches!(self, Error::Redis(e) if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped())

@@ -113,12 +113,22 @@ impl Events {
         tracing::debug!(key, "cache-aside: lock wait ran out; loading without it");
     }
 
+    /// A load's lease was revoked while it ran: its value is not stored.
+    #[cold]
+    pub(crate) fn fill_dropped(&self, key: &str) {
+        Counters::bump(&self.counters.fills_dropped);
+        tracing::debug!(
+            key,
+            "cache-aside: invalidated while loading; the value is not stored"
+        );
+    }
+
     /// The lock expired or was taken while this process loaded under it.
     #[cold]
     pub(crate) fn lock_lost(&self, lock: &str) {
         tracing::warn!(
             lock,
-            "cache-aside: lock expired or was taken while loading; another process may load this key too"
+            "cache-aside: lease expired or was taken while loading; the value will not be stored"
         );
     }
 

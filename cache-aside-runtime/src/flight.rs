@@ -15,6 +15,14 @@
 //! match on, a `NotFound` turning into a generic failure.
 //!
 //! A [`Lead`] owns what it needs, so a background refresh can carry it into a spawned task.
+//!
+//! **Invalidations.** A caller joins only a load that an invalidation it must see cannot
+//! have overtaken ([`Mark`]): one holding the lease its read saw in the key, or one that
+//! began before no invalidation of this cache (this process's calls to `_invalidate`,
+//! `invalidate_prefix`, ...). Otherwise the caller leads a load of its own, which takes the
+//! key's slot; the older one still answers its own waiters. An invalidation made by another
+//! process is not seen here: a caller that starts after it may still join a load of this
+//! process that began before it (and get its value, which is not stored).
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -109,6 +117,44 @@ impl State {
 pub(crate) struct Flight {
     outcome: OnceLock<(Outcome, Instant)>,
     done: Notify,
+    /// The lease the leader's read saw in the key (another load's), 0 if none.
+    seen: u64,
+    /// The cache's count of invalidations when the load began.
+    epoch: u64,
+    /// When the leader asked for its lease (with its token), or began its body without one.
+    started: OnceLock<(u64, Instant)>,
+}
+
+/// What a caller's read saw of its key's lease, which decides the loads it may join.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mark {
+    /// Nothing known (the read failed, or leases are off): any load of the key.
+    Any,
+    /// The read took the lease itself: it joins nothing.
+    Own(u64),
+    /// Another load's lease: that load, or one no invalidation of this cache overtook.
+    Lease(u64),
+    /// No lease: a load no invalidation of this cache overtook.
+    After,
+}
+
+impl Flight {
+    /// May a caller that saw `mark`, when this cache had made `epoch` invalidations, take
+    /// this load's outcome?
+    fn answers(&self, mark: Mark, epoch: u64) -> bool {
+        match mark {
+            Mark::Any => true,
+            // A load begun by callers that saw this caller's own lease (they read the key
+            // after it was taken, and joined before this caller did).
+            Mark::Own(token) => self.seen == token,
+            Mark::After => self.epoch == epoch,
+            Mark::Lease(token) => {
+                self.seen == token
+                    || self.started.get().is_some_and(|(t, _)| *t == token)
+                    || self.epoch == epoch
+            }
+        }
+    }
 }
 
 /// How a result that is not stored (an `Err`) reaches the waiters of its load: the leader
@@ -177,10 +223,11 @@ pub(crate) struct Lead {
 }
 
 impl Flights {
-    /// Joins the load of `key`, for a caller whose read of the cache began at `read_at`.
-    pub(crate) fn join(&self, key: &str, read_at: Instant) -> Role {
+    /// Joins the load of `key`, for a caller whose read of the cache began at `read_at`
+    /// and saw `mark`, when the cache had made `epoch` invalidations.
+    pub(crate) fn join(&self, key: &str, read_at: Instant, mark: Mark, epoch: u64) -> Role {
         let mut state = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(flight) = state.slots.get(key) {
+        if let Some(flight) = state.slots.get(key).filter(|f| f.answers(mark, epoch)) {
             match flight.outcome.get() {
                 None => return Role::Waiter(Arc::clone(flight)),
                 // It finished between this caller's read and now: the read may have missed
@@ -191,7 +238,18 @@ impl Flights {
             }
         }
         let key: Arc<str> = key.into();
-        let flight = Arc::new(Flight::default());
+        let flight = Flight {
+            seen: match mark {
+                Mark::Lease(token) => token,
+                _ => 0,
+            },
+            epoch,
+            ..Flight::default()
+        };
+        if let Mark::Own(token) = mark {
+            let _ = flight.started.set((token, read_at));
+        }
+        let flight = Arc::new(flight);
         state.slots.insert(Arc::clone(&key), Arc::clone(&flight));
         Role::Leader(Lead {
             running: Arc::clone(&self.running),
@@ -208,6 +266,12 @@ impl Flights {
 }
 
 impl Lead {
+    /// The leader is about to ask for the lease `token` (0: it runs its body without one):
+    /// from now on, only callers whose read began before may join (see [`Mark`]).
+    pub(crate) fn starting(&self, token: u64) {
+        let _ = self.flight.started.set((token, Instant::now()));
+    }
+
     pub(crate) fn finish(mut self, outcome: Outcome) {
         self.end(outcome);
     }
@@ -219,15 +283,23 @@ impl Lead {
         {
             let mut state = self.running.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
+            let ours = state
+                .slots
+                .get(&self.key)
+                .is_some_and(|f| Arc::ptr_eq(f, &self.flight));
             if matches!(outcome, Outcome::Abandoned) {
-                // Nothing to answer late joiners with: the next caller leads.
-                state.slots.remove(&self.key);
-            } else {
+                // Nothing to answer late joiners with: the next caller leads (unless a newer
+                // load of the key took the slot meanwhile).
+                if ours {
+                    state.slots.remove(&self.key);
+                }
+            } else if ours {
                 state.done_bytes += outcome.bytes();
                 state
                     .done
                     .push_back((Arc::clone(&self.key), Arc::clone(&self.flight)));
             }
+            // A load overtaken by a newer one answers only its own waiters.
             // Set under the lock, so a join sees a flight either running or finished.
             let _ = self.flight.outcome.set((outcome, now));
             state.forget_done(now);
@@ -264,20 +336,28 @@ mod tests {
     async fn one_leader_then_waiters_get_its_outcome() {
         let flights = Flights::default();
         let read = Instant::now();
-        let Role::Leader(lead) = flights.join("k", read) else {
+        let Role::Leader(lead) = flights.join("k", read, Mark::Any, 0) else {
             panic!("first is leader")
         };
-        let Role::Waiter(rx) = flights.join("k", read) else {
+        let Role::Waiter(rx) = flights.join("k", read, Mark::Any, 0) else {
             panic!("second waits")
         };
-        assert!(matches!(flights.join("other", read), Role::Leader(_)));
+        assert!(matches!(
+            flights.join("other", read, Mark::Any, 0),
+            Role::Leader(_)
+        ));
         lead.finish(Outcome::Stored(Bytes::from_static(b"v")));
         assert!(matches!(wait(rx).await, Outcome::Stored(b) if b == "v"));
         // A caller whose read began before the load finished takes its outcome; one whose
         // read began after it leads a new load.
-        assert!(matches!(flights.join("k", read), Role::Done(Outcome::Stored(b)) if b == "v"));
         assert!(
-            matches!(flights.join("k", Instant::now()), Role::Leader(_)),
+            matches!(flights.join("k", read, Mark::Any, 0), Role::Done(Outcome::Stored(b)) if b == "v")
+        );
+        assert!(
+            matches!(
+                flights.join("k", Instant::now(), Mark::Any, 0),
+                Role::Leader(_)
+            ),
             "a read after the load finished is not answered by it"
         );
     }
@@ -286,8 +366,8 @@ mod tests {
     async fn a_dropped_leader_abandons_the_flight() {
         let flights = Flights::default();
         let read = Instant::now();
-        let lead = flights.join("k", read);
-        let Role::Waiter(rx) = flights.join("k", read) else {
+        let lead = flights.join("k", read, Mark::Any, 0);
+        let Role::Waiter(rx) = flights.join("k", read, Mark::Any, 0) else {
             panic!("second waits")
         };
         drop(lead);
@@ -304,13 +384,13 @@ mod tests {
         let flights = Flights::default();
         let read = Instant::now();
         for i in 0..MAX_DONE + 10 {
-            let Role::Leader(lead) = flights.join(&i.to_string(), read) else {
+            let Role::Leader(lead) = flights.join(&i.to_string(), read, Mark::Any, 0) else {
                 panic!("a new key leads")
             };
             lead.finish(Outcome::NotStored);
         }
         assert_eq!(flights.len(), MAX_DONE, "bounded by count");
-        let oldest = flights.join("0", read);
+        let oldest = flights.join("0", read, Mark::Any, 0);
         assert!(matches!(oldest, Role::Leader(_)), "oldest forgotten");
         let mut state = flights.running.lock().unwrap();
         state.forget_done(Instant::now() + KEEP_DONE);
@@ -325,7 +405,7 @@ mod tests {
         let read = Instant::now();
         let big = Bytes::from(vec![0u8; MAX_DONE_BYTES / 2 + 1]);
         for key in ["a", "b", "c"] {
-            let Role::Leader(lead) = flights.join(key, read) else {
+            let Role::Leader(lead) = flights.join(key, read, Mark::Any, 0) else {
                 panic!("a new key leads")
             };
             lead.finish(Outcome::Stored(big.clone()));

@@ -6,7 +6,7 @@
 //! the physical TTL being `ttl + keep`): within `stale` it is served while a background
 //! refresh replaces it; within `fail_safe` it answers calls whose body fails.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::settings::Settings;
@@ -73,10 +73,42 @@ impl LoadTime {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Lock {
-    pub(crate) ttl: Duration,
-    pub(crate) wait: Duration,
+/// How often one function has missed lately, which decides whether its reads take the
+/// key's lease in the same command (`SET .. NX GET`, which costs Redis more than a `GET`) or
+/// leave it to the miss (one round trip more per miss). A miss adds [`MissScore::MISS`], a
+/// hit takes one off: the score climbs when more than a third of calls miss. A hit at zero
+/// writes nothing, so a function that only hits shares no written cache line between threads.
+#[derive(Debug, Default)]
+pub(crate) struct MissScore(AtomicU32);
+
+impl MissScore {
+    const MISS: u32 = 2;
+    const CAP: u32 = 16;
+    /// At or above it, reads take the lease.
+    const LEASE_ON_READ: u32 = 4;
+
+    pub(crate) const fn new() -> Self {
+        MissScore(AtomicU32::new(0))
+    }
+
+    /// Should the next read take the lease?
+    #[inline]
+    pub(crate) fn high(&self) -> bool {
+        self.0.load(Relaxed) >= Self::LEASE_ON_READ
+    }
+
+    #[inline]
+    pub(crate) fn hit(&self) {
+        let score = self.0.load(Relaxed);
+        if score > 0 {
+            self.0.store(score - 1, Relaxed);
+        }
+    }
+
+    pub(crate) fn miss(&self) {
+        let score = self.0.load(Relaxed);
+        self.0.store((score + Self::MISS).min(Self::CAP), Relaxed);
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -92,7 +124,8 @@ pub(crate) struct Policy {
     pub(crate) fail_safe: Duration,
     pub(crate) fail_safe_backoff: Duration,
     pub(crate) jitter: f64,
-    pub(crate) lock: Option<Lock>,
+    /// A miss that finds another process's load of its key waits for its value.
+    pub(crate) lock: bool,
     /// Longest a miss waits for another caller's load of its key in this process.
     pub(crate) flight_wait: Duration,
     /// Bound on each cache operation.
@@ -121,10 +154,7 @@ impl Policy {
         settings: &Settings,
     ) -> Option<Policy> {
         let ttl = options.ttl.or(settings.default_ttl)?;
-        let lock = options.lock.unwrap_or(settings.lock).then_some(Lock {
-            ttl: settings.lock_ttl,
-            wait: settings.lock_wait,
-        });
+        let lock = options.lock.unwrap_or(settings.lock);
         let timeout = options.timeout.unwrap_or(settings.timeout);
         Some(Policy {
             ttl,
@@ -249,6 +279,42 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reads take the lease once a third of calls or more miss, and go back to `GET`s when
+    /// the function hits again; a hit at zero leaves the score alone.
+    #[test]
+    fn the_miss_score_follows_the_miss_rate() {
+        let score = MissScore::new();
+        score.hit();
+        assert!(!score.high());
+        score.miss();
+        assert!(!score.high(), "one miss is not a trend");
+        score.miss();
+        assert!(score.high());
+        for _ in 0..20 {
+            score.miss();
+        }
+        for _ in 0..12 {
+            score.hit();
+        }
+        assert!(score.high(), "capped at 16: 12 hits leave 4");
+        score.hit();
+        assert!(!score.high());
+        // One miss in two: +2, -1 per pair; it climbs.
+        let score = MissScore::new();
+        for _ in 0..4 {
+            score.miss();
+            score.hit();
+        }
+        assert!(score.high());
+        // One miss in four: +2, -3; it stays low.
+        let score = MissScore::new();
+        for _ in 0..20 {
+            score.miss();
+            (0..3).for_each(|_| score.hit());
+        }
+        assert!(!score.high());
+    }
 
     fn policy() -> Policy {
         static LOAD_TIME: LoadTime = LoadTime::new();

@@ -19,6 +19,8 @@ pub(crate) struct Settings {
     pub(crate) lock_ttl: Duration,
     pub(crate) lock_wait: Duration,
     pub(crate) flight_wait: Duration,
+    /// Loads store only under their lease; `false` only in tests of the race it closes.
+    pub(crate) fenced: bool,
 }
 
 impl Default for Settings {
@@ -37,6 +39,7 @@ impl Default for Settings {
             lock_ttl: defaults::LOCK_TTL,
             lock_wait: defaults::LOCK_WAIT,
             flight_wait: defaults::FLIGHT_WAIT,
+            fenced: true,
         }
     }
 }

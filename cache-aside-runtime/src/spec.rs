@@ -11,7 +11,7 @@ use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
 
 use crate::key::{Layout, prefix};
-use crate::policy::{LoadTime, Options, Policy};
+use crate::policy::{LoadTime, MissScore, Options, Policy};
 
 /// The static description of one cached function. Built by generated code only.
 #[doc(hidden)]
@@ -24,6 +24,8 @@ pub struct FnSpec {
     pub(crate) options: Options,
     /// How long this function's body last took to load: XFetch's delta.
     pub(crate) load_time: LoadTime,
+    /// How often it missed lately: whether its reads take the lease.
+    pub(crate) misses: MissScore,
     /// The prefix of the first instantiation seen, by its [`Identity`].
     first_prefix: OnceLock<(Identity, &'static str)>,
     /// Those of other instantiations of a generic function.
@@ -52,6 +54,7 @@ impl FnSpec {
             site: None,
             options: Options::NONE,
             load_time: LoadTime::new(),
+            misses: MissScore::new(),
             first_prefix: OnceLock::new(),
             other_prefixes: RwLock::new(Vec::new()),
             warned_unstorable: AtomicBool::new(false),

@@ -5,6 +5,7 @@
 //! The process is killed and the directory removed when the value is dropped.
 
 mod cluster;
+pub mod race;
 mod tls;
 
 pub use cluster::{RedisCluster, slot_of};
@@ -29,6 +30,20 @@ const REBIND_TIMEOUT: Duration = Duration::from_secs(5);
 const START_ATTEMPTS: usize = 5;
 
 static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
+
+/// Is `entry` (a key's bytes as `GET` returns them) marked PENDING: a load holds its
+/// lease? Byte 2 of the envelope is its flags, bit 1 PENDING (see `inspect`).
+pub fn is_pending(entry: &[u8]) -> bool {
+    entry.len() >= 20 && entry[0] == 0xCA && entry[2] & 0b10 != 0
+}
+
+/// The placeholder a lease with `token` leaves in an empty key: the 20-byte header, marked
+/// PENDING and EMPTY, with no value.
+pub fn placeholder(token: u64) -> Vec<u8> {
+    let mut header = vec![0xCA, 3, 0b110, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    header.extend_from_slice(&token.to_be_bytes());
+    header
+}
 
 /// The tests' "database": counts its loads, and takes `delay` per load.
 pub struct Db {

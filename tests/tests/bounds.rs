@@ -144,9 +144,14 @@ async fn a_cancelled_lock_holder_frees_the_key_for_the_fleet() {
         tokio::spawn(async move { held(&holder, &gate, 1).await })
     };
     gate.started.notified().await;
-    let lock_key = format!("{{{}}}!lock", held_cache_key(&holder, 1).unwrap());
-    let exists: bool = server.conn().exists(&lock_key).unwrap();
-    assert!(exists, "the holder took the lock");
+    let entry: Vec<u8> = server
+        .conn()
+        .get(held_cache_key(&holder, 1).unwrap())
+        .unwrap();
+    assert!(
+        cache_aside_tests::is_pending(&entry),
+        "the holder took the lease: {entry:?}"
+    );
     task.abort();
     assert!(task.await.unwrap_err().is_cancelled());
     let second = Arc::new(Gate::default());
@@ -161,19 +166,21 @@ async fn a_cancelled_lock_holder_frees_the_key_for_the_fleet() {
     assert_eq!(other.stats().lock_timeouts, 0);
 }
 
-/// A `!lock` key left without a TTL (by anything) gets `lock_ttl`, so misses of that key
-/// wait at most about `lock_ttl` once, not `lock_wait` each, forever.
+/// A lease's placeholder left without a TTL (by anything) gets `lock_ttl`, so misses of
+/// that key wait at most about `lock_ttl` once, not `lock_wait` each, forever.
 #[tokio::test]
-async fn a_lock_key_without_a_ttl_expires_after_lock_ttl() {
+async fn a_lease_without_a_ttl_expires_after_lock_ttl() {
     let server = RedisServer::start();
     let cache = Cache::builder()
         .lock_ttl(Duration::from_millis(300))
         .lock_wait(Duration::from_secs(5))
         .redis(&server.url())
         .unwrap();
-    let lock_key = format!("{{{}}}!lock", locked_cache_key(&cache, 3).unwrap());
+    let key = locked_cache_key(&cache, 3).unwrap();
     let mut conn = server.conn();
-    let _: () = conn.set(&lock_key, "left by someone").unwrap();
+    let _: () = conn
+        .set(&key, cache_aside_tests::placeholder(0x5eed))
+        .unwrap();
     let start = Instant::now();
     assert_eq!(locked(&cache, 3).await, 3);
     let took = start.elapsed();

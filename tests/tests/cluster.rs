@@ -70,9 +70,10 @@ fn cluster_suite() {
         hits_misses_and_ttls_on_every_primary(&cluster).await;
         prefix_invalidation_visits_every_primary(&cluster).await;
         none_is_cached(&cluster).await;
-        an_entry_and_its_lock_share_a_slot_and_the_lock_holds_across_caches(&cluster).await;
+        a_load_leases_its_entry_on_its_node_and_the_lock_holds_across_caches(&cluster).await;
         a_stampede_loads_once(&cluster).await;
         stale_entries_are_served_and_refreshed(&cluster).await;
+        a_load_overtaken_by_an_invalidation_stores_nothing(&cluster).await;
     });
     let tally = [
         runtime.block_on(migrating_a_slot_loses_no_call(&cluster)),
@@ -87,6 +88,30 @@ fn cluster_suite() {
         "cluster fault suite: {} (calls/failed/wrong)",
         line.join(", ")
     );
+}
+
+/// The invalidation race of `tests/leases.rs`, on the cluster: with and without the lock,
+/// with the lease taken by the read or after it, and a reader starting after the write.
+async fn a_load_overtaken_by_an_invalidation_stores_nothing(cluster: &RedisCluster) {
+    use cache_aside_tests::race::{
+        Reader, invalidation_during_a_load, invalidation_during_a_refresh,
+    };
+    let cache = cache(cluster, "c-race");
+    for (i, reader) in [Reader::Plain, Reader::Locked, Reader::Eager]
+        .into_iter()
+        .enumerate()
+    {
+        for later in [false, true] {
+            let id = 10 * i as u64 + u64::from(later);
+            let seen = invalidation_during_a_load(&cache, reader, id, later).await;
+            assert_eq!(seen.paused_load, "old");
+            assert_eq!(seen.next_read, "new", "{reader:?}, later reader {later}");
+            assert_eq!(seen.later_reader.is_some(), later, "{reader:?}");
+            assert_eq!(seen.later_reader.as_deref().unwrap_or("new"), "new");
+        }
+    }
+    assert_eq!(invalidation_during_a_refresh(&cache, 100).await, "new");
+    assert!(cache.stats().fills_dropped >= 7, "{:?}", cache.stats());
 }
 
 async fn hits_misses_and_ttls_on_every_primary(cluster: &RedisCluster) {
@@ -154,31 +179,31 @@ async fn none_is_cached(cluster: &RedisCluster) {
     assert_eq!(db.loads(), 2);
 }
 
-async fn an_entry_and_its_lock_share_a_slot_and_the_lock_holds_across_caches(
+async fn a_load_leases_its_entry_on_its_node_and_the_lock_holds_across_caches(
     cluster: &RedisCluster,
 ) {
     // Two caches: two connections, as two processes of a fleet would have.
     let (a, b) = (cache(cluster, "c-lock"), cache(cluster, "c-lock"));
     let db = Db::new(Duration::from_millis(300));
     let key = locked_cache_key(&a, 5).unwrap();
-    let lock = format!("{{{key}}}!lock");
-    assert_eq!(slot_of(&key), slot_of(&lock));
-    let (first, (second, lock_held_on)) = tokio::join!(locked(&a, &db, 5), async {
+    let (first, (second, lease_held_on)) = tokio::join!(locked(&a, &db, 5), async {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        // While the first cache loads, its lock is on the node that serves the entry's slot.
+        // While the first cache loads, its lease is in the entry itself, on the node that
+        // serves the entry's slot: one key, so every lease script runs on a cluster.
         let holder = cluster.primary_of(&key);
-        let held: bool = tokio::task::block_in_place(|| {
-            redis::cmd("EXISTS")
-                .arg(&lock)
+        let entry: Option<Vec<u8>> = tokio::task::block_in_place(|| {
+            redis::cmd("GET")
+                .arg(&key)
                 .query(&mut cluster.nodes()[holder].conn())
                 .unwrap()
         });
+        let held = entry.is_some_and(|e| cache_aside_tests::is_pending(&e));
         (locked(&b, &db, 5).await, held.then_some(holder))
     });
     assert_eq!(
-        lock_held_on,
+        lease_held_on,
         Some(cluster.primary_of(&key)),
-        "the lock {lock} is in the entry's slot"
+        "the lease of {key} is in its slot"
     );
     assert_eq!((first, second), (expected(5), expected(5)));
     assert_eq!(

@@ -456,11 +456,11 @@ async fn restarted(tally: Arc<Tally>) {
     assert!(size > 0, "entries were written again after the restart");
 }
 
-/// 4. A full Redis (`maxmemory 1mb`, `noeviction`) refuses writes with `OOM`: calls are
+/// 4. A full Redis (`maxmemory 2mb`, `noeviction`) refuses writes with `OOM`: calls are
 ///    still right, `store_errors` counts the refusals, and the breaker stays closed.
 async fn out_of_memory(tally: Arc<Tally>) {
     const CALLS: u64 = 100;
-    let server = start(&["--maxmemory", "1mb", "--maxmemory-policy", "noeviction"]).await;
+    let server = start(&["--maxmemory", "2mb", "--maxmemory-policy", "noeviction"]).await;
     let cache = Cache::builder()
         .breaker(3, Duration::from_secs(60))
         .redis(&server.url())
@@ -484,8 +484,14 @@ async fn out_of_memory(tally: Arc<Tally>) {
     let filler = vec![b'f'; 16 << 10];
     let refused =
         (0..200).find_map(|i| conn.set::<_, _, ()>(format!("fill:{i}"), &filler[..]).err());
-    let refused = refused.expect("1mb filled within 200 writes of 16 KiB");
+    let refused = refused.expect("2mb filled within 200 writes of 16 KiB");
     assert_eq!(refused.code(), Some("OOM"), "{refused}");
+    // What a refused 16 KiB write leaves free still takes small ones (a lease's placeholder
+    // is 20 bytes): fill that too, with values of an entry's size.
+    let small = [b's'; 64];
+    let refused =
+        (0..100_000).find_map(|i| conn.set::<_, _, ()>(format!("small:{i}"), &small[..]).err());
+    assert_eq!(refused.expect("filled").code(), Some("OOM"));
 
     for n in 0..CALLS {
         caller.call(1 + n % 50).await;
@@ -526,8 +532,8 @@ async fn corrupt(tally: Arc<Tally>) {
     let caller = Caller::new(&cache, &db, &tally, Duration::from_secs(1));
     let mut conn = server.conn();
     let header = |flags: u8, codec: u8| {
-        let mut h = vec![0xCA, 2, flags, codec];
-        h.extend_from_slice(&[0; 8]);
+        let mut h = vec![0xCA, 3, flags, codec];
+        h.extend_from_slice(&[0; 16]);
         h
     };
     let envelope = |payload: &[u8]| [&header(0, 1)[..], payload].concat();
@@ -546,10 +552,10 @@ async fn corrupt(tally: Arc<Tally>) {
         vec![0xCA],
         noise,
         envelope(b"\xff\xfe{{{"),
-        [&[0xCA, 9, 0, 1][..], &[0; 8], b"{}"].concat(), // unknown envelope version
-        [header(0x80, 1), b"1".to_vec()].concat(),       // unknown flag
-        [header(0, 77), b"1".to_vec()].concat(),         // unknown codec
-        serde_json::to_vec(&expected(7)).unwrap(),       // the right JSON, no envelope
+        [&[0xCA, 9, 0, 1][..], &[0; 16], b"{}"].concat(), // unknown envelope version
+        [header(0x80, 1), b"1".to_vec()].concat(),        // unknown flag
+        [header(0, 77), b"1".to_vec()].concat(),          // unknown codec
+        serde_json::to_vec(&expected(7)).unwrap(),        // the right JSON, no envelope
     ];
     let schemas: Vec<Vec<u8>> = vec![
         codec::encode(
@@ -568,7 +574,7 @@ async fn corrupt(tally: Arc<Tally>) {
         envelope(br#"{"id":"5","name":"x","score":1,"tags":[]}"#),
         envelope(br#"{"id":5,"name":"x","score":1}"#),
     ];
-    let truncations = [1usize, 4, 11, 12, 13, 30];
+    let truncations = [1usize, 4, 11, 12, 19, 20, 21, 38];
 
     let mut next_id = 100u64;
     let mut cases = 0u64;

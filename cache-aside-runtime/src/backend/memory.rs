@@ -1,9 +1,17 @@
 //! The embedded backend: a bounded in-process store (moka), for the quickstart, tests and
 //! services without Redis. Entries expire at their own TTL; the store is capped in bytes.
+//!
+//! Leases work as on Redis (see `backend/redis/scripts.rs`): each step that changes a key
+//! runs in moka's per-key compute, so that it sees and replaces a key's entry in one step,
+//! as a script does on Redis. Reads take no lock.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use moka::ops::compute::Op;
+
+use super::{Ask, LeaseAttempt, REPLACE, Restore};
+use crate::envelope::{self, Head, unix_ms};
 
 /// What an entry costs beyond its key and value bytes: moka's bookkeeping (hash table,
 /// access and write orders, expiry timer, frequency sketch), the `Stored`, the allocations'
@@ -64,34 +72,161 @@ impl MemoryBackend {
         self.live(key).map(|s| s.bytes)
     }
 
-    pub(crate) fn set(&self, key: &str, value: Bytes, ttl: Duration) {
-        // A copy of exactly its length: the encoder's buffer has spare capacity, which the
-        // weigher would not count (the store grew to 2.5 times its cap on unique keys).
-        let stored = Stored {
-            bytes: Bytes::copy_from_slice(&value),
-            expires_at: Instant::now() + ttl,
-        };
-        self.store.insert(key.to_owned(), stored);
+    /// Runs `f` on the live entry of `key` (or `None`), as one step for that key.
+    fn update(&self, key: &str, f: impl FnOnce(Option<&Stored>) -> Op<Stored>) {
+        self.store.entry_by_ref(key).and_compute_with(|found| {
+            let now = Instant::now();
+            let live = found
+                .as_ref()
+                .map(|e| e.value())
+                .filter(|s| s.expires_at > now);
+            match (f(live), found.is_some() && live.is_none()) {
+                // An expired entry moka still holds goes now rather than at its next sweep.
+                (Op::Nop, true) => Op::Remove,
+                (op, _) => op,
+            }
+        });
     }
 
-    /// Replaces the header `old` of a live entry by `new`, keeping payload and expiry.
-    pub(crate) fn retime(&self, key: &str, old: &[u8], new: &[u8]) {
-        if let Some(found) = self.live(key).filter(|s| s.bytes.starts_with(old)) {
-            let mut bytes = Vec::with_capacity(found.bytes.len() - old.len() + new.len());
-            bytes.extend_from_slice(new);
-            bytes.extend_from_slice(&found.bytes[old.len()..]);
-            let stored = Stored {
-                bytes: Bytes::from(bytes),
-                expires_at: found.expires_at,
-            };
-            self.store.insert(key.to_owned(), stored);
+    pub(crate) fn set(&self, key: &str, value: Bytes, ttl: Duration) {
+        let stored = Self::stored(&value, ttl);
+        self.update(key, |_| Op::Put(stored));
+    }
+
+    fn stored(value: &[u8], ttl: Duration) -> Stored {
+        // A copy of exactly its length: the encoder's buffer has spare capacity, which the
+        // weigher would not count (the store grew to 2.5 times its cap on unique keys).
+        Stored {
+            bytes: Bytes::copy_from_slice(value),
+            expires_at: Instant::now() + ttl,
         }
     }
 
+    /// The entry of `key`; if there is none, the lease is taken (a placeholder stored) and
+    /// `None` returned.
+    pub(crate) fn get_or_lease(&self, key: &str, lease: &Ask) -> Option<Bytes> {
+        if let Some(found) = self.get(key) {
+            return Some(found);
+        }
+        let mut raced = None;
+        self.update(key, |live| match live {
+            Some(s) => {
+                raced = Some(s.bytes.clone());
+                Op::Nop
+            }
+            None => Op::Put(Self::stored(&envelope::placeholder(lease.token), lease.ttl)),
+        });
+        raced
+    }
+
+    /// The lease step of the `LEASE` script, in process.
+    pub(crate) fn lease(
+        &self,
+        key: &str,
+        lease: &Ask,
+        point_ms: u64,
+        max_bytes: u64,
+    ) -> LeaseAttempt {
+        let mut attempt = LeaseAttempt::Leased;
+        self.update(key, |live| {
+            let ours = live.and_then(|s| Some((s, envelope::head(&s.bytes)?)));
+            let Some((s, head)) = ours else {
+                let placeholder = envelope::placeholder(lease.token);
+                return Op::Put(Self::stored(&placeholder, lease.ttl));
+            };
+            if head.pending {
+                attempt = LeaseAttempt::Busy;
+                return Op::Nop;
+            }
+            if head.empty || s.bytes.len() as u64 > max_bytes {
+                let placeholder = envelope::placeholder(lease.token);
+                return Op::Put(Self::stored(&placeholder, lease.ttl));
+            }
+            if point_ms != REPLACE && (head.fresh_ms == 0 || head.fresh_ms > point_ms) {
+                attempt = LeaseAttempt::Value(s.bytes.clone());
+                return Op::Nop;
+            }
+            let header = envelope::leased_header(&s.bytes, lease.token).expect("an envelope");
+            let expires_at = s.expires_at.max(Instant::now() + lease.ttl);
+            Op::Put(Stored {
+                bytes: [&header[..], &s.bytes[header.len()..]].concat().into(),
+                expires_at,
+            })
+        });
+        attempt
+    }
+
+    /// Is `s` held by the lease `token`?
+    fn holds(s: &Stored, token: u64) -> Option<Head> {
+        envelope::head(&s.bytes).filter(|h| h.pending && h.token == token)
+    }
+
+    /// Stores `value` if the lease `token` still holds `key`; `true` if it did.
+    pub(crate) fn fill(&self, key: &str, token: u64, value: &[u8], ttl: Duration) -> bool {
+        let mut stored = false;
+        self.update(key, |live| match live.and_then(|s| Self::holds(s, token)) {
+            Some(_) => {
+                stored = true;
+                Op::Put(Self::stored(value, ttl))
+            }
+            None => Op::Nop,
+        });
+        stored
+    }
+
+    /// Pushes the lease's expiry out to `lease_ttl`; `false` if `token` lost it.
+    pub(crate) fn extend(&self, key: &str, token: u64, lease_ttl: Duration) -> bool {
+        let mut held = false;
+        self.update(key, |live| {
+            match live.filter(|s| Self::holds(s, token).is_some()) {
+                Some(s) => {
+                    held = true;
+                    let until = Instant::now() + lease_ttl;
+                    if s.expires_at >= until {
+                        return Op::Nop;
+                    }
+                    Op::Put(Stored {
+                        bytes: s.bytes.clone(),
+                        expires_at: until,
+                    })
+                }
+                None => Op::Nop,
+            }
+        });
+        held
+    }
+
+    /// Gives the lease `token` up without a new value, as the `RELEASE` script does.
+    pub(crate) fn release(&self, key: &str, token: u64, restore: &Restore) {
+        self.update(key, |live| {
+            let Some((s, head)) = live.and_then(|s| Some((s, Self::holds(s, token)?))) else {
+                return Op::Nop;
+            };
+            let now_ms = unix_ms(SystemTime::now());
+            let expires_ms = head.fresh_ms.saturating_add(restore.keep_ms);
+            if head.empty || expires_ms <= now_ms {
+                return Op::Remove;
+            }
+            let fresh = restore
+                .fresh_ms
+                .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+            let Some(header) = envelope::released_header(&s.bytes, fresh) else {
+                return Op::Nop;
+            };
+            Op::Put(Stored {
+                bytes: [&header[..], &s.bytes[header.len()..]].concat().into(),
+                expires_at: Instant::now() + Duration::from_millis(expires_ms - now_ms),
+            })
+        });
+    }
+
     pub(crate) fn delete(&self, key: &str) -> bool {
-        self.store
-            .remove(key)
-            .is_some_and(|s| s.expires_at > Instant::now())
+        let mut existed = false;
+        self.update(key, |live| {
+            existed = live.is_some();
+            if existed { Op::Remove } else { Op::Nop }
+        });
+        existed
     }
 
     pub(crate) fn delete_prefix(&self, prefix: &str, keep: &dyn Fn(&str) -> bool) -> u64 {
@@ -106,6 +241,7 @@ impl MemoryBackend {
 
     pub(crate) fn ttl(&self, key: &str) -> Option<Duration> {
         self.live(key)
+            .filter(|s| !envelope::head(&s.bytes).is_some_and(|h| h.empty))
             .map(|s| s.expires_at.saturating_duration_since(Instant::now()))
     }
 }

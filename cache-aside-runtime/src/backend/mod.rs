@@ -34,14 +34,35 @@ pub(crate) enum Backend {
     Memory(MemoryBackend),
 }
 
-/// What [`Backend::get_or_lock`] found.
-pub(crate) enum LockAttempt {
+/// What [`Backend::lease`] found.
+pub(crate) enum LeaseAttempt {
     /// A fresh value is there: use it.
     Value(Bytes),
-    /// The lock is ours: load, then release it.
-    Locked,
-    /// Another loader holds the lock.
+    /// The lease is ours: load, then fill or release.
+    Leased,
+    /// Another load holds the key's lease.
     Busy,
+}
+
+/// A lease to take: its token, how long it lasts unless extended, and that duration as
+/// the `PX` argument, formatted once per cache.
+pub(crate) struct Ask<'a> {
+    pub(crate) token: u64,
+    pub(crate) ttl: Duration,
+    pub(crate) ms: &'a str,
+}
+
+/// The lease point that leases any value not held by another load: the caller found it
+/// unreadable.
+pub(crate) const REPLACE: u64 = u64::MAX;
+
+/// How a leased value is given back when its lease is given up without a new value.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Restore {
+    /// A new fresh-until time (Unix ms): fail-safe's back-off.
+    pub(crate) fresh_ms: Option<u64>,
+    /// The function's `keep`: the value expires at its fresh-until time plus this.
+    pub(crate) keep_ms: u64,
 }
 
 /// An entry as read: Redis hands over a `Vec`, the embedded store a `Bytes`. A hit only
@@ -174,37 +195,35 @@ impl Backend {
         }
     }
 
-    /// The hit path's read of `key`, within `budget`. Always inlined, so that the Redis
-    /// command's future is built where the caller's future keeps it, not copied there.
+    /// The hit path's read of `key`, within `budget`, taking the key's lease in the same
+    /// step if it is empty and `lease` is given (then `None` means the lease is the
+    /// caller's). Always inlined, so that the Redis command's future is built where the
+    /// caller's future keeps it, not copied there.
     #[inline(always)]
     pub(crate) fn read<'a>(
         &'a self,
         key: &'a str,
+        lease: Option<&'a Ask<'a>>,
         budget: Budget,
     ) -> Reading<impl Future<Output = Result<Option<Vec<u8>>, Error>> + 'a> {
         match self {
             Backend::Redis(redis) => Reading::Remote {
-                read: redis.get(key, budget),
+                read: redis.read(key, lease, budget),
             },
             Backend::Memory(memory) => Reading::Local {
-                entry: memory.get(key),
+                entry: match lease {
+                    Some(lease) => memory.get_or_lease(key, lease),
+                    None => memory.get(key),
+                },
             },
         }
     }
 
-    /// The entry of `key`; one longer than `limit` (never stored by this library with that
-    /// limit) reads as absent.
-    pub(crate) async fn get(
-        &self,
-        key: &str,
-        limit: u64,
-        timeout: Duration,
-    ) -> Result<Option<Bytes>, Error> {
-        let entry = match self {
-            Backend::Redis(b) => b.get(key, timeout).await?.map(Bytes::from),
-            Backend::Memory(b) => b.get(key),
-        };
-        Ok(entry.filter(|e| e.len() as u64 <= limit))
+    /// Does taking a lease in the read cost the hit path? On Redis, `SET .. NX GET` costs
+    /// Redis more than a `GET`; in process, a hit never takes it.
+    #[inline]
+    pub(crate) fn leases_on_read_cost(&self) -> bool {
+        matches!(self, Backend::Redis(_))
     }
 
     /// Stores `value` under `key`, expiring after `ttl`, in one command.
@@ -219,24 +238,6 @@ impl Backend {
             Backend::Redis(b) => b.set(key, value, ttl, timeout).await,
             Backend::Memory(b) => {
                 b.set(key, value.clone(), ttl);
-                Ok(())
-            }
-        }
-    }
-
-    /// Swaps the envelope header `old` of `key` for `new`, if `key` still starts with
-    /// `old`; payload and expiry stay.
-    pub(crate) async fn retime(
-        &self,
-        key: &str,
-        old: &[u8],
-        new: &[u8],
-        timeout: Duration,
-    ) -> Result<(), Error> {
-        match self {
-            Backend::Redis(b) => b.retime(key, old, new, timeout).await,
-            Backend::Memory(b) => {
-                b.retime(key, old, new);
                 Ok(())
             }
         }
@@ -289,59 +290,68 @@ impl Backend {
         }
     }
 
-    /// Reads `key` if fresh at `now_ms` and at most `max_bytes` long, else tries to take
-    /// the lock (its key and token) for `lock_ttl`. A backend that [holds no
-    /// locks](Self::holds_locks) has no other process to exclude: the lock is this caller's.
-    pub(crate) async fn get_or_lock(
+    /// Takes the lease of `key` unless its entry is fresh at `point_ms` (and at most
+    /// `max_bytes` long: then it is returned) or another load holds the lease. With
+    /// `point_ms` [`REPLACE`], any value not held by another load is leased.
+    pub(crate) async fn lease(
         &self,
         key: &str,
-        lock: (&str, &str),
-        lock_ttl: Duration,
-        now_ms: u64,
+        lease: &Ask<'_>,
+        point_ms: u64,
         max_bytes: u64,
         timeout: Duration,
-    ) -> Result<LockAttempt, Error> {
+    ) -> Result<LeaseAttempt, Error> {
         match self {
-            Backend::Redis(b) => {
-                b.get_or_lock(key, lock, lock_ttl, now_ms, max_bytes, timeout)
-                    .await
-            }
-            Backend::Memory(_) => Ok(LockAttempt::Locked),
+            Backend::Redis(b) => b.lease(key, lease, point_ms, max_bytes, timeout).await,
+            Backend::Memory(b) => Ok(b.lease(key, lease, point_ms, max_bytes)),
         }
     }
 
-    /// Pushes the lock's expiry out by `lock_ttl`; `false` if this token lost it.
-    pub(crate) async fn extend_lock(
+    /// Stores `value` under `key` for `ttl` if the lease `token` still holds the key;
+    /// `true` if it did.
+    pub(crate) async fn fill(
         &self,
-        lock: &str,
-        token: &str,
-        lock_ttl: Duration,
+        key: &str,
+        token: u64,
+        value: &Bytes,
+        ttl: Duration,
         timeout: Duration,
     ) -> Result<bool, Error> {
         match self {
-            Backend::Redis(b) => b.extend_lock(lock, token, lock_ttl, timeout).await,
-            Backend::Memory(_) => Ok(true),
+            Backend::Redis(b) => b.fill(key, token, value, ttl, timeout).await,
+            Backend::Memory(b) => Ok(b.fill(key, token, value, ttl)),
         }
     }
 
-    /// Stores `value` (if any) and releases the lock if this token holds it, in one step.
+    /// Pushes the lease's expiry out to `lease_ttl`; `false` if `token` lost it.
+    pub(crate) async fn extend(
+        &self,
+        key: &str,
+        token: u64,
+        lease_ttl: Duration,
+        timeout: Duration,
+    ) -> Result<bool, Error> {
+        match self {
+            Backend::Redis(b) => b.extend(key, token, lease_ttl, timeout).await,
+            Backend::Memory(b) => Ok(b.extend(key, token, lease_ttl)),
+        }
+    }
+
+    /// Gives the lease `token` up without a new value: a placeholder goes, a leased
+    /// value becomes `restore`'s.
     pub(crate) async fn release(
         &self,
-        lock: &str,
-        token: &str,
-        value: Option<(&str, &Bytes, Duration)>,
+        key: &str,
+        token: u64,
+        restore: &Restore,
         timeout: Duration,
     ) -> Result<(), Error> {
-        match (self, value) {
-            (Backend::Redis(b), value) => {
-                let value = value.map(|(key, bytes, ttl)| (key, &bytes[..], ttl));
-                b.release(lock, token, value, timeout).await
-            }
-            (Backend::Memory(b), Some((key, bytes, ttl))) => {
-                b.set(key, bytes.clone(), ttl);
+        match self {
+            Backend::Redis(b) => b.release(key, token, restore, timeout).await,
+            Backend::Memory(b) => {
+                b.release(key, token, restore);
                 Ok(())
             }
-            (Backend::Memory(_), None) => Ok(()),
         }
     }
 

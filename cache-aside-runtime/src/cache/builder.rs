@@ -171,6 +171,14 @@ impl CacheBuilder {
         self
     }
 
+    /// Turns leases off: loads store whatever invalidations happened meanwhile, as before
+    /// leases existed. For tests that show the race leases close; never for production.
+    #[doc(hidden)]
+    pub fn __without_leases(mut self) -> Self {
+        self.settings.fenced = false;
+        self
+    }
+
     /// Circuit breaker: after `failures` consecutive connection failures or timeouts, skip
     /// Redis for `cooldown`, then let one probe through (defaults: 5 and 2 s).
     pub fn breaker(mut self, failures: u32, cooldown: Duration) -> Self {

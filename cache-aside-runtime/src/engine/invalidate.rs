@@ -12,6 +12,7 @@ impl Engine {
     /// Deletes one key; `true` if it existed.
     pub(crate) async fn invalidate(&self, key: &str) -> Result<bool, Error> {
         self.own_key(key)?;
+        self.invalidating();
         self.backend.delete(key, self.settings.timeout).await
     }
 
@@ -35,6 +36,7 @@ impl Engine {
     }
 
     async fn delete_prefix(&self, prefix: &str, layout: Option<&Layout>) -> Result<u64, Error> {
+        self.invalidating();
         // Not under one timeout: each SCAN/UNLINK step is bounded on its own, and a large
         // prefix legitimately takes many steps.
         self.backend
@@ -46,6 +48,17 @@ impl Engine {
     pub(crate) async fn ttl_of(&self, key: &str) -> Result<Option<Duration>, Error> {
         self.own_key(key)?;
         self.backend.ttl(key, self.settings.timeout).await
+    }
+
+    /// Counted before the deletion is sent: a caller whose read comes after it joins no
+    /// load that began before (see [`flight`](crate::flight)).
+    fn invalidating(&self) {
+        self.invalidations
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub(super) fn epoch(&self) -> u64 {
+        self.invalidations.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn own_key(&self, key: &str) -> Result<(), Error> {

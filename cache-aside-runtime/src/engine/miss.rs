@@ -1,12 +1,16 @@
 //! Steps 3 and 5: a miss loads once. Callers of one key in this process share one load
-//! (single-flight); the leader takes the distributed lock if asked, runs the body, stores
-//! its result, and hands its outcome to the waiters; a failed body is answered by the kept
+//! (single-flight); the leader takes the key's lease unless its read did (waiting for
+//! another process's load if the lock is on), runs the body, stores its result under the
+//! lease, and hands its outcome to the waiters; a failed body is answered by the kept
 //! value when fail-safe allows.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
-use super::lock::{Acquired, Held};
-use super::{Call, Engine, Found, ValueOps, decode_entry};
+use super::lease::{self, Acquired, Held};
+use super::{Call, Engine, Found, Seen, ValueOps, decode_entry};
+use crate::backend::REPLACE;
+use crate::envelope::unix_ms;
 use crate::error::Error;
 use crate::exact::Same;
 use crate::flight::{self, Lead, Outcome, Role};
@@ -15,6 +19,7 @@ use crate::shape::{Shape, Store};
 
 impl Engine {
     /// A miss: load once, store, return.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn miss<S: Shape<R>, R, F: Future<Output = R>>(
         self: &Arc<Self>,
         call: Call<'_>,
@@ -23,13 +28,20 @@ impl Engine {
         kept: Option<Found<R>>,
         ops: ValueOps<R, S::Value>,
         read_at: tokio::time::Instant,
+        seen: Seen,
     ) -> Result<R, Error> {
         let key = call.key.as_str();
+        // The read took the lease, and callers that saw it already began a load: this
+        // caller waits for it and stores its value under the lease (given up if dropped).
+        let mut own = match seen {
+            Seen::Taken(token) => Some(Held::new(self, key, token, &policy)),
+            _ => None,
+        };
         loop {
-            let outcome = match self.flights.join(key, read_at) {
+            let outcome = match self.flights.join(key, read_at, seen.mark(), self.epoch()) {
                 Role::Leader(lead) => {
                     return self
-                        .lead::<S, R, F>(call, policy, load, kept, lead, ops)
+                        .lead::<S, R, F>(call, policy, load, kept, lead, ops, seen, own)
                         .await;
                 }
                 Role::Waiter(theirs) => {
@@ -52,6 +64,12 @@ impl Engine {
             match outcome {
                 Outcome::Stored(entry) => {
                     if let Ok((value, _)) = decode_entry::<S, R>(&entry) {
+                        if let Some(held) = own.take() {
+                            let ttl = policy.ttl + policy.keep();
+                            self.write(&call, &policy, Some((&entry, ttl)), Some(&held))
+                                .await
+                                .ok();
+                        }
                         return Ok(value);
                     }
                 }
@@ -77,13 +95,14 @@ impl Engine {
             }
             // Nothing shareable: this caller loads for itself.
             let (result, _) = self
-                .load::<S, R, F>(call, &policy, load, kept, None, ops.same)
+                .load::<S, R, F>(call, &policy, load, kept, own, ops.same)
                 .await;
             return result;
         }
     }
 
-    /// The single-flight leader: across processes too, if the lock is on.
+    /// The single-flight leader: takes the lease (see [`lease`]), then loads.
+    #[allow(clippy::too_many_arguments)]
     async fn lead<S: Shape<R>, R, F: Future<Output = R>>(
         self: &Arc<Self>,
         mut call: Call<'_>,
@@ -92,24 +111,48 @@ impl Engine {
         kept: Option<Found<R>>,
         lead: Lead,
         ops: ValueOps<R, S::Value>,
+        seen: Seen,
+        own: Option<Held>,
     ) -> Result<R, Error> {
+        let lock = policy.lock && self.backend.holds_locks();
         let mut held = None;
-        let lock = policy.lock.filter(|_| self.backend.holds_locks());
-        if let Some(lock) = lock {
-            match self.acquire(&mut call, &policy, lock).await {
-                Ok(Acquired::Held(h)) => held = Some(h),
-                Ok(Acquired::Value(entry)) => {
-                    if let Ok((value, _)) = decode_entry::<S, R>(&entry) {
-                        lead.finish(Outcome::Stored(entry));
-                        return Ok(value);
+        match seen {
+            Seen::Taken(_) => held = own,
+            // Another load stores the key; this one answers its own callers.
+            Seen::Leased(_) if !lock => lead.starting(0),
+            // The read failed: no lease to take. With leases off, the lock still is one.
+            Seen::Unknown if self.fenced || !lock => lead.starting(0),
+            Seen::Free | Seen::Leased(_) | Seen::Unknown => {
+                let token = lease::token();
+                lead.starting(token);
+                let mut point = unix_ms(SystemTime::now());
+                loop {
+                    match self.acquire(&mut call, &policy, token, point, lock).await {
+                        Ok(Acquired::Held(h)) => held = Some(h),
+                        Ok(Acquired::Value(entry)) => match decode_entry::<S, R>(&entry) {
+                            Ok((value, _)) => {
+                                lead.finish(Outcome::Stored(entry));
+                                return Ok(value);
+                            }
+                            // Fresh but unreadable (written by hand, or another schema):
+                            // lease it anyway, and replace it.
+                            Err(_) if point != REPLACE => {
+                                point = REPLACE;
+                                continue;
+                            }
+                            Err(_) => {}
+                        },
+                        Ok(Acquired::Busy) => {}
+                        Err(error) => {
+                            // A lease is a load's first write: a full Redis refuses it.
+                            self.events.store_failed();
+                            self.events.failed("lease", call.key.as_str(), &error);
+                            if call.surfaces() {
+                                return Err(error);
+                            }
+                        }
                     }
-                }
-                Ok(Acquired::GaveUp) => {}
-                Err(error) => {
-                    self.events.failed("lock", call.key.as_str(), &error);
-                    if call.surfaces() {
-                        return Err(error);
-                    }
+                    break;
                 }
             }
         }
@@ -149,8 +192,7 @@ impl Engine {
         };
         if let (true, Some(kept)) = (failed, kept) {
             self.events.fail_safe_answered(call.key.as_str());
-            self.fall_back(&mut call, policy, &kept.entry, held.as_ref())
-                .await;
+            self.fall_back(&mut call, policy, &kept.entry, held).await;
             return (Ok(kept.value), Outcome::Stale(kept.entry));
         }
         let encoded = self.encode::<S, R>(&call, policy, &loaded, same);
@@ -168,20 +210,29 @@ impl Engine {
     }
 
     /// After a failed body answered by a kept entry (fail-safe) or a failed refresh: the
-    /// entry backs off, and the lock, if held, is released. Two commands, one budget: what
-    /// the back-off takes, the release cannot.
+    /// entry backs off (marked fresh for `fail_safe_backoff`, so the next calls are served by
+    /// it instead of running a failing body again) as the lease is given up, in one step.
+    /// Only the lease's holder backs the entry off: without the lease, another load is
+    /// under way, and its outcome replaces the entry.
     pub(super) async fn fall_back(
         &self,
         call: &mut Call<'_>,
         policy: &Policy,
         entry: &[u8],
-        held: Option<&Held>,
+        held: Option<Held>,
     ) {
-        let started = std::time::Instant::now();
-        self.back_off(call, policy, entry).await;
-        call.spent_since(started);
-        // Only releases the lock (a lock left held releases itself when dropped); a
-        // failure is counted and logged inside.
-        self.write(call, policy, None, held).await.ok();
+        let Some(mut held) = held else {
+            return;
+        };
+        // Never shorter than it is: a refresh that started early (refresh-ahead, XFetch)
+        // and failed must not cut a still-fresh entry down to the back-off.
+        let backoff = SystemTime::now() + policy.fail_safe_backoff;
+        let until = crate::envelope::fresh_until(entry).map_or(backoff, |fresh| fresh.max(backoff));
+        held.backing_off_until(until);
+        let key = call.key.as_str();
+        // A failure is counted and logged inside.
+        if self.write(call, policy, None, Some(&held)).await.is_ok() {
+            self.events.backing_off(key, until);
+        }
     }
 }

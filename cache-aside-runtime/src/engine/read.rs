@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
-use super::{Call, Cold, Detach, Engine, ErrorMode, Found, ValueOps, decode_entry};
+use super::{Call, Cold, Detach, Engine, ErrorMode, Found, Seen, ValueOps, decode_entry};
 use crate::backend::Budget;
+use crate::envelope;
 use crate::error::Error;
 use crate::key::Key;
 use crate::policy::{Freshness, Policy};
@@ -32,55 +33,115 @@ impl Engine {
         // 1. read
         // One clock read: the read's deadline, and what is left of it for the write.
         let budget = Budget::from_now(policy.timeout);
-        let entry = match self.backend.read(key.as_str(), budget).await {
+        // A function that has been missing takes its lease in the read (see `lease`).
+        let ask = self.ask_on_read(spec);
+        let entry = match self.backend.read(key.as_str(), ask.as_ref(), budget).await {
             Ok(entry) => entry,
             Err(error) => {
                 self.read_failed(key, policy, &error);
                 if mode == ErrorMode::Surface {
                     return Err(error);
                 }
-                None
+                return self
+                    .missed::<S, R, F>(
+                        key,
+                        spec,
+                        policy,
+                        mode,
+                        load,
+                        None,
+                        ops,
+                        budget,
+                        Seen::Unknown,
+                    )
+                    .await;
             }
         };
         // 2. decide
-        let mut kept = None;
-        let entry = entry.filter(|e| self.fits(key, e.as_slice(), policy));
-        if let Some(entry) = entry {
-            match decode_entry::<S, R>(entry.as_slice()) {
-                Ok((value, fresh_ms)) => {
-                    let freshness = policy.classify(fresh_ms);
-                    match (freshness, detach) {
-                        (Freshness::Fresh, _) | (Freshness::RefreshDue, None) => {
-                            self.events.hit();
-                            return Ok(value);
+        let Some(entry) = entry.filter(|e| self.fits(key, e.as_slice(), policy)) else {
+            let seen = match &ask {
+                Some(ask) => Seen::Taken(ask.token),
+                None => Seen::Free,
+            };
+            return self
+                .missed::<S, R, F>(key, spec, policy, mode, load, None, ops, budget, seen)
+                .await;
+        };
+        match decode_entry::<S, R>(entry.as_slice()) {
+            Ok((value, fresh_ms)) => {
+                let freshness = policy.classify(fresh_ms);
+                match (freshness, detach) {
+                    (Freshness::Fresh, _) | (Freshness::RefreshDue, None) => {
+                        self.events.hit();
+                        spec.misses.hit();
+                        return Ok(value);
+                    }
+                    (Freshness::RefreshDue | Freshness::Stale, Some(detach)) => {
+                        self.events.hit();
+                        spec.misses.hit();
+                        if freshness == Freshness::Stale {
+                            self.events.served_stale();
                         }
-                        (Freshness::RefreshDue | Freshness::Stale, Some(detach)) => {
-                            self.events.hit();
-                            if freshness == Freshness::Stale {
-                                self.events.served_stale();
-                            }
+                        // Unless a refresh holds the lease already (here or elsewhere).
+                        if !envelope::head(entry.as_slice()).is_some_and(|h| h.pending) {
                             detach(self, key, spec, *policy, load, entry.into_bytes(), ops.same);
-                            return Ok(value);
                         }
-                        (Freshness::Stale | Freshness::Expired, _) => {
-                            let entry = entry.into_bytes();
-                            kept = Some(Found { value, entry });
-                        }
+                        return Ok(value);
+                    }
+                    (Freshness::Stale | Freshness::Expired, _) => {
+                        let entry = entry.into_bytes();
+                        let seen = Seen::of(&entry);
+                        let kept = Some(Found { value, entry });
+                        return self
+                            .missed::<S, R, F>(
+                                key, spec, policy, mode, load, kept, ops, budget, seen,
+                            )
+                            .await;
                     }
                 }
-                Err(error) => self.events.corrupt(key.as_str(), &error),
             }
+            // Another load's placeholder: a miss, not a corrupt entry.
+            Err(_) if envelope::head(entry.as_slice()).is_some_and(|h| h.empty) => {}
+            Err(error) => self.events.corrupt(key.as_str(), &error),
         }
+        let seen = Seen::of(entry.as_slice());
+        self.missed::<S, R, F>(key, spec, policy, mode, load, None, ops, budget, seen)
+            .await
+    }
+
+    /// Steps 3-5, out of line: the hit path's future and code stay small (see [`Cold`]).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn missed<'a, S, R, F>(
+        self: &'a Arc<Self>,
+        key: &'a Key,
+        spec: &'static FnSpec,
+        policy: &Policy,
+        mode: ErrorMode,
+        load: F,
+        kept: Option<Found<R>>,
+        ops: ValueOps<R, S::Value>,
+        budget: Budget,
+        seen: Seen,
+    ) -> Cold<impl Future<Output = Result<R, Error>> + 'a>
+    where
+        S: Shape<R> + 'a,
+        F: Future<Output = R> + 'a,
+        R: 'a,
+    {
         self.events.miss();
+        spec.misses.miss();
+        let seen = if self.fenced { seen } else { Seen::Unknown };
         let call = Call {
             key,
             spec,
             mode,
             write_left: budget.left(),
         };
-        // 3-5 out of line: the hit path's future and code stay small (see [`Cold`]).
         let policy = *policy;
-        Cold::build(|| self.miss::<S, R, F>(call, policy, load, kept, ops, budget.started)).await
+        Cold::build(move || {
+            self.miss::<S, R, F>(call, policy, load, kept, ops, budget.started, seen)
+        })
     }
 
     /// Is an entry as read within `max_value_bytes`? One that is not was written by someone
@@ -99,6 +160,10 @@ impl Engine {
     fn read_failed(self: &Arc<Self>, key: &Key, policy: &Policy, error: &Error) {
         if error.is_timeout() {
             self.check_size(key, policy);
+        }
+        // A read that takes the lease is a write too: a full Redis refuses it.
+        if error.is_out_of_memory() {
+            self.events.store_failed();
         }
         self.events.failed("get", key.as_str(), error);
     }

@@ -1,12 +1,11 @@
 //! Step 4: encode what the shape says to store, check that it reads back exactly, and
-//! write it with its physical TTL (releasing the lock in the same round trip); and the
-//! fail-safe back-off, which rewrites a kept entry's header.
+//! write it with its physical TTL under the call's lease (which the write gives up).
 
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
-use super::lock::Held;
+use super::lease::Held;
 use super::{Call, Engine};
 use crate::envelope;
 use crate::error::Error;
@@ -87,7 +86,10 @@ impl Engine {
         Ok(Some((Bytes::from(bytes), ttl + policy.keep())))
     }
 
-    /// Writes `entry` with its physical TTL, and releases `held` in the same round trip.
+    /// Writes `entry` with its physical TTL under the lease `held`, or gives the lease up
+    /// if there is nothing to write, in one round trip. Without a lease nothing is written:
+    /// another load holds the key's lease, or the read failed. A lease lost meanwhile (an
+    /// invalidation or a put came while the body ran) drops the value: it may predate them.
     /// Skipped when the call's read used up the timeout: Redis is hung or unreachable, and
     /// waiting for it a second time would double what the outage costs the caller.
     pub(super) async fn write(
@@ -98,48 +100,37 @@ impl Engine {
         held: Option<&Held>,
     ) -> Result<(), Error> {
         let key = call.key.as_str();
-        if call.write_left.is_zero() && (entry.is_some() || held.is_some()) {
+        let unfenced = !self.fenced && entry.is_some();
+        if call.write_left.is_zero() && (held.is_some() || unfenced) {
             let error = Error::Timeout(policy.timeout);
             self.events.failed("set", key, &error);
             return Err(error);
         }
-        let (op, result) = match held {
-            Some(held) => {
-                let entry = entry.map(|(bytes, ttl)| (key, bytes, ttl));
-                ("release", self.release(held, entry, call.write_left).await)
+        let (op, result) = match (held, entry) {
+            // Leases off (tests of the race they close): stored whatever happened meanwhile.
+            (_, Some((bytes, ttl))) if !self.fenced => {
+                let set = self.backend.set(key, bytes, ttl, call.write_left).await;
+                if let Some(held) = held {
+                    held.done();
+                }
+                ("set", set)
             }
-            None => match entry {
-                Some((bytes, ttl)) => (
-                    "set",
-                    self.backend.set(key, bytes, ttl, call.write_left).await,
-                ),
-                None => return Ok(()),
-            },
+            (Some(held), Some((bytes, ttl))) => {
+                match self.fill(held, bytes, ttl, call.write_left).await {
+                    Ok(true) => ("fill", Ok(())),
+                    Ok(false) => {
+                        self.events.fill_dropped(key);
+                        ("fill", Ok(()))
+                    }
+                    Err(error) => ("fill", Err(error)),
+                }
+            }
+            (Some(held), None) => ("release", self.release(held, call.write_left).await),
+            (None, _) => return Ok(()),
         };
         if let Err(error) = &result {
             self.events.failed(op, key, error);
         }
         result
-    }
-
-    /// Marks a kept entry fresh for `fail_safe_backoff`, so the next calls are served by it
-    /// instead of running a failing body again; only if nobody replaced it meanwhile.
-    pub(super) async fn back_off(&self, call: &Call<'_>, policy: &Policy, entry: &[u8]) {
-        // Never shorter than it is: a refresh that started early (refresh-ahead, XFetch)
-        // and failed must not cut a still-fresh entry down to the back-off.
-        let backoff = SystemTime::now() + policy.fail_safe_backoff;
-        let until = envelope::fresh_until(entry).map_or(backoff, |fresh| fresh.max(backoff));
-        let (Some(old), Some(new)) = (
-            entry.first_chunk::<{ envelope::HEADER_LEN }>(),
-            envelope::retimed_header(entry, until),
-        ) else {
-            return;
-        };
-        let key = call.key.as_str();
-        let retimed = self.backend.retime(key, old, &new, call.write_left).await;
-        if let Err(error) = retimed {
-            self.events.failed("retime", key, &error);
-        }
-        self.events.backing_off(key, until);
     }
 }

@@ -33,10 +33,11 @@
 //!   entry it is), and the SHA-1 of the full text in hex; namespace and prefix stay readable.
 //!
 //! - An entry's key has no hash tag: on a Redis Cluster it lives in the slot of its whole
-//!   text. The keys that must share its slot (its lock: [`lock_key`]) carry the entry's key
-//!   as their tag, `{ca:user:42}!lock`, and so hash exactly like it. `{` and `}` are
-//!   reserved bytes, and namespaces and prefixes cannot hold them, so an entry's key never
-//!   contains a brace and user input can never form a tag of its own.
+//!   text. Its lease lives in the entry's own header, so a call touches one key and one
+//!   slot; a key that must share the entry's slot later will carry the entry's key as its
+//!   tag (`{ca:user:42}...`), and so hash exactly like it. `{` and `}` are reserved bytes,
+//!   and namespaces and prefixes cannot hold them, so an entry's key never contains a brace
+//!   and user input can never form a tag of its own.
 //!
 //! The encoding is a pure function of the values: the same call gives the same key in every
 //! process, run and platform. It is injective: two argument values share a key only if they
@@ -126,14 +127,6 @@ impl std::fmt::Display for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
-}
-
-/// The key of `key`'s distributed lock: `{key}!lock`, braces included. The braces are a
-/// Redis Cluster hash tag holding the whole entry key, so the lock lands in the entry's
-/// slot and one script can touch both. No entry key starts with `{`, so a lock key is
-/// never another entry's.
-pub(crate) fn lock_key(key: &str) -> String {
-    format!("{{{key}}}!lock")
 }
 
 /// Is `s` usable as a namespace or prefix: non-empty, and only `[A-Za-z0-9_.-/]`?

@@ -19,7 +19,7 @@ mod scan;
 mod scripts;
 
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use redis::Value;
@@ -27,8 +27,9 @@ use redis::Value;
 use self::breaker::Breaker;
 pub(crate) use self::connection::Reach;
 use self::connection::{Command, Connection};
-use self::scripts::{EXTEND, GET_OR_LOCK, RELEASE, RETIME};
-use super::{Budget, LockAttempt};
+use self::scripts::{EXTEND, FILL, LEASE, RELEASE, TTL};
+use super::{Ask, Budget, LeaseAttempt, REPLACE, Restore};
+use crate::envelope::{self, HEADER_LEN, unix_ms};
 use crate::error::Error;
 
 /// Size checks after timed-out reads that may run at once (see `drop_if_larger`).
@@ -170,6 +171,39 @@ impl RedisBackend {
         self.run(budget, true, &*cmd).await
     }
 
+    /// The hit path's read: a `GET`, or with `lease`, `SET key <placeholder> NX GET PX ms`
+    /// (Redis 7.0 and later), which takes the key's lease in the same command if the key is
+    /// empty; `None` then means the lease is the caller's.
+    pub(crate) async fn read(
+        &self,
+        key: &str,
+        lease: Option<&Ask<'_>>,
+        budget: Budget,
+    ) -> Result<Option<Vec<u8>>, Error> {
+        let Some(lease) = lease else {
+            return self.get(key, budget).await;
+        };
+        let mut cmd = pool::Pooled::take(key.len() + HEADER_LEN + 16);
+        cmd.arg("SET")
+            .arg(key)
+            .arg(&envelope::placeholder(lease.token)[..])
+            .arg("NX")
+            .arg("GET")
+            .arg("PX")
+            .arg(lease.ms);
+        // Not retried after a dropped connection: the first may have taken the lease.
+        match self.run(budget, false, &*cmd).await {
+            // A full Redis with `noeviction` refuses every `SET`, even one that would write
+            // nothing: read the entry anyway, as a `GET` (hits keep working).
+            // An empty key then is a failed read: the lease was not taken.
+            Err(error) if error.is_out_of_memory() => match self.get(key, budget).await {
+                Ok(None) => Err(error),
+                other => other,
+            },
+            other => other,
+        }
+    }
+
     pub(crate) async fn set(
         &self,
         key: &str,
@@ -183,20 +217,6 @@ impl RedisBackend {
         self.run(timeout, false, &cmd).await
     }
 
-    /// Replaces the header `old` of `key` by `new` if it is still there (see [`RETIME`]).
-    pub(crate) async fn retime(
-        &self,
-        key: &str,
-        old: &[u8],
-        new: &[u8],
-        timeout: Duration,
-    ) -> Result<(), Error> {
-        let mut call = RETIME.prepare_invoke();
-        call.key(key).arg(old).arg(new);
-        self.run::<i64>(timeout, false, &call).await?;
-        Ok(())
-    }
-
     pub(crate) async fn delete(&self, key: &str, timeout: Duration) -> Result<bool, Error> {
         let cmd = redis::cmd("UNLINK").arg(key).to_owned();
         let removed: u64 = self.run(timeout, true, &cmd).await?;
@@ -208,9 +228,10 @@ impl RedisBackend {
         key: &str,
         timeout: Duration,
     ) -> Result<Option<Duration>, Error> {
-        let cmd = redis::cmd("PTTL").arg(key).to_owned();
-        let millis: i64 = self.run(timeout, true, &cmd).await?;
-        // -2: no such key; -1: no expiry, which this library never writes.
+        let mut call = TTL.prepare_invoke();
+        call.key(key);
+        let millis: i64 = self.run(timeout, true, &call).await?;
+        // -2: no such key (or a placeholder); -1: no expiry, which this library never writes.
         Ok(match millis {
             -2 => None,
             -1 => Some(Duration::MAX),
@@ -218,59 +239,86 @@ impl RedisBackend {
         })
     }
 
-    /// Reads `key` if fresh at `now_ms` and at most `max_bytes` long, else tries to take
-    /// the lock (its key and token) for `lock_ttl`.
-    pub(crate) async fn get_or_lock(
+    /// Takes the lease of `key` unless its value is fresh at `point_ms` or another load
+    /// holds it (see [`LEASE`]).
+    pub(crate) async fn lease(
         &self,
         key: &str,
-        (lock, token): (&str, &str),
-        lock_ttl: Duration,
-        now_ms: u64,
+        lease: &Ask<'_>,
+        point_ms: u64,
         max_bytes: u64,
         timeout: Duration,
-    ) -> Result<LockAttempt, Error> {
-        let mut call = GET_OR_LOCK.prepare_invoke();
+    ) -> Result<LeaseAttempt, Error> {
+        let mut call = LEASE.prepare_invoke();
         call.key(key)
-            .key(lock)
-            .arg(token)
-            .arg(ms(lock_ttl))
-            .arg(now_ms)
-            .arg(max_bytes.min(i64::MAX as u64));
+            .arg(&lease.token.to_be_bytes()[..])
+            .arg(lease.ms)
+            .arg(point_ms)
+            .arg(max_bytes.min(i64::MAX as u64))
+            .arg(&envelope::placeholder(lease.token)[..])
+            .arg(if point_ms == REPLACE { "1" } else { "0" });
         let reply: Value = self.run(timeout, false, &call).await?;
         Ok(match reply {
-            Value::BulkString(bytes) => LockAttempt::Value(Bytes::from(bytes)),
-            Value::Int(1) => LockAttempt::Locked,
-            _ => LockAttempt::Busy,
+            Value::BulkString(bytes) => LeaseAttempt::Value(Bytes::from(bytes)),
+            Value::Int(1) => LeaseAttempt::Leased,
+            _ => LeaseAttempt::Busy,
         })
     }
 
-    /// Pushes the lock's expiry out by `lock_ttl`; `false` if this token lost it.
-    pub(crate) async fn extend_lock(
+    /// Stores `value` if the lease `token` still holds `key`; `true` if it did.
+    pub(crate) async fn fill(
         &self,
-        lock: &str,
-        token: &str,
-        lock_ttl: Duration,
+        key: &str,
+        token: u64,
+        value: &[u8],
+        ttl: Duration,
+        timeout: Duration,
+    ) -> Result<bool, Error> {
+        let mut call = FILL.prepare_invoke();
+        call.key(key)
+            .arg(&token.to_be_bytes()[..])
+            .arg(value)
+            .arg(ms(ttl));
+        let stored: i64 = self.run(timeout, false, &call).await?;
+        Ok(stored == 1)
+    }
+
+    /// Pushes the lease's expiry out to `lease_ttl`; `false` if `token` lost it.
+    pub(crate) async fn extend(
+        &self,
+        key: &str,
+        token: u64,
+        lease_ttl: Duration,
         timeout: Duration,
     ) -> Result<bool, Error> {
         let mut call = EXTEND.prepare_invoke();
-        call.key(lock).arg(token).arg(ms(lock_ttl));
+        call.key(key)
+            .arg(&token.to_be_bytes()[..])
+            .arg(ms(lease_ttl));
         let extended: i64 = self.run(timeout, false, &call).await?;
         Ok(extended == 1)
     }
 
-    /// Stores `value` (if any) and releases the lock if this token holds it, in one step.
+    /// Gives the lease `token` up without a new value (see [`RELEASE`]).
     pub(crate) async fn release(
         &self,
-        lock: &str,
-        token: &str,
-        value: Option<(&str, &[u8], Duration)>,
+        key: &str,
+        token: u64,
+        restore: &Restore,
         timeout: Duration,
     ) -> Result<(), Error> {
         let mut call = RELEASE.prepare_invoke();
-        call.key(lock).arg(token);
-        if let Some((key, bytes, ttl)) = value {
-            call.key(key).arg(bytes).arg(ms(ttl));
-        }
+        call.key(key)
+            .arg(&token.to_be_bytes()[..])
+            .arg(
+                restore
+                    .fresh_ms
+                    .map(u64::to_be_bytes)
+                    .as_ref()
+                    .map_or(&[][..], |f| &f[..]),
+            )
+            .arg(restore.keep_ms)
+            .arg(unix_ms(SystemTime::now()));
         self.run::<i64>(timeout, false, &call).await?;
         Ok(())
     }

@@ -1,76 +1,171 @@
-//! The Lua scripts of the Redis backend. Those that read an entry's header are built from
-//! the envelope's constants ([`crate::envelope`]), its one owner: the offsets below are not
-//! written anywhere else.
+//! The Lua scripts of the Redis backend: the lease's steps (see `engine::lease`). They read
+//! an entry's header at the envelope's offsets, built from its constants
+//! ([`crate::envelope`], its one owner): the offsets below are not written anywhere else.
+//!
+//! Every script touches one key, the entry's: a lease lives in its entry's header, so the
+//! scripts run unchanged on a cluster. Those that need only the header read only the
+//! header (`GETRANGE`): a key may hold a huge value written by someone else.
 
 use std::sync::LazyLock;
 
 use redis::Script;
 
-use crate::envelope::{FRESH_AT, FRESH_LEN, HEADER_LEN, MAGIC};
+use crate::envelope::{
+    FLAG_EMPTY, FLAG_PENDING, FLAGS_AT, FRESH_AT, FRESH_LEN, HEADER_LEN, MAGIC, TOKEN_AT,
+    TOKEN_LEN, VERSION,
+};
 
-/// `GET` the value if it is still fresh, else try to take the lock. Replies with the
-/// value, `1` (lock taken) or `0` (someone else holds it). An entry past its fresh-until
-/// time (kept for stale serving) counts as absent. A lock key without a TTL (left by
-/// anything but this library) gets `lock_ttl`, so it cannot block every miss forever.
-/// An entry over `max_value_bytes` is not ours to serve: absent.
-/// KEYS: value, lock. ARGV: token, lock ms, now (Unix ms), max value bytes.
-pub(crate) static GET_OR_LOCK: LazyLock<Script> = LazyLock::new(|| {
-    // Lua strings are 1-based: the fresh-until field is bytes FRESH_AT+1 ..= FRESH_AT+FRESH_LEN.
-    let (first, last) = (FRESH_AT + 1, FRESH_AT + FRESH_LEN);
-    Script::new(&format!(
+/// Lua helpers every script starts with: `ours(v)` (an envelope of this version), `flag(v,
+/// f)`, `token(v)` (the token field as bytes), `fresh(v)` (the fresh-until field as a
+/// number of Unix ms). Lua strings are 1-based: a field at offset `o` of length `n` is bytes
+/// `o+1 ..= o+n`.
+fn prelude() -> String {
+    let flags = FLAGS_AT + 1;
+    let (token_first, token_last) = (TOKEN_AT + 1, TOKEN_AT + TOKEN_LEN);
+    let (fresh_first, fresh_last) = (FRESH_AT + 1, FRESH_AT + FRESH_LEN);
+    format!(
         r"
-local v = redis.call('GET', KEYS[1])
-if v and #v >= {HEADER_LEN} and #v <= tonumber(ARGV[4]) and string.byte(v, 1) == {MAGIC} then
-  local fresh = 0
-  for i = {first}, {last} do fresh = fresh * 256 + string.byte(v, i) end
-  if fresh == 0 or fresh > tonumber(ARGV[3]) then return v end
+local function ours(v) return v and #v >= {HEADER_LEN} and string.byte(v, 1) == {MAGIC} and string.byte(v, 2) == {VERSION} end
+local function flag(v, f) return bit.band(string.byte(v, {flags}), f) ~= 0 end
+local function token(v) return string.sub(v, {token_first}, {token_last}) end
+local function fresh(v)
+  local ms = 0
+  for i = {fresh_first}, {fresh_last} do ms = ms * 256 + string.byte(v, i) end
+  return ms
 end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-if redis.call('PTTL', KEYS[2]) == -1 then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
-return 0
 "
+    )
+}
+
+/// Takes the lease of a key, unless its value is fresh or another load holds it. Replies
+/// with the value (fresh at `point`: a new value, or a back-off, that the caller can use),
+/// `1` (the lease is the caller's) or `0` (another load's lease is live: a PENDING key
+/// lives no longer than its lease, so a dead holder's expires). A kept value (stale, or
+/// kept for fail-safe) is leased in place, still readable, and lives at least as long as
+/// the lease; an empty key, or one holding anything else, gets the placeholder (one larger
+/// than `max_value_bytes` without being read: it may be huge). A PENDING
+/// key without a TTL (left by anything but this library) gets `lock_ttl`, so it cannot
+/// block every miss forever.
+/// With `replace`, a value not held by another load is leased whatever its freshness (the
+/// caller found it unreadable).
+/// KEYS: entry. ARGV: token (8 bytes), lease ms, point (Unix ms), max value bytes,
+/// placeholder, replace (`1` or `0`).
+pub(crate) static LEASE: LazyLock<Script> = LazyLock::new(|| {
+    let (pending, head_end, rest) = (FLAG_PENDING, FLAGS_AT, FLAGS_AT + 2);
+    let (token_at, after_token) = (TOKEN_AT, TOKEN_AT + TOKEN_LEN + 1);
+    Script::new(&format!(
+        r"{prelude}
+if redis.call('STRLEN', KEYS[1]) > tonumber(ARGV[4]) then
+  redis.call('SET', KEYS[1], ARGV[5], 'PX', ARGV[2])
+  return 1
+end
+local v = redis.call('GET', KEYS[1])
+if ours(v) and not flag(v, {FLAG_EMPTY}) then
+  if flag(v, {pending}) then
+    if redis.call('PTTL', KEYS[1]) == -1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+    return 0
+  end
+  local f = fresh(v)
+  if ARGV[6] ~= '1' and (f == 0 or f > tonumber(ARGV[3])) then return v end
+  local leased = string.sub(v, 1, {head_end}) .. string.char(bit.bor(string.byte(v, {flags}), {pending}))
+    .. string.sub(v, {rest}, {token_at}) .. ARGV[1] .. string.sub(v, {after_token})
+  local left = redis.call('PTTL', KEYS[1])
+  redis.call('SET', KEYS[1], leased, 'PX', math.max(left, tonumber(ARGV[2])))
+  return 1
+end
+if ours(v) and flag(v, {pending}) then
+  if redis.call('PTTL', KEYS[1]) == -1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[5], 'PX', ARGV[2])
+return 1
+",
+        prelude = prelude(),
+        flags = FLAGS_AT + 1,
     ))
 });
 
-/// Extends the lock if this token still holds it. KEYS: lock. ARGV: token, lock ms.
-pub(crate) static EXTEND: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-",
-    )
-});
-
-/// Optionally stores the value, then deletes the lock if this token still holds it: the
-/// value lands before the lock goes, so a poller never sees neither. KEYS: lock[, value].
-/// ARGV: token[, value, ttl ms].
-pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if KEYS[2] then redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) end
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-",
-    )
-});
-
-/// Rewrites an entry's header if it is still the one the caller saw, keeping the payload
-/// and the expiry: how fail-safe backs off without clobbering a value another process
-/// stored meanwhile. KEYS: value. ARGV: old header, new header.
-pub(crate) static RETIME: LazyLock<Script> = LazyLock::new(|| {
-    let payload = HEADER_LEN + 1;
+/// Stores the value if the caller's lease still holds the key; `1` if it did. An
+/// invalidation deleted the key, or a write replaced it: the value is dropped, since it
+/// may have been read before that write.
+/// KEYS: entry. ARGV: token, value, ttl ms.
+pub(crate) static FILL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        r"
-local v = redis.call('GET', KEYS[1])
-if v and string.sub(v, 1, {HEADER_LEN}) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2] .. string.sub(v, {payload}), 'KEEPTTL')
+        r"{prelude}
+local v = redis.call('GETRANGE', KEYS[1], 0, {last})
+if ours(v) and flag(v, {FLAG_PENDING}) and token(v) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
   return 1
 end
 return 0
-"
+",
+        prelude = prelude(),
+        last = HEADER_LEN - 1,
+    ))
+});
+
+/// Extends the caller's lease; `1` if it still holds it. A leased value lives at least as
+/// long as its lease. KEYS: entry. ARGV: token, lease ms.
+pub(crate) static EXTEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{prelude}
+local v = redis.call('GETRANGE', KEYS[1], 0, {last})
+if ours(v) and flag(v, {FLAG_PENDING}) and token(v) == ARGV[1] then
+  if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+  return 1
+end
+return 0
+",
+        prelude = prelude(),
+        last = HEADER_LEN - 1,
+    ))
+});
+
+/// Gives up the caller's lease without a new value: a placeholder is deleted; a leased
+/// value has PENDING cleared (and, for fail-safe's back-off, a new fresh-until time) and
+/// expires when it would have (its fresh-until time plus the function's `keep`; the lease
+/// may have pushed its expiry out), or is deleted if that time is past. `1` if the lease was
+/// still the caller's.
+/// KEYS: entry. ARGV: token, new fresh-until (8 bytes, or empty to keep it), keep ms, now
+/// (Unix ms).
+pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    let (fresh_first, fresh_last) = (FRESH_AT + 1, FRESH_AT + FRESH_LEN);
+    Script::new(&format!(
+        r"{prelude}
+local v = redis.call('GET', KEYS[1])
+if not (ours(v) and flag(v, {FLAG_PENDING}) and token(v) == ARGV[1]) then return 0 end
+local expires = fresh(v) + tonumber(ARGV[3])
+if flag(v, {FLAG_EMPTY}) or expires <= tonumber(ARGV[4]) then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+local f = ARGV[2]
+if f == '' then f = string.sub(v, {fresh_first}, {fresh_last}) end
+local flags = bit.band(string.byte(v, {flags}), {not_pending})
+local header = string.sub(v, 1, {before_flags}) .. string.char(flags) .. string.sub(v, {codec}, {codec}) .. f
+redis.call('SET', KEYS[1], header .. string.sub(v, {token_first}), 'PXAT', string.format('%.0f', expires))
+return 1
+",
+        prelude = prelude(),
+        flags = FLAGS_AT + 1,
+        not_pending = !FLAG_PENDING,
+        before_flags = FLAGS_AT,
+        codec = FLAGS_AT + 2,
+        token_first = TOKEN_AT + 1,
+    ))
+});
+
+/// The time to live of an entry, as `PTTL` gives it, with a placeholder counting as no
+/// entry (`-2`). KEYS: entry.
+pub(crate) static TTL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{prelude}
+local v = redis.call('GETRANGE', KEYS[1], 0, {last})
+if v == '' or (ours(v) and flag(v, {FLAG_EMPTY})) then return -2 end
+return redis.call('PTTL', KEYS[1])
+",
+        prelude = prelude(),
+        last = HEADER_LEN - 1,
     ))
 });
 
@@ -78,41 +173,25 @@ return 0
 mod tests {
     use super::*;
 
-    /// The scripts read the header where the envelope writes it: the text built from the
+    /// The scripts read the header where the envelope writes it: the prelude built from the
     /// constants is the text these offsets give today (a change of layout changes both).
     #[test]
     fn scripts_read_the_envelopes_offsets() {
-        let get_or_lock = GET_OR_LOCK.get_hash().to_owned();
         assert_eq!(
-            Script::new(
-                r"
-local v = redis.call('GET', KEYS[1])
-if v and #v >= 12 and #v <= tonumber(ARGV[4]) and string.byte(v, 1) == 202 then
-  local fresh = 0
-  for i = 5, 12 do fresh = fresh * 256 + string.byte(v, i) end
-  if fresh == 0 or fresh > tonumber(ARGV[3]) then return v end
+            prelude(),
+            r"
+local function ours(v) return v and #v >= 20 and string.byte(v, 1) == 202 and string.byte(v, 2) == 3 end
+local function flag(v, f) return bit.band(string.byte(v, 3), f) ~= 0 end
+local function token(v) return string.sub(v, 13, 20) end
+local function fresh(v)
+  local ms = 0
+  for i = 5, 12 do ms = ms * 256 + string.byte(v, i) end
+  return ms
 end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-if redis.call('PTTL', KEYS[2]) == -1 then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
-return 0
 "
-            )
-            .get_hash(),
-            get_or_lock
         );
-        assert_eq!(
-            Script::new(
-                r"
-local v = redis.call('GET', KEYS[1])
-if v and string.sub(v, 1, 12) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2] .. string.sub(v, 13), 'KEEPTTL')
-  return 1
-end
-return 0
-"
-            )
-            .get_hash(),
-            RETIME.get_hash()
-        );
+        for script in [&*LEASE, &*FILL, &*EXTEND, &*RELEASE, &*TTL] {
+            assert_eq!(script.get_hash().len(), 40);
+        }
     }
 }

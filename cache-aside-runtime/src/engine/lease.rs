@@ -1,0 +1,267 @@
+//! Leases: what makes invalidation race-free, and the distributed lock.
+//!
+//! The race they close (the specs' pitfall 2): a reader misses and its body reads the old
+//! row; a writer updates the row and invalidates; the reader then stores the old row, which
+//! every later read returns until its TTL ends. With leases, a load takes its key's lease
+//! before its body runs, and stores only if the key still carries that lease:
+//!
+//! - **Taking it.** An empty key gets a placeholder (an envelope header marked PENDING and
+//!   EMPTY, with the lease's random token); a kept value (stale, or kept for fail-safe) has
+//!   its header marked PENDING with the token, and stays readable. A function that has been
+//!   missing lately takes it in its read (`SET key <placeholder> NX GET PX lock_ttl`: one
+//!   command, so a miss costs two round trips, like a hand-written `GET` then `SET`);
+//!   others read with a plain `GET` and take it when they miss (see
+//!   [`MissScore`](crate::policy::MissScore)).
+//! - **Filling it.** The value is stored only if the key still holds the caller's token
+//!   (one script, `FILL`). An invalidation deletes the key, lease and all; a put replaces
+//!   it. Either way a load that began before it stores nothing, and returns its value to
+//!   its own callers only.
+//! - **Keeping it.** The holder extends it every third of `lock_ttl` while its body runs,
+//!   and gives it up (placeholder deleted, kept value restored) if it stores nothing. A key
+//!   marked PENDING lives no longer than its lease, so a holder that dies leaves nothing
+//!   behind after `lock_ttl`.
+//! - **Another load's lease.** Found in the key, it means another call is loading it: with
+//!   `lock`, the caller waits for its value (polling, with a growing pause, until the value
+//!   appears, the lease is free to take, or `lock_wait` runs out); without, it runs its own
+//!   body and returns the result without storing it.
+//!
+//! In process, single-flight only lets a caller join a load that its invalidations cannot
+//! have overtaken: one holding the lease the caller's read saw, or one that took its lease
+//! after the caller's read began (see [`flight`](crate::flight)).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+
+use super::{Call, Engine};
+use crate::backend::{Ask, LeaseAttempt, Restore};
+use crate::envelope::unix_ms;
+use crate::error::Error;
+use crate::policy::Policy;
+use crate::spec::FnSpec;
+
+const FIRST_PAUSE: Duration = Duration::from_millis(5);
+const MAX_PAUSE: Duration = Duration::from_millis(100);
+
+/// A fresh, random lease token. Never 0: a header's token field is 0 when no lease wrote it.
+pub(crate) fn token() -> u64 {
+    fastrand::u64(1..)
+}
+
+/// A lease this call holds: its key and token, what the key becomes if it is given up
+/// without a value, and the engine to give it up through if the holder never does.
+pub(crate) struct Held {
+    pub(crate) key: String,
+    pub(crate) token: u64,
+    restore: Restore,
+    owner: Arc<Engine>,
+    released: AtomicBool,
+}
+
+/// What [`Engine::acquire`] got.
+pub(crate) enum Acquired {
+    Held(Held),
+    /// A fresh value is there (another load stored it meanwhile).
+    Value(Bytes),
+    /// Another load holds the lease (and, with `lock`, `lock_wait` ran out): load without it.
+    Busy,
+}
+
+impl Held {
+    /// The lease `token` on `key`, just taken.
+    pub(crate) fn new(engine: &Arc<Engine>, key: &str, token: u64, policy: &Policy) -> Held {
+        Held {
+            key: key.to_owned(),
+            token,
+            restore: Restore {
+                fresh_ms: None,
+                keep_ms: u64::try_from(policy.keep().as_millis()).unwrap_or(u64::MAX),
+            },
+            owner: Arc::clone(engine),
+            released: AtomicBool::new(false),
+        }
+    }
+
+    /// Once the lease is given up, the kept value is marked fresh until `until`
+    /// (fail-safe's back-off); no effect on a placeholder.
+    pub(crate) fn backing_off_until(&mut self, until: SystemTime) {
+        self.restore.fresh_ms = Some(unix_ms(until));
+    }
+
+    /// Marks the lease as given up or filled: dropping it then does nothing.
+    pub(super) fn done(&self) {
+        self.released.store(true, Relaxed);
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if self.released.load(Relaxed) {
+            return;
+        }
+        // A holder dropped mid-load (its call cancelled, its body panicked) gives the lease
+        // up from a spawned task rather than leaving the key PENDING for `lock_ttl`. Best
+        // effort, never blocking the drop: without a runtime, the lease just expires.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let owner = Arc::clone(&self.owner);
+        let (key, token) = (std::mem::take(&mut self.key), self.token);
+        let restore = self.restore;
+        runtime.spawn(async move {
+            let timeout = owner.settings.timeout;
+            if let Err(error) = owner.backend.release(&key, token, &restore, timeout).await {
+                owner.events.failed("release", &key, &error);
+            }
+        });
+    }
+}
+
+impl Engine {
+    /// The lease a read should take with it, if any: on a backend where that costs a hit
+    /// nothing, always; on Redis, for functions that have been missing lately.
+    #[inline]
+    pub(super) fn ask_on_read(&self, spec: &FnSpec) -> Option<Ask<'_>> {
+        let asks = self.fenced && (!self.backend.leases_on_read_cost() || spec.misses.high());
+        asks.then(|| self.ask(token()))
+    }
+
+    pub(super) fn ask(&self, token: u64) -> Ask<'_> {
+        Ask {
+            token,
+            ttl: self.settings.lock_ttl,
+            ms: &self.lease_ms,
+        }
+    }
+
+    /// Takes the lease of the call's key, or finds the fresh value another load stored.
+    /// `token`: the lease's, announced to single-flight before. With `wait` (the lock), a lease
+    /// held by another load is polled with a growing pause until it is free or `lock_wait`
+    /// runs out; without, it is `Busy` at once. Each attempt is bounded by what is left of
+    /// the call's `timeout` (`write_left`, which this reduces by the time the attempts
+    /// take): a call spends at most one `timeout` on the cache, the lease included.
+    pub(super) async fn acquire(
+        self: &Arc<Self>,
+        call: &mut Call<'_>,
+        policy: &Policy,
+        token: u64,
+        point_ms: u64,
+        wait: bool,
+    ) -> Result<Acquired, Error> {
+        let key = call.key.as_str();
+        let ask = self.ask(token);
+        let deadline = Instant::now() + self.settings.lock_wait;
+        let mut pause = FIRST_PAUSE;
+        let mut waited = false;
+        loop {
+            if call.write_left.is_zero() {
+                return Err(Error::Timeout(policy.timeout));
+            }
+            let sent = Instant::now();
+            let attempt = self
+                .backend
+                .lease(key, &ask, point_ms, policy.max_value_bytes, call.write_left)
+                .await;
+            call.spent_since(sent);
+            match attempt? {
+                LeaseAttempt::Value(bytes) => return Ok(Acquired::Value(bytes)),
+                LeaseAttempt::Leased => {
+                    let held = Held::new(self, key, token, policy);
+                    return Ok(Acquired::Held(held));
+                }
+                LeaseAttempt::Busy if !wait => return Ok(Acquired::Busy),
+                LeaseAttempt::Busy => {}
+            }
+            if !waited {
+                waited = true;
+                self.events.lock_wait();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                self.events.lock_timeout(key);
+                return Ok(Acquired::Busy);
+            }
+            // Randomised so that a fleet of waiters does not poll in lock-step.
+            let jittered = pause.mul_f64(0.5 + fastrand::f64());
+            tokio::time::sleep(jittered.min(left)).await;
+            pause = (pause * 2).min(MAX_PAUSE);
+        }
+    }
+
+    /// Runs a body: as is, or, when this call holds the lease, while extending it; notes
+    /// how long it took for XFetch.
+    pub(super) async fn run_body<F: Future>(
+        &self,
+        held: Option<&Held>,
+        spec: &'static FnSpec,
+        policy: &Policy,
+        load: F,
+    ) -> F::Output {
+        // XFetch scales its early refreshes by the load time; other functions skip the clock.
+        let started = policy.xfetch.map(|_| Instant::now());
+        let loaded = match held {
+            Some(held) => self.hold(held, policy, load).await,
+            None => load.await,
+        };
+        if let Some(started) = started {
+            spec.load_time.loaded_in(started.elapsed());
+        }
+        loaded
+    }
+
+    /// Runs `load` while extending `held` every third of `lock_ttl`.
+    async fn hold<F: Future>(&self, held: &Held, policy: &Policy, load: F) -> F::Output {
+        let ttl = self.settings.lock_ttl;
+        let keep_alive = async {
+            let mut lost = false;
+            #[allow(clippy::infinite_loop)]
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                let extended = self
+                    .backend
+                    .extend(&held.key, held.token, ttl, policy.timeout)
+                    .await;
+                match extended {
+                    Ok(true) => {}
+                    Ok(false) if !lost => {
+                        lost = true;
+                        self.events.lock_lost(&held.key);
+                    }
+                    Ok(false) => {}
+                    Err(error) => self.events.failed("lease", &held.key, &error),
+                }
+            }
+        };
+        tokio::select! {
+            out = load => out,
+            () = keep_alive => unreachable!("the keep-alive loop never ends"),
+        }
+    }
+
+    /// Stores `entry` under the lease `held`; `Ok(false)` if the lease was lost (an
+    /// invalidation or a put overtook the load).
+    pub(super) async fn fill(
+        &self,
+        held: &Held,
+        entry: &Bytes,
+        ttl: Duration,
+        timeout: Duration,
+    ) -> Result<bool, Error> {
+        // Tried once, answered or not: a drop must not give the lease up after it.
+        held.done();
+        self.backend
+            .fill(&held.key, held.token, entry, ttl, timeout)
+            .await
+    }
+
+    /// Gives `held` up without a value.
+    pub(super) async fn release(&self, held: &Held, timeout: Duration) -> Result<(), Error> {
+        held.done();
+        self.backend
+            .release(&held.key, held.token, &held.restore, timeout)
+            .await
+    }
+}

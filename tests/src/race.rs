@@ -1,0 +1,194 @@
+//! The invalidation race leases close (the specs' pitfall 2), as scenarios any backend can
+//! run: a load reads the old row, a writer updates the row and invalidates while that load
+//! is paused inside its body, then the load resumes. Synchronised by the body's own
+//! signals, never by sleeps.
+
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cache_aside_runtime::{Cache, cached};
+use tokio::sync::{Notify, Semaphore};
+
+/// A database row whose next read can be held inside the body: the read takes the row's
+/// value, says so, and waits to be let go.
+pub struct Row {
+    value: Mutex<String>,
+    pause_next: AtomicBool,
+    paused: Notify,
+    resume: Semaphore,
+}
+
+impl Row {
+    pub fn new(value: &str) -> Row {
+        Row {
+            value: Mutex::new(value.to_owned()),
+            pause_next: AtomicBool::new(false),
+            paused: Notify::new(),
+            resume: Semaphore::new(0),
+        }
+    }
+
+    pub fn set(&self, value: &str) {
+        *self.value.lock().unwrap() = value.to_owned();
+    }
+
+    async fn read(&self) -> String {
+        let value = self.value.lock().unwrap().clone();
+        if self.pause_next.swap(false, SeqCst) {
+            self.paused.notify_one();
+            self.resume.acquire().await.unwrap().forget();
+        }
+        value
+    }
+}
+
+#[cached(ttl = 600, prefix = "race", cache = cache, skip(cache, row))]
+pub async fn plain(cache: &Cache, row: &Row, id: u64) -> String {
+    row.read().await
+}
+
+#[cached(ttl = 600, prefix = "race-lock", lock = true, cache = cache, skip(cache, row))]
+pub async fn locked(cache: &Cache, row: &Row, id: u64) -> String {
+    row.read().await
+}
+
+#[cached(ttl = 600, prefix = "race-eager", cache = cache, skip(cache, row))]
+pub async fn eager(cache: &Cache, row: &Row, id: u64) -> String {
+    row.read().await
+}
+
+/// Which cached function a scenario reads through.
+#[derive(Clone, Copy, Debug)]
+pub enum Reader {
+    /// Its reads are `GET`s: it has been hitting, and its misses take the lease after.
+    Plain,
+    /// With `lock = true`.
+    Locked,
+    /// It has been missing: its reads take the lease (`SET .. NX GET`).
+    Eager,
+}
+
+impl Reader {
+    pub async fn read(self, cache: &Cache, row: &Row, id: u64) -> String {
+        match self {
+            Reader::Plain => plain(cache, row, id).await,
+            Reader::Locked => locked(cache, row, id).await,
+            Reader::Eager => eager(cache, row, id).await,
+        }
+    }
+
+    /// Sets how the function's next read goes: a run of hits makes it a `GET`, a run of
+    /// misses a `SET .. NX GET` that takes the lease (see `MissScore`).
+    pub async fn prepare(self, cache: &Cache) {
+        let row = Row::new("warm-up");
+        match self {
+            Reader::Eager => {
+                for id in 0..8 {
+                    self.read(cache, &row, 1_000_000 + fastrand_id() + id).await;
+                }
+            }
+            Reader::Plain | Reader::Locked => {
+                for _ in 0..20 {
+                    self.read(cache, &row, 999_999).await;
+                }
+            }
+        }
+    }
+
+    pub async fn invalidate(self, cache: &Cache, id: u64) -> bool {
+        let done = match self {
+            Reader::Plain => plain_invalidate(cache, id).await,
+            Reader::Locked => locked_invalidate(cache, id).await,
+            Reader::Eager => eager_invalidate(cache, id).await,
+        };
+        done.expect("invalidate")
+    }
+}
+
+/// What a scenario saw.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Seen {
+    /// What the load that read the old row returned to its own caller.
+    pub paused_load: String,
+    /// What a reader that started after the invalidation got, while that load was still
+    /// paused (`None`: it was still waiting for it after two seconds).
+    pub later_reader: Option<String>,
+    /// What the next read returned, after both.
+    pub next_read: String,
+}
+
+/// The race: a reader's body reads "old" and pauses; the row becomes "new" and its entry
+/// is invalidated; `later_reader` (if asked) starts after that, while the first is still
+/// paused; then the first resumes. Without leases, the first stores "old" (and the later
+/// reader joins its load), so every read after returns "old" until the TTL ends.
+pub async fn invalidation_during_a_load(
+    cache: &Cache,
+    reader: Reader,
+    id: u64,
+    later_reader: bool,
+) -> Seen {
+    reader.prepare(cache).await;
+    let row: &'static Row = Box::leak(Box::new(Row::new("old")));
+    row.pause_next.store(true, SeqCst);
+    let first = {
+        let cache = cache.clone();
+        tokio::spawn(async move { reader.read(&cache, row, id).await })
+    };
+    row.paused.notified().await;
+    // The write: the row changes, then its entry is invalidated, as the specs advise.
+    row.set("new");
+    reader.invalidate(cache, id).await;
+    let later = match later_reader {
+        true => tokio::time::timeout(Duration::from_secs(2), reader.read(cache, row, id))
+            .await
+            .ok(),
+        false => None,
+    };
+    row.resume.add_permits(1);
+    let paused_load = first.await.unwrap();
+    Seen {
+        paused_load,
+        later_reader: later,
+        next_read: reader.read(cache, row, id).await,
+    }
+}
+
+#[cached(ttl = "300ms", stale = 60, prefix = "race-swr", cache = cache, skip(cache, row))]
+pub async fn stale(cache: Cache, row: Arc<Row>, id: u64) -> String {
+    row.read().await
+}
+
+/// The race on a background refresh (stale-while-revalidate): a stale entry is served and
+/// refreshed, the refresh's body reads "old" and pauses, the row becomes "new" and its entry
+/// is invalidated, the refresh resumes. Returns what the next read returns once the refresh
+/// has ended (its value stored, or dropped).
+pub async fn invalidation_during_a_refresh(cache: &Cache, id: u64) -> String {
+    let row = Arc::new(Row::new("old"));
+    let read = || stale(cache.clone(), Arc::clone(&row), id);
+    assert_eq!(read().await, "old");
+    let key = stale_cache_key(cache.clone(), id).unwrap();
+    // The entry's 300 ms pass: waiting for it is the scenario itself.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    row.pause_next.store(true, SeqCst);
+    let dropped = cache.stats().fills_dropped;
+    assert_eq!(read().await, "old", "served stale");
+    row.paused.notified().await; // the refresh's body read "old"
+    row.set("new");
+    assert!(stale_invalidate(cache.clone(), id).await.unwrap());
+    row.resume.add_permits(1);
+    // The refresh ends by storing its value (the key exists again) or dropping it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cache.stats().fills_dropped == dropped && cache.ttl_of(&key).await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the refresh never ended");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    read().await
+}
+
+/// Ids no other run of a test binary uses, so that warm-up reads miss.
+fn fastrand_id() -> u64 {
+    use std::sync::atomic::AtomicU64;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(8, SeqCst)
+}

@@ -1,0 +1,80 @@
+//! Race-free invalidation: a load that began before an invalidation never stores its value
+//! after it, and a reader that starts after it never joins that load. Each scenario runs
+//! with leases (the default), and without (`__without_leases`, the old path), where it
+//! shows the race: the old row served after the write, until the TTL ends.
+
+use cache_aside_runtime::Cache;
+use cache_aside_tests::RedisServer;
+use cache_aside_tests::race::{
+    Reader, Seen, invalidation_during_a_load, invalidation_during_a_refresh,
+};
+
+/// What a race-free cache gives: the paused load's caller gets the row it read, everyone
+/// after the write gets the new row.
+fn fixed(later: bool) -> Seen {
+    Seen {
+        paused_load: "old".into(),
+        later_reader: later.then(|| "new".into()),
+        next_read: "new".into(),
+    }
+}
+
+async fn on_each(cache: &Cache, readers: &[Reader], id: u64) {
+    for (i, &reader) in readers.iter().enumerate() {
+        for later in [false, true] {
+            let id = id + 10 * i as u64 + u64::from(later);
+            let seen = invalidation_during_a_load(cache, reader, id, later).await;
+            assert_eq!(seen, fixed(later), "{reader:?}, a later reader: {later}");
+        }
+    }
+    assert!(cache.stats().fills_dropped >= readers.len() as u64 * 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_a_load_overtaken_by_an_invalidation_stores_nothing() {
+    let server = RedisServer::start();
+    let cache = Cache::redis(&server.url()).unwrap();
+    on_each(&cache, &[Reader::Plain, Reader::Locked, Reader::Eager], 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_process_a_load_overtaken_by_an_invalidation_stores_nothing() {
+    let cache = Cache::memory();
+    on_each(&cache, &[Reader::Plain, Reader::Locked], 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_overtaken_by_an_invalidation_stores_nothing() {
+    let server = RedisServer::start();
+    for cache in [Cache::redis(&server.url()).unwrap(), Cache::memory()] {
+        let next = invalidation_during_a_refresh(&cache, 1).await;
+        assert_eq!(next, "new", "{}", cache.backend_name());
+    }
+}
+
+/// The old path, to show the scenarios catch the race: the paused load stores the old
+/// row, the later reader joins it, and the next read returns the old row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_leases_the_old_row_outlives_the_write() {
+    let server = RedisServer::start();
+    let builder = || Cache::builder().__without_leases();
+    let caches = [
+        builder().redis(&server.url()).unwrap(),
+        builder().memory().unwrap(),
+    ];
+    for cache in &caches {
+        for reader in [Reader::Plain, Reader::Locked] {
+            let seen = invalidation_during_a_load(cache, reader, 500, true).await;
+            assert_eq!(
+                seen.next_read,
+                "old",
+                "{reader:?} on {}",
+                cache.backend_name()
+            );
+            assert_eq!(seen.later_reader, None, "it joined the paused load");
+            reader.invalidate(cache, 500).await;
+        }
+        let next = invalidation_during_a_refresh(cache, 501).await;
+        assert_eq!(next, "old", "the refresh stored it");
+    }
+}

@@ -16,13 +16,15 @@
 //!
 //! A [`Lead`] owns what it needs, so a background refresh can carry it into a spawned task.
 //!
-//! **Invalidations.** A caller joins only a load that an invalidation it must see cannot
-//! have overtaken ([`Mark`]): one holding the lease its read saw in the key, or one that
-//! began before no invalidation of this cache (this process's calls to `_invalidate`,
-//! `invalidate_prefix`, ...). Otherwise the caller leads a load of its own, which takes the
-//! key's slot; the older one still answers its own waiters. An invalidation made by another
-//! process is not seen here: a caller that starts after it may still join a load of this
-//! process that began before it (and get its value, which is not stored).
+//! **Invalidations.** A caller is never handed the value of a load that an invalidation it
+//! must see overtook ([`Seen`]). It joins a load holding the lease its read saw in the key,
+//! whose value it may always take (the caller started before any invalidation that revoked
+//! that lease). It also joins a load no invalidation by this cache has followed (this
+//! process's `_invalidate`, `invalidate_prefix`, ...), but takes its value only if the load
+//! stored it: a load whose fill was dropped lost its lease to an invalidation, perhaps
+//! another process's, that the caller may have started after, so the caller loads for itself
+//! ([`Outcome::Dropped`]). Otherwise the caller leads a load of its own, which takes the
+//! key's slot; the older one still answers its own waiters.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -52,6 +54,10 @@ pub(crate) enum Outcome {
     NotStored,
     /// The leader was cancelled before finishing.
     Abandoned,
+    /// The leader's value was not stored because its lease was revoked (an invalidation or
+    /// a put overtook it): only waiters that saw its lease take it; the others get
+    /// `NotStored`, never this.
+    Dropped(Bytes),
 }
 
 /// The loads under way and just finished, by key. Hashed with foldhash: SipHash cost a few
@@ -63,7 +69,7 @@ impl Outcome {
     /// Bytes of entry it holds.
     fn bytes(&self) -> usize {
         match self {
-            Outcome::Stored(entry) | Outcome::Stale(entry) => entry.len(),
+            Outcome::Stored(entry) | Outcome::Stale(entry) | Outcome::Dropped(entry) => entry.len(),
             _ => 0,
         }
     }
@@ -121,38 +127,64 @@ pub(crate) struct Flight {
     seen: u64,
     /// The cache's count of invalidations when the load began.
     epoch: u64,
-    /// When the leader asked for its lease (with its token), or began its body without one.
-    started: OnceLock<(u64, Instant)>,
+    /// The lease the leader took or asks for (0: it runs its body without one).
+    lease: OnceLock<u64>,
 }
 
-/// What a caller's read saw of its key's lease, which decides the loads it may join.
+/// What a call's read saw of its key's lease: whether the call holds it, must take it, or
+/// found another load's. It decides what the miss does, and which loads it may join.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Mark {
-    /// Nothing known (the read failed, or leases are off): any load of the key.
-    Any,
-    /// The read took the lease itself: it joins nothing.
-    Own(u64),
-    /// Another load's lease: that load, or one no invalidation of this cache overtook.
-    Lease(u64),
-    /// No lease: a load no invalidation of this cache overtook.
-    After,
+pub(crate) enum Seen {
+    /// The read took the lease (the key was empty).
+    Taken(u64),
+    /// Nothing to serve, and no load's lease: the miss takes the lease.
+    Free,
+    /// Another load's lease, live.
+    Leased(u64),
+    /// The read failed, or leases are off: nothing known; any load of the key may answer.
+    Unknown,
+}
+
+impl Seen {
+    /// What an entry as read says: another load's lease if it is PENDING, else free to take.
+    pub(crate) fn of(entry: &[u8]) -> Seen {
+        match crate::envelope::head(entry) {
+            Some(head) if head.pending => Seen::Leased(head.token),
+            _ => Seen::Free,
+        }
+    }
+}
+
+/// How a caller came to join a load: by the lease its read saw (it may take any value the
+/// load returns), or because no invalidation of this cache followed the load's start (it
+/// takes only a stored value).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Trust {
+    Lease,
+    Epoch,
 }
 
 impl Flight {
-    /// May a caller that saw `mark`, when this cache had made `epoch` invalidations, take
-    /// this load's outcome?
-    fn answers(&self, mark: Mark, epoch: u64) -> bool {
-        match mark {
-            Mark::Any => true,
+    /// May a caller that saw `seen`, when this cache had made `epoch` invalidations, join
+    /// this load, and how far does it trust its outcome?
+    fn answers(&self, seen: Seen, epoch: u64) -> Option<Trust> {
+        let holds = |token| self.seen == token || self.lease.get() == Some(&token);
+        match seen {
+            Seen::Unknown => Some(Trust::Lease),
             // A load begun by callers that saw this caller's own lease (they read the key
             // after it was taken, and joined before this caller did).
-            Mark::Own(token) => self.seen == token,
-            Mark::After => self.epoch == epoch,
-            Mark::Lease(token) => {
-                self.seen == token
-                    || self.started.get().is_some_and(|(t, _)| *t == token)
-                    || self.epoch == epoch
-            }
+            Seen::Taken(token) => (self.seen == token).then_some(Trust::Lease),
+            Seen::Leased(token) if holds(token) => Some(Trust::Lease),
+            Seen::Leased(_) | Seen::Free => (self.epoch == epoch).then_some(Trust::Epoch),
+        }
+    }
+
+    /// The outcome as a caller trusting it that far gets it.
+    fn outcome_for(outcome: &Outcome, trust: Trust) -> Outcome {
+        match (outcome, trust) {
+            (Outcome::Dropped(entry), Trust::Lease) => Outcome::Stored(entry.clone()),
+            (Outcome::Dropped(_), Trust::Epoch) => Outcome::NotStored,
+            (outcome, _) => outcome.clone(),
         }
     }
 }
@@ -208,9 +240,15 @@ pub(crate) struct Flights {
 
 pub(crate) enum Role {
     Leader(Lead),
-    Waiter(Arc<Flight>),
+    Waiter(Waiting),
     /// A load of this key finished after this caller's read began: its outcome.
     Done(Outcome),
+}
+
+/// A waiter's place in a load: the flight, and how far it trusts the outcome.
+pub(crate) struct Waiting {
+    flight: Arc<Flight>,
+    trust: Trust,
 }
 
 /// Held by the leader; reports `Abandoned` if dropped before [`Lead::finish`] (its future
@@ -224,30 +262,39 @@ pub(crate) struct Lead {
 
 impl Flights {
     /// Joins the load of `key`, for a caller whose read of the cache began at `read_at`
-    /// and saw `mark`, when the cache had made `epoch` invalidations.
-    pub(crate) fn join(&self, key: &str, read_at: Instant, mark: Mark, epoch: u64) -> Role {
+    /// and saw `seen`, when the cache had made `epoch` invalidations.
+    pub(crate) fn join(&self, key: &str, read_at: Instant, seen: Seen, epoch: u64) -> Role {
         let mut state = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(flight) = state.slots.get(key).filter(|f| f.answers(mark, epoch)) {
+        let found = state
+            .slots
+            .get(key)
+            .and_then(|f| Some((f, f.answers(seen, epoch)?)));
+        if let Some((flight, trust)) = found {
             match flight.outcome.get() {
-                None => return Role::Waiter(Arc::clone(flight)),
+                None => {
+                    let flight = Arc::clone(flight);
+                    return Role::Waiter(Waiting { flight, trust });
+                }
                 // It finished between this caller's read and now: the read may have missed
                 // the very entry that load stored. Loading again would double the load.
-                Some((outcome, at)) if *at > read_at => return Role::Done(outcome.clone()),
+                Some((outcome, at)) if *at > read_at => {
+                    return Role::Done(Flight::outcome_for(outcome, trust));
+                }
                 // It finished before this read: its outcome is what the read saw. Lead anew.
                 Some(_) => {}
             }
         }
         let key: Arc<str> = key.into();
         let flight = Flight {
-            seen: match mark {
-                Mark::Lease(token) => token,
+            seen: match seen {
+                Seen::Leased(token) => token,
                 _ => 0,
             },
             epoch,
             ..Flight::default()
         };
-        if let Mark::Own(token) = mark {
-            let _ = flight.started.set((token, read_at));
+        if let Seen::Taken(token) = seen {
+            let _ = flight.lease.set(token);
         }
         let flight = Arc::new(flight);
         state.slots.insert(Arc::clone(&key), Arc::clone(&flight));
@@ -266,10 +313,10 @@ impl Flights {
 }
 
 impl Lead {
-    /// The leader is about to ask for the lease `token` (0: it runs its body without one):
-    /// from now on, only callers whose read began before may join (see [`Mark`]).
+    /// The leader asks for the lease `token` (0: it runs its body without one): callers
+    /// whose reads see that lease in the key may join (see [`Seen`]).
     pub(crate) fn starting(&self, token: u64) {
-        let _ = self.flight.started.set((token, Instant::now()));
+        let _ = self.flight.lease.set(token);
     }
 
     pub(crate) fn finish(mut self, outcome: Outcome) {
@@ -315,14 +362,15 @@ impl Drop for Lead {
 }
 
 /// Waits until the leader is done. Every leader ends, if only by being dropped.
-pub(crate) async fn wait(flight: Arc<Flight>) -> Outcome {
+pub(crate) async fn wait(waiting: Waiting) -> Outcome {
+    let Waiting { flight, trust } = waiting;
     loop {
         let notified = flight.done.notified();
         let mut notified = std::pin::pin!(notified);
         // Registered before looking, so an outcome set in between still wakes this waiter.
         notified.as_mut().enable();
         if let Some((outcome, _)) = flight.outcome.get() {
-            return outcome.clone();
+            return Flight::outcome_for(outcome, trust);
         }
         notified.await;
     }
@@ -336,14 +384,14 @@ mod tests {
     async fn one_leader_then_waiters_get_its_outcome() {
         let flights = Flights::default();
         let read = Instant::now();
-        let Role::Leader(lead) = flights.join("k", read, Mark::Any, 0) else {
+        let Role::Leader(lead) = flights.join("k", read, Seen::Unknown, 0) else {
             panic!("first is leader")
         };
-        let Role::Waiter(rx) = flights.join("k", read, Mark::Any, 0) else {
+        let Role::Waiter(rx) = flights.join("k", read, Seen::Unknown, 0) else {
             panic!("second waits")
         };
         assert!(matches!(
-            flights.join("other", read, Mark::Any, 0),
+            flights.join("other", read, Seen::Unknown, 0),
             Role::Leader(_)
         ));
         lead.finish(Outcome::Stored(Bytes::from_static(b"v")));
@@ -351,23 +399,49 @@ mod tests {
         // A caller whose read began before the load finished takes its outcome; one whose
         // read began after it leads a new load.
         assert!(
-            matches!(flights.join("k", read, Mark::Any, 0), Role::Done(Outcome::Stored(b)) if b == "v")
+            matches!(flights.join("k", read, Seen::Unknown, 0), Role::Done(Outcome::Stored(b)) if b == "v")
         );
         assert!(
             matches!(
-                flights.join("k", Instant::now(), Mark::Any, 0),
+                flights.join("k", Instant::now(), Seen::Unknown, 0),
                 Role::Leader(_)
             ),
             "a read after the load finished is not answered by it"
         );
     }
 
+    /// Who joins what after an invalidation: a caller that saw the load's lease takes even
+    /// a dropped value; one that joined because this cache invalidated nothing since takes
+    /// only a stored one; after an invalidation of this cache, only the lease joins.
+    #[tokio::test]
+    async fn a_dropped_value_goes_only_to_callers_that_saw_its_lease() {
+        let flights = Flights::default();
+        let read = Instant::now();
+        let Role::Leader(lead) = flights.join("k", read, Seen::Free, 0) else {
+            panic!("first is leader")
+        };
+        lead.starting(7);
+        let Role::Waiter(by_lease) = flights.join("k", read, Seen::Leased(7), 1) else {
+            panic!("the lease joins whatever this cache invalidated")
+        };
+        let Role::Waiter(by_epoch) = flights.join("k", read, Seen::Free, 0) else {
+            panic!("no invalidation since: joins")
+        };
+        assert!(matches!(
+            flights.join("k", read, Seen::Free, 1),
+            Role::Leader(_)
+        ));
+        lead.finish(Outcome::Dropped(Bytes::from_static(b"old")));
+        assert!(matches!(wait(by_lease).await, Outcome::Stored(b) if b == "old"));
+        assert!(matches!(wait(by_epoch).await, Outcome::NotStored));
+    }
+
     #[tokio::test]
     async fn a_dropped_leader_abandons_the_flight() {
         let flights = Flights::default();
         let read = Instant::now();
-        let lead = flights.join("k", read, Mark::Any, 0);
-        let Role::Waiter(rx) = flights.join("k", read, Mark::Any, 0) else {
+        let lead = flights.join("k", read, Seen::Unknown, 0);
+        let Role::Waiter(rx) = flights.join("k", read, Seen::Unknown, 0) else {
             panic!("second waits")
         };
         drop(lead);
@@ -384,13 +458,13 @@ mod tests {
         let flights = Flights::default();
         let read = Instant::now();
         for i in 0..MAX_DONE + 10 {
-            let Role::Leader(lead) = flights.join(&i.to_string(), read, Mark::Any, 0) else {
+            let Role::Leader(lead) = flights.join(&i.to_string(), read, Seen::Unknown, 0) else {
                 panic!("a new key leads")
             };
             lead.finish(Outcome::NotStored);
         }
         assert_eq!(flights.len(), MAX_DONE, "bounded by count");
-        let oldest = flights.join("0", read, Mark::Any, 0);
+        let oldest = flights.join("0", read, Seen::Unknown, 0);
         assert!(matches!(oldest, Role::Leader(_)), "oldest forgotten");
         let mut state = flights.running.lock().unwrap();
         state.forget_done(Instant::now() + KEEP_DONE);
@@ -405,7 +479,7 @@ mod tests {
         let read = Instant::now();
         let big = Bytes::from(vec![0u8; MAX_DONE_BYTES / 2 + 1]);
         for key in ["a", "b", "c"] {
-            let Role::Leader(lead) = flights.join(key, read, Mark::Any, 0) else {
+            let Role::Leader(lead) = flights.join(key, read, Seen::Unknown, 0) else {
                 panic!("a new key leads")
             };
             lead.finish(Outcome::Stored(big.clone()));

@@ -83,8 +83,8 @@ counters! {
     /// read back as another variant). Logged once per function.
     unstorable,
     /// Loaded values not stored because an invalidation (or a newer write) reached their
-    /// key while they loaded: they may predate it (see the guide's freshness page). Each
-    /// was still returned to its own caller.
+    /// key while they loaded: they may predate it (see the guide's stampedes page, on
+    /// leases). Each was still returned to its own caller.
     fills_dropped,
     /// Writes that failed or were refused (a full Redis with `noeviction` answers `OOM`);
     /// also counted in `errors`.

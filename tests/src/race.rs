@@ -17,6 +17,8 @@ pub struct Row {
     pause_next: AtomicBool,
     paused: Notify,
     resume: Semaphore,
+    /// Reads still take the value (and pause), then fail.
+    failing: AtomicBool,
 }
 
 impl Row {
@@ -26,6 +28,7 @@ impl Row {
             pause_next: AtomicBool::new(false),
             paused: Notify::new(),
             resume: Semaphore::new(0),
+            failing: AtomicBool::new(false),
         }
     }
 
@@ -85,7 +88,7 @@ impl Reader {
         match self {
             Reader::Eager => {
                 for id in 0..8 {
-                    self.read(cache, &row, 1_000_000 + fastrand_id() + id).await;
+                    self.read(cache, &row, 1_000_000 + fresh_ids() + id).await;
                 }
             }
             Reader::Plain | Reader::Locked => {
@@ -186,9 +189,82 @@ pub async fn invalidation_during_a_refresh(cache: &Cache, id: u64) -> String {
     read().await
 }
 
-/// Ids no other run of a test binary uses, so that warm-up reads miss.
-fn fastrand_id() -> u64 {
+/// Ids no earlier warm-up of this test binary used, so that warm-up reads miss.
+fn fresh_ids() -> u64 {
     use std::sync::atomic::AtomicU64;
     static NEXT: AtomicU64 = AtomicU64::new(0);
     NEXT.fetch_add(8, SeqCst)
+}
+
+/// The race across processes: `here` loads (its body paused after reading "old"), and
+/// `there`, another cache on the same Redis (as another process has), changes the row and
+/// invalidates. A reader of `here` that starts after that joins the paused load (`here`
+/// saw no invalidation of its own), and is let go once it waits. Returns what the paused
+/// load, that reader and the next read got.
+pub async fn invalidation_from_another_process(here: &Cache, there: &Cache, id: u64) -> Seen {
+    let reader = Reader::Plain;
+    reader.prepare(here).await;
+    let row: &'static Row = Box::leak(Box::new(Row::new("old")));
+    row.pause_next.store(true, SeqCst);
+    let first = {
+        let here = here.clone();
+        tokio::spawn(async move { reader.read(&here, row, id).await })
+    };
+    row.paused.notified().await;
+    row.set("new");
+    reader.invalidate(there, id).await;
+    let waited = here.stats().waited;
+    let later = {
+        let here = here.clone();
+        tokio::spawn(async move { reader.read(&here, row, id).await })
+    };
+    // It joins the paused load, or (had it seen the key empty and led) finishes on its own.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while here.stats().waited == waited && !later.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "the later reader neither waited nor ended"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    row.resume.add_permits(1);
+    let paused_load = first.await.unwrap();
+    Seen {
+        paused_load,
+        later_reader: Some(later.await.unwrap()),
+        next_read: reader.read(here, row, id).await,
+    }
+}
+
+#[cached(ttl = "300ms", fail_safe = 60, prefix = "race-fs", cache = cache, skip(cache, row))]
+pub async fn guarded(cache: &Cache, row: &Row, id: u64) -> Result<String, String> {
+    let value = row.read().await;
+    match row.failing.load(SeqCst) {
+        true => Err("database down".into()),
+        false => Ok(value),
+    }
+}
+
+/// Fail-safe against an invalidation: an expired entry is kept, the reload's body reads
+/// and pauses, the row changes and the entry is invalidated, then the body fails. The call
+/// gets the kept value (fail-safe), and its back-off must not bring the invalidated entry
+/// back: returns what the next read gets, with the database up again.
+pub async fn invalidation_during_a_failing_load(cache: &Cache, id: u64) -> (String, String) {
+    let row: &'static Row = Box::leak(Box::new(Row::new("old")));
+    assert_eq!(guarded(cache, row, id).await.unwrap(), "old");
+    // The entry's 300 ms pass: waiting for it is the scenario itself.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    row.failing.store(true, SeqCst);
+    row.pause_next.store(true, SeqCst);
+    let first = {
+        let cache = cache.clone();
+        tokio::spawn(async move { guarded(&cache, row, id).await })
+    };
+    row.paused.notified().await;
+    row.set("new");
+    assert!(guarded_invalidate(cache, id).await.unwrap());
+    row.resume.add_permits(1);
+    let answered = first.await.unwrap().expect("fail-safe answers");
+    row.failing.store(false, SeqCst);
+    (answered, guarded(cache, row, id).await.unwrap())
 }

@@ -1,12 +1,13 @@
 //! Race-free invalidation: a load that began before an invalidation never stores its value
-//! after it, and a reader that starts after it never joins that load. Each scenario runs
+//! after it, and a reader that starts after it never gets that load's value. Each scenario runs
 //! with leases (the default), and without (`__without_leases`, the old path), where it
 //! shows the race: the old row served after the write, until the TTL ends.
 
 use cache_aside_runtime::Cache;
 use cache_aside_tests::RedisServer;
 use cache_aside_tests::race::{
-    Reader, Seen, invalidation_during_a_load, invalidation_during_a_refresh,
+    Reader, Seen, invalidation_during_a_failing_load, invalidation_during_a_load,
+    invalidation_during_a_refresh, invalidation_from_another_process,
 };
 
 /// What a race-free cache gives: the paused load's caller gets the row it read, everyone
@@ -52,6 +53,34 @@ async fn a_refresh_overtaken_by_an_invalidation_stores_nothing() {
     }
 }
 
+/// Another process's invalidation is not counted here, so a reader that starts after it
+/// joins this process's paused load; the load's fill is dropped, and the reader, which did
+/// not see its lease, runs its own body instead of taking the old row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_after_another_process_invalidated_never_gets_the_old_row() {
+    let server = RedisServer::start();
+    let here = Cache::redis(&server.url()).unwrap();
+    let there = Cache::redis(&server.url()).unwrap();
+    let seen = invalidation_from_another_process(&here, &there, 1).await;
+    assert_eq!(seen, fixed(true));
+}
+
+/// A fail-safe answer's back-off rewrites the kept entry under the load's lease: after an
+/// invalidation it has nothing to rewrite, and the next read loads the new row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fail_safe_back_off_never_brings_an_invalidated_entry_back() {
+    let server = RedisServer::start();
+    for cache in [Cache::redis(&server.url()).unwrap(), Cache::memory()] {
+        let seen = invalidation_during_a_failing_load(&cache, 1).await;
+        assert_eq!(
+            seen,
+            ("old".into(), "new".into()),
+            "{}",
+            cache.backend_name()
+        );
+    }
+}
+
 /// The old path, to show the scenarios catch the race: the paused load stores the old
 /// row, the later reader joins it, and the next read returns the old row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,4 +106,11 @@ async fn without_leases_the_old_row_outlives_the_write() {
         let next = invalidation_during_a_refresh(cache, 501).await;
         assert_eq!(next, "old", "the refresh stored it");
     }
+    let there = builder().redis(&server.url()).unwrap();
+    let seen = invalidation_from_another_process(&caches[0], &there, 502).await;
+    assert_eq!(
+        seen.later_reader.as_deref(),
+        Some("old"),
+        "it took the paused load's row"
+    );
 }

@@ -25,9 +25,10 @@
 //!   appears, the lease is free to take, or `lock_wait` runs out); without, it runs its own
 //!   body and returns the result without storing it.
 //!
-//! In process, single-flight only lets a caller join a load that its invalidations cannot
-//! have overtaken: one holding the lease the caller's read saw, or one that took its lease
-//! after the caller's read began (see [`flight`](crate::flight)).
+//! In process, single-flight never hands a caller the value of a load an invalidation
+//! overtook: a caller joins a load holding the lease its read saw, or one no invalidation
+//! of this cache followed, and takes the latter's value only if it was stored (see
+//! [`flight`](crate::flight)).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -125,7 +126,8 @@ impl Engine {
     /// nothing, always; on Redis, for functions that have been missing lately.
     #[inline]
     pub(super) fn ask_on_read(&self, spec: &FnSpec) -> Option<Ask<'_>> {
-        let asks = self.fenced && (!self.backend.leases_on_read_cost() || spec.misses.high());
+        let asks =
+            self.settings.fenced && (!self.backend.leases_on_read_cost() || spec.misses.high());
         asks.then(|| self.ask(token()))
     }
 

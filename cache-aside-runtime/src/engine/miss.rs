@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::lease::{self, Acquired, Held};
-use super::{Call, Engine, Found, Seen, ValueOps, decode_entry};
+use super::store::Written;
+use super::{Call, Engine, Found, ValueOps, decode_entry};
 use crate::backend::REPLACE;
 use crate::envelope::unix_ms;
 use crate::error::Error;
 use crate::exact::Same;
-use crate::flight::{self, Lead, Outcome, Role};
+use crate::flight::{self, Lead, Outcome, Role, Seen};
 use crate::policy::Policy;
 use crate::shape::{Shape, Store};
 
@@ -38,7 +39,7 @@ impl Engine {
             _ => None,
         };
         loop {
-            let outcome = match self.flights.join(key, read_at, seen.mark(), self.epoch()) {
+            let outcome = match self.flights.join(key, read_at, seen, self.epoch()) {
                 Role::Leader(lead) => {
                     return self
                         .lead::<S, R, F>(call, policy, load, kept, lead, ops, seen, own)
@@ -65,7 +66,11 @@ impl Engine {
                 Outcome::Stored(entry) => {
                     if let Ok((value, _)) = decode_entry::<S, R>(&entry) {
                         if let Some(held) = own.take() {
-                            let ttl = policy.ttl + policy.keep();
+                            // Its expiry as its writer set it: fresh-until plus `keep`.
+                            let fresh = crate::envelope::fresh_until(&entry)
+                                .and_then(|t| t.duration_since(SystemTime::now()).ok())
+                                .unwrap_or(policy.ttl);
+                            let ttl = fresh + policy.keep();
                             self.write(&call, &policy, Some((&entry, ttl)), Some(&held))
                                 .await
                                 .ok();
@@ -91,7 +96,9 @@ impl Engine {
                 }
                 // The leader was cancelled: try to lead (or wait for whoever does).
                 Outcome::Abandoned => continue,
-                Outcome::NotStored => {}
+                // Waiters never get `Dropped`: `flight` turns it into `Stored` or
+                // `NotStored` by what the waiter saw.
+                Outcome::NotStored | Outcome::Dropped(_) => {}
             }
             // Nothing shareable: this caller loads for itself.
             let (result, _) = self
@@ -121,7 +128,7 @@ impl Engine {
             // Another load stores the key; this one answers its own callers.
             Seen::Leased(_) if !lock => lead.starting(0),
             // The read failed: no lease to take. With leases off, the lock still is one.
-            Seen::Unknown if self.fenced || !lock => lead.starting(0),
+            Seen::Unknown if self.settings.fenced || !lock => lead.starting(0),
             Seen::Free | Seen::Leased(_) | Seen::Unknown => {
                 let token = lease::token();
                 lead.starting(token);
@@ -195,13 +202,14 @@ impl Engine {
             self.fall_back(&mut call, policy, &kept.entry, held).await;
             return (Ok(kept.value), Outcome::Stale(kept.entry));
         }
-        let encoded = self.encode::<S, R>(&call, policy, &loaded, same);
+        let encoded = self.encode::<S, R>(&call, policy, &loaded, same, held.as_ref());
         let (entry, written) = self.store(&call, policy, encoded, held.as_ref()).await;
-        let outcome = match entry {
-            Some(entry) => Outcome::Stored(entry),
+        let outcome = match (entry, &written) {
+            (Some(entry), Ok(Written::Dropped)) => Outcome::Dropped(entry),
+            (Some(entry), _) => Outcome::Stored(entry),
             // `None` without `none_ttl`: every waiter can make its own, no `Clone` needed.
-            None if absent => Outcome::Absent,
-            None => Outcome::NotStored,
+            (None, _) if absent => Outcome::Absent,
+            (None, _) => Outcome::NotStored,
         };
         match written {
             Err(error) if call.surfaces() => (Err(error), outcome),

@@ -46,7 +46,7 @@ use crate::envelope::{self, Codec};
 use crate::error::Error;
 use crate::events::Events;
 use crate::exact::Same;
-use crate::flight::{Flights, Mark, Share};
+use crate::flight::{Flights, Share};
 use crate::key::Key;
 use crate::policy::Policy;
 use crate::settings::Settings;
@@ -67,47 +67,10 @@ pub(crate) struct Engine {
     flights: Flights,
     /// Permits for background refreshes: `max_refreshes` at a time.
     refresh_slots: Arc<Semaphore>,
-    /// Loads store only under their lease (see [`lease`]). Off only in tests that show
-    /// the race leases close.
-    fenced: bool,
     /// `lock_ttl` in milliseconds, as the read's `PX` argument.
     lease_ms: String,
     /// Invalidations this cache made: single-flight joins no load one of them overtook.
     invalidations: std::sync::atomic::AtomicU64,
-}
-
-/// What a call's read saw of its key, for the miss that follows: whether the call holds
-/// the key's lease, must take it, or found another load's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Seen {
-    /// The read took the lease (the key was empty).
-    Taken(u64),
-    /// Nothing to serve, and no load's lease: the miss takes the lease.
-    Free,
-    /// Another load's lease, live.
-    Leased(u64),
-    /// The read failed, or leases are off: nothing known.
-    Unknown,
-}
-
-impl Seen {
-    /// What an entry read says: another load's lease if it is PENDING, else free to take.
-    fn of(entry: &[u8]) -> Seen {
-        match envelope::head(entry) {
-            Some(head) if head.pending => Seen::Leased(head.token),
-            _ => Seen::Free,
-        }
-    }
-
-    /// The single-flight loads a caller that saw this may join.
-    fn mark(self) -> Mark {
-        match self {
-            Seen::Taken(token) => Mark::Own(token),
-            Seen::Free => Mark::After,
-            Seen::Leased(token) => Mark::Lease(token),
-            Seen::Unknown => Mark::Any,
-        }
-    }
 }
 
 /// What a cache failure does to a call.
@@ -197,7 +160,6 @@ impl Engine {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let lease_ms = settings.lock_ttl.as_millis().max(1).to_string();
         Engine {
-            fenced: settings.fenced,
             lease_ms,
             invalidations: std::sync::atomic::AtomicU64::new(0),
             id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),

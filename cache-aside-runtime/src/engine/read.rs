@@ -4,10 +4,11 @@
 
 use std::sync::Arc;
 
-use super::{Call, Cold, Detach, Engine, ErrorMode, Found, Seen, ValueOps, decode_entry};
+use super::{Call, Cold, Detach, Engine, ErrorMode, Found, ValueOps, decode_entry};
 use crate::backend::Budget;
 use crate::envelope;
 use crate::error::Error;
+use crate::flight::Seen;
 use crate::key::Key;
 use crate::policy::{Freshness, Policy};
 use crate::shape::Shape;
@@ -131,7 +132,11 @@ impl Engine {
     {
         self.events.miss();
         spec.misses.miss();
-        let seen = if self.fenced { seen } else { Seen::Unknown };
+        let seen = if self.settings.fenced {
+            seen
+        } else {
+            Seen::Unknown
+        };
         let call = Call {
             key,
             spec,

@@ -13,11 +13,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::lease::{self, Acquired};
+use super::store::Written;
 use super::{Call, Engine, ErrorMode};
 use crate::envelope::{self, unix_ms};
 use crate::events::Events;
 use crate::exact::Same;
-use crate::flight::{Lead, Mark, Outcome, Role};
+use crate::flight::{Lead, Outcome, Role, Seen};
 use crate::key::Key;
 use crate::policy::Policy;
 use crate::shape::{Shape, Store};
@@ -54,7 +55,10 @@ where
     };
     // `now`: a refresh answers no read of its own, so no finished load stands in for it.
     let now = tokio::time::Instant::now();
-    let Role::Leader(lead) = engine.flights.join(key.as_str(), now, Mark::Any, 0) else {
+    let Role::Leader(lead) = engine
+        .flights
+        .join(key.as_str(), now, Seen::Unknown, engine.epoch())
+    else {
         return false; // already loading in this process
     };
     let Ok(permit) = engine.refresh_slots.clone().try_acquire_owned() else {
@@ -97,7 +101,7 @@ impl Engine {
         let point = envelope::fresh_until(&current).map_or(0, unix_ms);
         let token = lease::token();
         lead.starting(token);
-        let held = if self.fenced {
+        let held = if self.settings.fenced {
             match self.acquire(&mut call, &policy, token, point, false).await {
                 Ok(Acquired::Held(held)) => Some(held),
                 // Refreshed already.
@@ -123,9 +127,13 @@ impl Engine {
             return lead.finish(Outcome::NotStored);
         }
         guard.0 = None;
-        let encoded = self.encode::<S, R>(&call, &policy, &loaded, same);
+        let encoded = self.encode::<S, R>(&call, &policy, &loaded, same, held.as_ref());
         drop(loaded);
-        let (entry, _) = self.store(&call, &policy, encoded, held.as_ref()).await;
-        lead.finish(entry.map_or(Outcome::NotStored, Outcome::Stored));
+        let (entry, written) = self.store(&call, &policy, encoded, held.as_ref()).await;
+        lead.finish(match (entry, written) {
+            (Some(entry), Ok(Written::Dropped)) => Outcome::Dropped(entry),
+            (Some(entry), _) => Outcome::Stored(entry),
+            (None, _) => Outcome::NotStored,
+        });
     }
 }

@@ -13,6 +13,15 @@ use crate::exact::{self, Same};
 use crate::policy::Policy;
 use crate::shape::{Shape, Store};
 
+/// What a write did with a value that was to be stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Written {
+    /// Stored, or nothing was to be stored (the lease is given up).
+    Done,
+    /// Not stored: the call's lease was revoked while its body ran.
+    Dropped,
+}
+
 impl Engine {
     /// Writes what [`encode`](Self::encode) made (releasing `held`). Returns the entry,
     /// written or not, so that waiters are served even when the backend is down.
@@ -25,7 +34,7 @@ impl Engine {
         policy: &Policy,
         encoded: Result<Option<(Bytes, Duration)>, Error>,
         held: Option<&Held>,
-    ) -> (Option<Bytes>, Result<(), Error>) {
+    ) -> (Option<Bytes>, Result<Written, Error>) {
         match encoded {
             Ok(Some((entry, ttl))) if entry.len() as u64 <= policy.max_value_bytes => {
                 let written = self.write(call, policy, Some((&entry, ttl)), held).await;
@@ -55,6 +64,7 @@ impl Engine {
         policy: &Policy,
         loaded: &R,
         same: Same<S::Value>,
+        held: Option<&Held>,
     ) -> Result<Option<(Bytes, Duration)>, Error> {
         let (value, ttl) = match (S::store(loaded), policy.none_ttl) {
             (Store::Value(value), _) => (Some(value), policy.ttl),
@@ -62,7 +72,10 @@ impl Engine {
             (Store::Absent, None) | (Store::Skip, _) => return Ok(None),
         };
         let ttl = policy.jittered(ttl);
-        let bytes = match envelope::encode(self.codec, value, Some(SystemTime::now() + ttl)) {
+        // Marked with the lease that writes it (0: none).
+        let token = held.map_or(0, |h| h.token);
+        let fresh_until = Some(SystemTime::now() + ttl);
+        let bytes = match envelope::encode_leased(self.codec, value, fresh_until, token) {
             Ok(bytes) => bytes,
             Err(error) => {
                 self.events.failed("encode", call.key.as_str(), &error);
@@ -98,9 +111,9 @@ impl Engine {
         policy: &Policy,
         entry: Option<(&Bytes, Duration)>,
         held: Option<&Held>,
-    ) -> Result<(), Error> {
+    ) -> Result<Written, Error> {
         let key = call.key.as_str();
-        let unfenced = !self.fenced && entry.is_some();
+        let unfenced = !self.settings.fenced && entry.is_some();
         if call.write_left.is_zero() && (held.is_some() || unfenced) {
             let error = Error::Timeout(policy.timeout);
             self.events.failed("set", key, &error);
@@ -108,25 +121,28 @@ impl Engine {
         }
         let (op, result) = match (held, entry) {
             // Leases off (tests of the race they close): stored whatever happened meanwhile.
-            (_, Some((bytes, ttl))) if !self.fenced => {
+            (_, Some((bytes, ttl))) if !self.settings.fenced => {
                 let set = self.backend.set(key, bytes, ttl, call.write_left).await;
                 if let Some(held) = held {
                     held.done();
                 }
-                ("set", set)
+                ("set", set.map(|()| Written::Done))
             }
             (Some(held), Some((bytes, ttl))) => {
                 match self.fill(held, bytes, ttl, call.write_left).await {
-                    Ok(true) => ("fill", Ok(())),
+                    Ok(true) => ("fill", Ok(Written::Done)),
                     Ok(false) => {
                         self.events.fill_dropped(key);
-                        ("fill", Ok(()))
+                        ("fill", Ok(Written::Dropped))
                     }
                     Err(error) => ("fill", Err(error)),
                 }
             }
-            (Some(held), None) => ("release", self.release(held, call.write_left).await),
-            (None, _) => return Ok(()),
+            (Some(held), None) => {
+                let released = self.release(held, call.write_left).await;
+                ("release", released.map(|()| Written::Done))
+            }
+            (None, _) => return Ok(Written::Done),
         };
         if let Err(error) = &result {
             self.events.failed(op, key, error);

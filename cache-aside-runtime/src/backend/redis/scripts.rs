@@ -50,21 +50,23 @@ end
 /// caller found it unreadable).
 /// KEYS: entry. ARGV: token (8 bytes), lease ms, point (Unix ms), max value bytes,
 /// placeholder, replace (`1` or `0`).
-pub(crate) static LEASE: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static LEASE: LazyLock<Script> = LazyLock::new(|| Script::new(&lease_lua()));
+
+fn lease_lua() -> String {
     let (pending, head_end, rest) = (FLAG_PENDING, FLAGS_AT, FLAGS_AT + 2);
     let (token_at, after_token) = (TOKEN_AT, TOKEN_AT + TOKEN_LEN + 1);
-    Script::new(&format!(
+    format!(
         r"{prelude}
 if redis.call('STRLEN', KEYS[1]) > tonumber(ARGV[4]) then
   redis.call('SET', KEYS[1], ARGV[5], 'PX', ARGV[2])
   return 1
 end
 local v = redis.call('GET', KEYS[1])
+if ours(v) and flag(v, {pending}) then
+  if redis.call('PTTL', KEYS[1]) == -1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+  return 0
+end
 if ours(v) and not flag(v, {FLAG_EMPTY}) then
-  if flag(v, {pending}) then
-    if redis.call('PTTL', KEYS[1]) == -1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-    return 0
-  end
   local f = fresh(v)
   if ARGV[6] ~= '1' and (f == 0 or f > tonumber(ARGV[3])) then return v end
   local leased = string.sub(v, 1, {head_end}) .. string.char(bit.bor(string.byte(v, {flags}), {pending}))
@@ -73,24 +75,22 @@ if ours(v) and not flag(v, {FLAG_EMPTY}) then
   redis.call('SET', KEYS[1], leased, 'PX', math.max(left, tonumber(ARGV[2])))
   return 1
 end
-if ours(v) and flag(v, {pending}) then
-  if redis.call('PTTL', KEYS[1]) == -1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-  return 0
-end
 redis.call('SET', KEYS[1], ARGV[5], 'PX', ARGV[2])
 return 1
 ",
         prelude = prelude(),
         flags = FLAGS_AT + 1,
-    ))
-});
+    )
+}
 
 /// Stores the value if the caller's lease still holds the key; `1` if it did. An
 /// invalidation deleted the key, or a write replaced it: the value is dropped, since it
 /// may have been read before that write.
 /// KEYS: entry. ARGV: token, value, ttl ms.
-pub(crate) static FILL: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
+pub(crate) static FILL: LazyLock<Script> = LazyLock::new(|| Script::new(&fill_lua()));
+
+fn fill_lua() -> String {
+    format!(
         r"{prelude}
 local v = redis.call('GETRANGE', KEYS[1], 0, {last})
 if ours(v) and flag(v, {FLAG_PENDING}) and token(v) == ARGV[1] then
@@ -101,13 +101,15 @@ return 0
 ",
         prelude = prelude(),
         last = HEADER_LEN - 1,
-    ))
-});
+    )
+}
 
 /// Extends the caller's lease; `1` if it still holds it. A leased value lives at least as
 /// long as its lease. KEYS: entry. ARGV: token, lease ms.
-pub(crate) static EXTEND: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
+pub(crate) static EXTEND: LazyLock<Script> = LazyLock::new(|| Script::new(&extend_lua()));
+
+fn extend_lua() -> String {
+    format!(
         r"{prelude}
 local v = redis.call('GETRANGE', KEYS[1], 0, {last})
 if ours(v) and flag(v, {FLAG_PENDING}) and token(v) == ARGV[1] then
@@ -118,8 +120,8 @@ return 0
 ",
         prelude = prelude(),
         last = HEADER_LEN - 1,
-    ))
-});
+    )
+}
 
 /// Gives up the caller's lease without a new value: a placeholder is deleted; a leased
 /// value has PENDING cleared (and, for fail-safe's back-off, a new fresh-until time) and
@@ -128,9 +130,11 @@ return 0
 /// still the caller's.
 /// KEYS: entry. ARGV: token, new fresh-until (8 bytes, or empty to keep it), keep ms, now
 /// (Unix ms).
-pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(&release_lua()));
+
+fn release_lua() -> String {
     let (fresh_first, fresh_last) = (FRESH_AT + 1, FRESH_AT + FRESH_LEN);
-    Script::new(&format!(
+    format!(
         r"{prelude}
 local v = redis.call('GET', KEYS[1])
 if not (ours(v) and flag(v, {FLAG_PENDING}) and token(v) == ARGV[1]) then return 0 end
@@ -152,13 +156,15 @@ return 1
         before_flags = FLAGS_AT,
         codec = FLAGS_AT + 2,
         token_first = TOKEN_AT + 1,
-    ))
-});
+    )
+}
 
 /// The time to live of an entry, as `PTTL` gives it, with a placeholder counting as no
 /// entry (`-2`). KEYS: entry.
-pub(crate) static TTL: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
+pub(crate) static TTL: LazyLock<Script> = LazyLock::new(|| Script::new(&ttl_lua()));
+
+fn ttl_lua() -> String {
+    format!(
         r"{prelude}
 local v = redis.call('GETRANGE', KEYS[1], 0, {last})
 if v == '' or (ours(v) and flag(v, {FLAG_EMPTY})) then return -2 end
@@ -166,8 +172,8 @@ return redis.call('PTTL', KEYS[1])
 ",
         prelude = prelude(),
         last = HEADER_LEN - 1,
-    ))
-});
+    )
+}
 
 #[cfg(test)]
 mod tests {
@@ -190,8 +196,26 @@ local function fresh(v)
 end
 "
         );
-        for script in [&*LEASE, &*FILL, &*EXTEND, &*RELEASE, &*TTL] {
-            assert_eq!(script.get_hash().len(), 40);
+        for lua in [
+            lease_lua(),
+            fill_lua(),
+            extend_lua(),
+            release_lua(),
+            ttl_lua(),
+        ] {
+            assert!(lua.starts_with(&prelude()), "{lua}");
         }
+        // Where `RELEASE` rebuilds a header: bytes 1-2, the flags without PENDING (bit 1),
+        // the codec, the fresh-until field, then the token and the payload as they were.
+        assert!(release_lua().contains(
+            "local flags = bit.band(string.byte(v, 3), 253)
+local header = string.sub(v, 1, 2) .. string.char(flags) .. string.sub(v, 4, 4) .. f
+redis.call('SET', KEYS[1], header .. string.sub(v, 13), 'PXAT', string.format('%.0f', expires))"
+        ));
+        // Where `LEASE` marks a kept value PENDING with the caller's token.
+        assert!(lease_lua().contains(
+            "local leased = string.sub(v, 1, 2) .. string.char(bit.bor(string.byte(v, 3), 2))
+    .. string.sub(v, 4, 12) .. ARGV[1] .. string.sub(v, 21)"
+        ));
     }
 }

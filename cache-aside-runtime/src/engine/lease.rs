@@ -238,6 +238,8 @@ impl Engine {
             }
         };
         tokio::select! {
+            // The body first: one that is ready at once never arms the keep-alive's timer.
+            biased;
             out = load => out,
             () = keep_alive => unreachable!("the keep-alive loop never ends"),
         }

@@ -15,7 +15,7 @@
 //! Payload sizes matter with glibc's allocator: a response buffer of up to 120 bytes is
 //! freed lock-free through a fastbin, a larger one takes the arena lock, and with 64 tasks
 //! the buffers are freed on another thread than the one that read them. The library's
-//! entries carry a 12-byte header, so a raw value of 109..=120 bytes is in a fastbin while
+//! entries carry a 20-byte header, so a raw value of 101..=120 bytes is in a fastbin while
 //! the same value through the library is not: about 4% of the 64-task ratio. The "~150 B"
 //! value here (as issue 5 asks) is outside that window.
 //!
@@ -1049,7 +1049,10 @@ async fn main() {
         target: ">= 0.95",
         pass: row.ratio() >= 0.95,
     };
-    let miss_cost = median(&rows[5].raw) / median(&rows[5].ours);
+    // Like the hit rows, from the pairs' ratios: each pair runs its two sides back to back,
+    // so a slow moment of the machine weighs on both (the medians of each side apart swung
+    // from 0.96 to 1.73 over runs of one build).
+    let miss_cost = 1.0 / rows[5].ratio();
     let mut checks = vec![
         ratio_check(&rows[0]),
         ratio_check(&rows[1]),
@@ -1060,8 +1063,9 @@ async fn main() {
         Check {
             name: "miss time vs raw GET + SET".into(),
             measured: format!("{miss_cost:.3}x"),
-            target: "<= 1.10x",
-            pass: miss_cost <= 1.10,
+            // Issue 14's bound for a miss that takes a lease and fills under it.
+            target: "<= 1.15x",
+            pass: miss_cost <= 1.15,
         },
     ];
     for (name, decode, floor, raw, ours) in [

@@ -26,7 +26,7 @@ use redis::Value;
 
 use self::breaker::Breaker;
 pub(crate) use self::connection::Reach;
-use self::connection::{Command, Connection};
+use self::connection::{Command, Connection, Eval};
 use self::scripts::{EXTEND, FILL, LEASE, RELEASE, TTL};
 use super::{Ask, Budget, LeaseAttempt, REPLACE, Restore};
 use crate::envelope::{self, HEADER_LEN, unix_ms};
@@ -228,8 +228,7 @@ impl RedisBackend {
         key: &str,
         timeout: Duration,
     ) -> Result<Option<Duration>, Error> {
-        let mut call = TTL.prepare_invoke();
-        call.key(key);
+        let call = Eval::new(&TTL, key, 0, 0);
         let millis: i64 = self.run(timeout, true, &call).await?;
         // -2: no such key (or a placeholder); -1: no expiry, which this library never writes.
         Ok(match millis {
@@ -249,9 +248,8 @@ impl RedisBackend {
         max_bytes: u64,
         timeout: Duration,
     ) -> Result<LeaseAttempt, Error> {
-        let mut call = LEASE.prepare_invoke();
-        call.key(key)
-            .arg(&lease.token.to_be_bytes()[..])
+        let mut call = Eval::new(&LEASE, key, 6, 8 + 20 + 20 + 20 + HEADER_LEN + 1);
+        call.arg(&lease.token.to_be_bytes()[..])
             .arg(lease.ms)
             .arg(point_ms)
             .arg(max_bytes.min(i64::MAX as u64))
@@ -274,11 +272,8 @@ impl RedisBackend {
         ttl: Duration,
         timeout: Duration,
     ) -> Result<bool, Error> {
-        let mut call = FILL.prepare_invoke();
-        call.key(key)
-            .arg(&token.to_be_bytes()[..])
-            .arg(value)
-            .arg(ms(ttl));
+        let mut call = Eval::new(&FILL, key, 3, 8 + value.len() + 20);
+        call.arg(&token.to_be_bytes()[..]).arg(value).arg(ms(ttl));
         let stored: i64 = self.run(timeout, false, &call).await?;
         Ok(stored == 1)
     }
@@ -291,10 +286,8 @@ impl RedisBackend {
         lease_ttl: Duration,
         timeout: Duration,
     ) -> Result<bool, Error> {
-        let mut call = EXTEND.prepare_invoke();
-        call.key(key)
-            .arg(&token.to_be_bytes()[..])
-            .arg(ms(lease_ttl));
+        let mut call = Eval::new(&EXTEND, key, 2, 8 + 20);
+        call.arg(&token.to_be_bytes()[..]).arg(ms(lease_ttl));
         let extended: i64 = self.run(timeout, false, &call).await?;
         Ok(extended == 1)
     }
@@ -307,9 +300,8 @@ impl RedisBackend {
         restore: &Restore,
         timeout: Duration,
     ) -> Result<(), Error> {
-        let mut call = RELEASE.prepare_invoke();
-        call.key(key)
-            .arg(&token.to_be_bytes()[..])
+        let mut call = Eval::new(&RELEASE, key, 4, 8 + 8 + 20 + 20);
+        call.arg(&token.to_be_bytes()[..])
             .arg(
                 restore
                     .fresh_ms

@@ -105,7 +105,12 @@ impl Engine {
             Err(_) if envelope::head(entry.as_slice()).is_some_and(|h| h.empty) => {}
             Err(error) => self.events.corrupt(key.as_str(), &error),
         }
-        let seen = Seen::of(entry.as_slice());
+        let seen = match (Seen::of(entry.as_slice()), &ask) {
+            // This read's own placeholder: a first attempt took the lease, its reply was
+            // lost with the connection, and the retry found it.
+            (Seen::Leased(token), Some(ask)) if token == ask.token => Seen::Taken(token),
+            (seen, _) => seen,
+        };
         self.missed::<S, R, F>(key, spec, policy, mode, load, None, ops, budget, seen)
             .await
     }

@@ -191,8 +191,9 @@ impl RedisBackend {
             .arg("GET")
             .arg("PX")
             .arg(lease.ms);
-        // Not retried after a dropped connection: the first may have taken the lease.
-        match self.run(budget, false, &*cmd).await {
+        // Retried after a dropped connection like a `GET`: if the first attempt took the
+        // lease, the retry returns this very placeholder, which the engine knows by its token.
+        match self.run(budget, true, &*cmd).await {
             // A full Redis with `noeviction` refuses every `SET`, even one that would write
             // nothing: read the entry anyway, as a `GET` (hits keep working).
             // An empty key then is a failed read: the lease was not taken.

@@ -81,6 +81,24 @@ impl Reader {
         }
     }
 
+    /// A read of `id` through a row holding "old", prepared (see [`Reader::prepare`]) and
+    /// spawned, once its body has read the row and paused: the row, and the read's task.
+    async fn paused_load(
+        self,
+        cache: &Cache,
+        id: u64,
+    ) -> (&'static Row, tokio::task::JoinHandle<String>) {
+        self.prepare(cache).await;
+        let row: &'static Row = Box::leak(Box::new(Row::new("old")));
+        row.pause_next.store(true, SeqCst);
+        let first = {
+            let cache = cache.clone();
+            tokio::spawn(async move { self.read(&cache, row, id).await })
+        };
+        row.paused.notified().await;
+        (row, first)
+    }
+
     /// Sets how the function's next read goes: a run of hits makes it a `GET`, a run of
     /// misses a `SET .. NX GET` that takes the lease (see `MissScore`).
     pub async fn prepare(self, cache: &Cache) {
@@ -131,14 +149,7 @@ pub async fn invalidation_during_a_load(
     id: u64,
     later_reader: bool,
 ) -> Seen {
-    reader.prepare(cache).await;
-    let row: &'static Row = Box::leak(Box::new(Row::new("old")));
-    row.pause_next.store(true, SeqCst);
-    let first = {
-        let cache = cache.clone();
-        tokio::spawn(async move { reader.read(&cache, row, id).await })
-    };
-    row.paused.notified().await;
+    let (row, first) = reader.paused_load(cache, id).await;
     // The write: the row changes, then its entry is invalidated, as the specs advise.
     row.set("new");
     reader.invalidate(cache, id).await;
@@ -203,14 +214,7 @@ fn fresh_ids() -> u64 {
 /// load, that reader and the next read got.
 pub async fn invalidation_from_another_process(here: &Cache, there: &Cache, id: u64) -> Seen {
     let reader = Reader::Plain;
-    reader.prepare(here).await;
-    let row: &'static Row = Box::leak(Box::new(Row::new("old")));
-    row.pause_next.store(true, SeqCst);
-    let first = {
-        let here = here.clone();
-        tokio::spawn(async move { reader.read(&here, row, id).await })
-    };
-    row.paused.notified().await;
+    let (row, first) = reader.paused_load(here, id).await;
     row.set("new");
     reader.invalidate(there, id).await;
     let waited = here.stats().waited;

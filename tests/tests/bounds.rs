@@ -240,6 +240,38 @@ async fn a_huge_foreign_value_costs_its_own_key_a_miss_and_is_replaced() {
     assert_eq!(after.breaker_opened, 0, "{after:?}");
 }
 
+#[cached(ttl = 60, prefix = "capped", max_value_bytes = 1024, cache = cache, skip(cache, loads))]
+async fn capped(cache: &Cache, loads: &AtomicU32, id: u64) -> String {
+    loads.fetch_add(1, SeqCst);
+    format!("ours {id}")
+}
+
+/// A value over `max_value_bytes` that another program wrote, small enough to be read in
+/// time, is replaced by the first miss, and the next call hits; also for a function whose
+/// reads take the lease (`SET .. NX GET` leaves such a value in place). That read once
+/// mistook the kept value for a lease it had taken: its fill was dropped, and the foreign
+/// value stayed for its whole TTL, one load per call.
+#[tokio::test]
+async fn an_oversized_foreign_value_is_replaced_by_a_miss_that_takes_the_lease() {
+    let server = RedisServer::start();
+    let cache = Cache::redis(&server.url()).unwrap();
+    let loads = AtomicU32::new(0);
+    // Misses only: the function's reads now take the lease.
+    for id in 100..108 {
+        capped(&cache, &loads, id).await;
+    }
+    let key = capped_cache_key(&cache, 1).unwrap();
+    let mut conn = server.conn();
+    let _: () = conn.set_ex(&key, vec![b'x'; 4096], 600).unwrap();
+    let loads_before = loads.load(SeqCst);
+    assert_eq!(capped(&cache, &loads, 1).await, "ours 1");
+    assert_eq!(capped(&cache, &loads, 1).await, "ours 1");
+    assert_eq!(loads.load(SeqCst), loads_before + 1, "{:?}", cache.stats());
+    let entry: Vec<u8> = conn.get(&key).unwrap();
+    assert!(entry.starts_with(&[0xCA]), "replaced: {:?}", &entry[..8]);
+    assert_eq!(cache.stats().fills_dropped, 0);
+}
+
 #[cached(ttl = "200ms", fail_safe = "1h", lock = true, prefix = "kept", cache = cache, skip(cache, fail))]
 async fn kept(cache: &Cache, fail: &AtomicU32, id: u64) -> Result<u64, String> {
     tokio::time::sleep(Duration::from_millis(100)).await;

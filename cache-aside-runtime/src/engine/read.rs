@@ -59,10 +59,13 @@ impl Engine {
             }
         };
         // 2. decide
+        let found = entry.is_some();
         let Some(entry) = entry.filter(|e| self.fits(key, e.as_slice(), policy)) else {
-            let seen = match &ask {
-                Some(ask) => Seen::Taken(ask.token),
-                None => Seen::Free,
+            // The lease is the caller's only if the read found the key empty: an entry too
+            // large to be ours kept its place (`NX`), and the miss leases over it.
+            let seen = match (found, &ask) {
+                (false, Some(ask)) => Seen::Taken(ask.token),
+                _ => Seen::Free,
             };
             return self
                 .missed::<S, R, F>(key, spec, policy, mode, load, None, ops, budget, seen)

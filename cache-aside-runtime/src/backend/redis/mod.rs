@@ -27,7 +27,7 @@ use redis::Value;
 use self::breaker::Breaker;
 pub(crate) use self::connection::Reach;
 use self::connection::{Command, Connection, Eval};
-use self::scripts::{EXTEND, FILL, LEASE, RELEASE, TTL};
+use self::scripts::{DROP_IF_LARGER, EXTEND, FILL, LEASE, RELEASE, TTL};
 use super::{Ask, Budget, LeaseAttempt, REPLACE, Restore};
 use crate::envelope::{self, HEADER_LEN, unix_ms};
 use crate::error::Error;
@@ -102,11 +102,12 @@ impl RedisBackend {
         }
         let check = async {
             let mut conn = self.conn.side().await?;
-            let len: u64 = redis::cmd("STRLEN").arg(key).query_async(&mut conn).await?;
-            if len <= max {
+            let mut call = Eval::new(&DROP_IF_LARGER, key, 1, 20);
+            call.arg(max);
+            let len: u64 = call.send(&mut conn).await?;
+            if len == 0 {
                 return Ok(None);
             }
-            let _: u64 = redis::cmd("UNLINK").arg(key).query_async(&mut conn).await?;
             // The timeouts that led here, this key's and its neighbours', were its doing.
             self.breaker.forgive();
             Ok(Some(len))

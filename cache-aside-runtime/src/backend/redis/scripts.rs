@@ -159,6 +159,25 @@ return 1
     )
 }
 
+/// Deletes the key if its value is longer than `max` bytes, without reading it; replies with
+/// its length if it did, else 0. One step: a `STRLEN` then an `UNLINK` would delete whatever
+/// replaced a huge value in between (a lease's placeholder, a fresh entry).
+/// KEYS: entry. ARGV: max bytes.
+pub(crate) static DROP_IF_LARGER: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&drop_if_larger_lua()));
+
+fn drop_if_larger_lua() -> String {
+    r"
+local n = redis.call('STRLEN', KEYS[1])
+if n > tonumber(ARGV[1]) then
+  redis.call('UNLINK', KEYS[1])
+  return n
+end
+return 0
+"
+    .to_owned()
+}
+
 /// The time to live of an entry, as `PTTL` gives it, with a placeholder counting as no
 /// entry (`-2`). KEYS: entry.
 pub(crate) static TTL: LazyLock<Script> = LazyLock::new(|| Script::new(&ttl_lua()));

@@ -272,6 +272,48 @@ async fn an_oversized_foreign_value_is_replaced_by_a_miss_that_takes_the_lease()
     assert_eq!(cache.stats().fills_dropped, 0);
 }
 
+#[cached(ttl = 60, prefix = "orphan", cache = cache, skip(cache, loads))]
+async fn orphan(cache: &Cache, loads: &AtomicU32, id: u64) -> String {
+    loads.fetch_add(1, SeqCst);
+    format!("ours {id}")
+}
+
+/// A read that would take the lease times out behind a frozen Redis and is answered by
+/// the body; when Redis thaws, the read still runs and leaves the key PENDING with nobody
+/// to fill it. The call gives that lease up behind it, so the key caches again at once
+/// rather than after `lock_ttl` (5 s), during which every load would skip storing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_taken_by_a_timed_out_read_is_given_up() {
+    let server = RedisServer::start();
+    let cache = Cache::builder()
+        .timeout(Duration::from_millis(100))
+        .redis(&server.url())
+        .unwrap();
+    let loads = AtomicU32::new(0);
+    // Misses only: the function's reads now take the lease.
+    for id in 100..108 {
+        orphan(&cache, &loads, id).await;
+    }
+    let key = orphan_cache_key(&cache, 1).unwrap();
+    server.pause();
+    assert_eq!(orphan(&cache, &loads, 1).await, "ours 1");
+    server.resume();
+    let mut conn = server.conn();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while conn.exists::<_, bool>(&key).unwrap() {
+        assert!(
+            Instant::now() < deadline,
+            "the lease stayed: {:?}",
+            cache.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let loads_before = loads.load(SeqCst);
+    assert_eq!(orphan(&cache, &loads, 1).await, "ours 1");
+    assert_eq!(orphan(&cache, &loads, 1).await, "ours 1");
+    assert_eq!(loads.load(SeqCst), loads_before + 1, "stored, then a hit");
+}
+
 #[cached(ttl = "200ms", fail_safe = "1h", lock = true, prefix = "kept", cache = cache, skip(cache, fail))]
 async fn kept(cache: &Cache, fail: &AtomicU32, id: u64) -> Result<u64, String> {
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -131,6 +131,14 @@ impl Engine {
         asks.then(|| self.ask(token()))
     }
 
+    /// A command that would take the lease `token` timed out: it may still run, and leave
+    /// the key PENDING with nobody to fill it (every other load would then skip storing it
+    /// for `lock_ttl`). Gives the token up in the background, as a dropped holder does; no
+    /// effect if the command never ran.
+    pub(super) fn abandon(self: &Arc<Self>, key: &str, token: u64, policy: &Policy) {
+        drop(Held::new(self, key, token, policy));
+    }
+
     pub(super) fn ask(&self, token: u64) -> Ask<'_> {
         Ask {
             token,
@@ -168,6 +176,9 @@ impl Engine {
                 .lease(key, &ask, point_ms, policy.max_value_bytes, call.write_left)
                 .await;
             call.spent_since(sent);
+            if matches!(&attempt, Err(error) if error.is_timeout()) {
+                self.abandon(key, token, policy);
+            }
             match attempt? {
                 LeaseAttempt::Value(bytes) => return Ok(Acquired::Value(bytes)),
                 LeaseAttempt::Leased => {

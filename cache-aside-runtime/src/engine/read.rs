@@ -39,6 +39,9 @@ impl Engine {
         let entry = match self.backend.read(key.as_str(), ask.as_ref(), budget).await {
             Ok(entry) => entry,
             Err(error) => {
+                if let (Some(ask), true) = (&ask, error.is_timeout()) {
+                    self.abandon(key.as_str(), ask.token, policy);
+                }
                 self.read_failed(key, policy, &error);
                 if mode == ErrorMode::Surface {
                     return Err(error);

@@ -14,6 +14,7 @@ mod model;
 mod options;
 mod validate;
 mod values;
+mod write;
 
 use proc_macro::TokenStream;
 
@@ -21,4 +22,16 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn cached(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand::cached(attr.into(), item.into()).into()
+}
+
+#[doc = include_str!("../doc/cache_evict.md")]
+#[proc_macro_attribute]
+pub fn cache_evict(attr: TokenStream, item: TokenStream) -> TokenStream {
+    write::write(write::Kind::Evict, attr.into(), item.into()).into()
+}
+
+#[doc = include_str!("../doc/cache_put.md")]
+#[proc_macro_attribute]
+pub fn cache_put(attr: TokenStream, item: TokenStream) -> TokenStream {
+    write::write(write::Kind::Put, attr.into(), item.into()).into()
 }

@@ -184,6 +184,16 @@ impl Events {
         Counters::bump(&self.counters.store_errors);
     }
 
+    /// A `#[cache_put]` write went through.
+    pub(crate) fn put(&self) {
+        Counters::bump(&self.counters.puts);
+    }
+
+    /// A `#[cache_evict]` target removed.
+    pub(crate) fn evicted(&self) {
+        Counters::bump(&self.counters.evictions);
+    }
+
     /// A background refresh started.
     pub(crate) fn refresh_started(&self) {
         Counters::bump(&self.counters.refreshes);

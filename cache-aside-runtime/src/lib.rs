@@ -70,7 +70,7 @@ mod stats;
 #[path = "private/mod.rs"]
 pub mod __private;
 
-pub use cache_aside_macros::cached;
+pub use cache_aside_macros::{cache_evict, cache_put, cached};
 
 pub use crate::backend::redis::breaker::BreakerState;
 pub use crate::cache::{

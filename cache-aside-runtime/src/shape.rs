@@ -26,8 +26,13 @@ pub enum Store<'a, V> {
 pub trait Shape<R> {
     /// The type written to the cache.
     type Value: Serialize + DeserializeOwned;
+    /// What a successful result holds: `R` without its `Result` (`Option<T>` for
+    /// `Result<Option<T>, E>`); what `#[cache_put]` writes.
+    type Success;
     /// Classifies a loaded result.
     fn store(result: &R) -> Store<'_, Self::Value>;
+    /// Classifies a successful result (never [`Store::Skip`]).
+    fn store_success(success: &Self::Success) -> Store<'_, Self::Value>;
     /// Rebuilds a result from a cache hit (`None`: an absence marker). `None` back means
     /// the entry does not fit this shape and is treated as corrupt.
     fn hit(value: Option<Self::Value>) -> Option<R>;
@@ -43,8 +48,12 @@ pub struct Res<S>(PhantomData<S>);
 #[diagnostic::do_not_recommend]
 impl<T: Serialize + DeserializeOwned> Shape<T> for Plain {
     type Value = T;
+    type Success = T;
     fn store(result: &T) -> Store<'_, T> {
         Store::Value(result)
+    }
+    fn store_success(success: &T) -> Store<'_, T> {
+        Store::Value(success)
     }
     fn hit(value: Option<T>) -> Option<T> {
         value
@@ -54,11 +63,15 @@ impl<T: Serialize + DeserializeOwned> Shape<T> for Plain {
 #[diagnostic::do_not_recommend]
 impl<T: Serialize + DeserializeOwned> Shape<Option<T>> for Opt {
     type Value = T;
+    type Success = Option<T>;
     fn store(result: &Option<T>) -> Store<'_, T> {
         match result {
             Some(v) => Store::Value(v),
             None => Store::Absent,
         }
+    }
+    fn store_success(success: &Option<T>) -> Store<'_, T> {
+        Self::store(success)
     }
     fn hit(value: Option<T>) -> Option<Option<T>> {
         Some(value)
@@ -67,11 +80,15 @@ impl<T: Serialize + DeserializeOwned> Shape<Option<T>> for Opt {
 
 impl<T, E, S: Shape<T>> Shape<Result<T, E>> for Res<S> {
     type Value = S::Value;
+    type Success = T;
     fn store(result: &Result<T, E>) -> Store<'_, S::Value> {
         match result {
             Ok(v) => S::store(v),
             Err(_) => Store::Skip,
         }
+    }
+    fn store_success(success: &T) -> Store<'_, S::Value> {
+        S::store(success)
     }
     fn hit(value: Option<S::Value>) -> Option<Result<T, E>> {
         S::hit(value).map(Ok)

@@ -89,6 +89,12 @@ counters! {
     /// Writes that failed or were refused (a full Redis with `noeviction` answers `OOM`);
     /// also counted in `errors`.
     store_errors,
+    /// Entries written by `#[cache_put]` (a value that could not be stored deletes the
+    /// entry instead, and counts too).
+    puts,
+    /// Entries removed by `#[cache_evict]`, counted per target evicted (one key, or every
+    /// entry of a function), whether an entry was there or not.
+    evictions,
 }
 
 impl Counters {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cache_aside_runtime::{Cache, cached};
+use cache_aside_runtime::{Cache, cache_put, cached};
 use tokio::sync::{Notify, Semaphore};
 
 /// A database row whose next read can be held inside the body: the read takes the row's
@@ -271,4 +271,58 @@ pub async fn invalidation_during_a_failing_load(cache: &Cache, id: u64) -> (Stri
     let answered = first.await.unwrap().expect("fail-safe answers");
     row.failing.store(false, SeqCst);
     (answered, guarded(cache, row, id).await.unwrap())
+}
+
+/// The write of the put scenario: the row changes, and the value written becomes the
+/// entry of the reader's function (`#[cache_put]`).
+#[cache_put(plain(cache, id))]
+async fn put_plain(cache: &Cache, row: &Row, id: u64, value: &str) -> String {
+    row.set(value);
+    value.to_owned()
+}
+
+#[cache_put(locked(cache, id))]
+async fn put_locked(cache: &Cache, row: &Row, id: u64, value: &str) -> String {
+    row.set(value);
+    value.to_owned()
+}
+
+#[cache_put(eager(cache, id))]
+async fn put_eager(cache: &Cache, row: &Row, id: u64, value: &str) -> String {
+    row.set(value);
+    value.to_owned()
+}
+
+impl Reader {
+    async fn put(self, cache: &Cache, row: &Row, id: u64, value: &str) -> String {
+        match self {
+            Reader::Plain => put_plain(cache, row, id, value).await,
+            Reader::Locked => put_locked(cache, row, id, value).await,
+            Reader::Eager => put_eager(cache, row, id, value).await,
+        }
+    }
+}
+
+/// The put race: a reader's body reads "old" and pauses; a write puts "new" (the row and
+/// the entry); `later_reader` (if asked) starts after it; then the first resumes. The put
+/// must win: the paused load's value is not stored over it. The row then changes to
+/// "newer" behind the cache's back, so `next_read` says whether the entry is the put's
+/// ("new", a hit) or was lost ("newer", a reload) or overwritten ("old").
+pub async fn put_during_a_load(cache: &Cache, reader: Reader, id: u64, later_reader: bool) -> Seen {
+    let (row, first) = reader.paused_load(cache, id).await;
+    assert_eq!(reader.put(cache, row, id, "new").await, "new");
+    let later = match later_reader {
+        true => tokio::time::timeout(Duration::from_secs(2), reader.read(cache, row, id))
+            .await
+            .ok(),
+        false => None,
+    };
+    row.resume.add_permits(1);
+    let paused_load = first.await.unwrap();
+    row.set("newer");
+    Seen {
+        paused_load,
+        later_reader: later,
+        next_read: reader.read(cache, row, id).await,
+    }
 }

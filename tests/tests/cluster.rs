@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
-use cache_aside_runtime::{Cache, cached};
+use cache_aside_runtime::{Cache, cache_evict, cached};
 use cache_aside_tests::{Db, RedisCluster, slot_of};
 use tokio::task::JoinSet;
 
@@ -74,6 +74,8 @@ fn cluster_suite() {
         a_stampede_loads_once(&cluster).await;
         stale_entries_are_served_and_refreshed(&cluster).await;
         a_load_overtaken_by_an_invalidation_stores_nothing(&cluster).await;
+        a_put_wins_over_an_older_load(&cluster).await;
+        evictions_reach_every_entry(&cluster).await;
     });
     let tally = [
         runtime.block_on(migrating_a_slot_loses_no_call(&cluster)),
@@ -88,6 +90,49 @@ fn cluster_suite() {
         "cluster fault suite: {} (calls/failed/wrong)",
         line.join(", ")
     );
+}
+
+/// `#[cache_put]` against a load that read the old row, as in `tests/write_side.rs`.
+async fn a_put_wins_over_an_older_load(cluster: &RedisCluster) {
+    use cache_aside_tests::race::{Reader, put_during_a_load};
+    let cache = cache(cluster, "c-put");
+    for (i, reader) in [Reader::Plain, Reader::Locked, Reader::Eager]
+        .into_iter()
+        .enumerate()
+    {
+        for later in [false, true] {
+            let id = 10 * i as u64 + u64::from(later);
+            let seen = put_during_a_load(&cache, reader, id, later).await;
+            assert_eq!(seen.paused_load, "old");
+            assert_eq!(seen.next_read, "new", "{reader:?}, later reader {later}");
+            assert_eq!(seen.later_reader.as_deref().unwrap_or("new"), "new");
+        }
+    }
+    assert!(cache.stats().puts >= 6, "{:?}", cache.stats());
+}
+
+#[cache_evict(item(cache, id))]
+async fn touch_item(cache: &Cache, id: u64) {}
+
+#[cache_evict(item(cache, ..))]
+async fn touch_every_item(cache: &Cache) {}
+
+/// `#[cache_evict]` of one key and of a whole function, whose keys are on every primary.
+async fn evictions_reach_every_entry(cluster: &RedisCluster) {
+    let cache = cache(cluster, "c-evict");
+    let db = Db::new(Duration::ZERO);
+    for id in 0..40 {
+        assert_eq!(item(&cache, &db, id).await, expected(id));
+    }
+    touch_item(&cache, 3).await;
+    assert_eq!(item(&cache, &db, 3).await, expected(3));
+    assert_eq!(db.loads(), 41, "one entry evicted");
+    touch_every_item(&cache).await;
+    for id in 0..40 {
+        assert_eq!(item(&cache, &db, id).await, expected(id));
+    }
+    assert_eq!(db.loads(), 81, "every entry evicted");
+    assert_eq!(cache.stats().evictions, 2);
 }
 
 /// The invalidation race of `tests/leases.rs`, on the cluster: with and without the lock,

@@ -1,4 +1,5 @@
-//! The companions: `{fn}_cache_key`, `{fn}_invalidate` and `{fn}_invalidate_all`, siblings
+//! The companions: `{fn}_cache_key`, `{fn}_invalidate` and `{fn}_invalidate_all`, and the
+//! hidden `{fn}_cache_entry` / `{fn}_cache_entries` of `#[cache_evict]` and `#[cache_put]`: siblings
 //! of the wrapper with its generics, receiver and key arguments.
 //!
 //! Input: `#[cached(ttl = 60, cache = self.cache, skip(db))] async fn get(&self, db: &Db, id: u64) -> u64`.
@@ -25,6 +26,9 @@ struct Bodies {
     key: TokenStream,
     invalidate: TokenStream,
     invalidate_all: TokenStream,
+    /// The hidden `{fn}_cache_entry` and `{fn}_cache_entries` that `#[cache_evict]` and
+    /// `#[cache_put]` call; none in the fallback (their types would repeat its errors).
+    entries: Option<(TokenStream, TokenStream)>,
 }
 
 impl Expander<'_> {
@@ -45,11 +49,17 @@ impl Expander<'_> {
         );
         let invalidate_all = quote!(#private::invalidate_all(#cache, #spec, #identity).await);
         let invalidate_all = self.with_cache(false, invalidate_all);
+        let (shape, ret) = (self.shape(proc_macro2::Span::call_site()), &self.func.ret);
+        let entry = quote!(#prepare #private::entry::<#shape, #ret>(#prepared, #spec));
+        let entry = self.with_cache(false, entry);
+        let entries = quote!(#private::entries(#cache, #spec, #identity));
+        let entries = self.with_cache(false, entries);
         self.companion_items(&Bodies {
             allow_unused: false,
             key: quote!({ #key }),
             invalidate: quote!({ #invalidate }),
             invalidate_all: quote!({ #invalidate_all }),
+            entries: Some((quote!({ #entry }), quote!({ #entries }))),
         })
     }
 
@@ -66,6 +76,7 @@ impl Expander<'_> {
             key: body.clone(),
             invalidate: body.clone(),
             invalidate_all: body,
+            entries: None,
         })
     }
 
@@ -93,10 +104,29 @@ impl Expander<'_> {
             key,
             invalidate,
             invalidate_all,
+            entries,
             ..
         } = bodies;
         let (key_doc, invalidate_doc, invalidate_all_doc) = docs(&name);
+        let entries = entries.as_ref().map(|(entry, entries)| {
+            let entry_fn = format_ident!("{}_cache_entry", name, span = span);
+            let entries_fn = format_ident!("{}_cache_entries", name, span = span);
+            let (shape, ret) = (self.shape(proc_macro2::Span::call_site()), &self.func.ret);
+            quote! {
+                #cfgs
+                #[doc(hidden)]
+                #vis fn #entry_fn #generics (#receiver #(#params),*) -> #private::Entry<#shape, #ret> #where_clause
+                #entry
+
+                #cfgs
+                #[doc(hidden)]
+                #vis fn #entries_fn #generics (#receiver #(#cache_params),*) -> #private::Entries #where_clause
+                #entries
+            }
+        });
         quote! {
+            #entries
+
             #cfgs
             #[doc = #key_doc]
             #vis fn #key_fn #generics (#receiver #(#params),*) -> #result<::std::string::String, #error> #where_clause

@@ -29,7 +29,7 @@ mod companions;
 mod fallback;
 mod keys;
 mod spec;
-mod tokens;
+pub(crate) mod tokens;
 mod wrapper;
 
 use proc_macro2::{Span, TokenStream};

@@ -27,7 +27,7 @@ fn a_method_and_its_companions_share_one_spec_static() {
     assert_eq!(count(&method, "static SPEC"), 1, "{method}");
     assert_eq!(
         count(&method, "Self :: __cache_aside_spec_get ()"),
-        4,
+        6,
         "{method}"
     );
     let names_self = expand(
@@ -63,7 +63,7 @@ fn a_function_that_may_be_free_names_no_sibling() {
             }
         ),
     );
-    assert_eq!(count(&free, "static SPEC"), 4, "{free}");
+    assert_eq!(count(&free, "static SPEC"), 6, "{free}");
     assert_eq!(count(&free, "__cache_aside_spec"), 0, "{free}");
 }
 
@@ -78,8 +78,8 @@ fn the_spec_sibling_carries_the_functions_cfg() {
             }
         ),
     );
-    // The wrapper, three companions and the sibling.
-    assert_eq!(count(&gated, "# [cfg (feature = \"x\")]"), 5, "{gated}");
+    // The wrapper, five companions (two hidden) and the sibling.
+    assert_eq!(count(&gated, "# [cfg (feature = \"x\")]"), 7, "{gated}");
 }
 
 #[test]

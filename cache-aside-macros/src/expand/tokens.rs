@@ -1,6 +1,7 @@
 //! Small helpers over token streams that every part of the expansion uses.
 
 use proc_macro2::{Group, Span, TokenStream, TokenTree};
+use quote::quote_spanned;
 use syn::Ident;
 
 /// A generated local, at `Span::mixed_site()` so it cannot clash with the user's names.
@@ -42,4 +43,29 @@ pub fn mentions(tokens: &TokenStream, ident: &Ident) -> bool {
         TokenTree::Group(g) => mentions(&g.stream(), ident),
         _ => false,
     })
+}
+
+/// An unreachable `return` of the declared type `ret`, first in a body's `async` block: it
+/// fixes the block's output type before the body is checked, so a body of the wrong type
+/// is a plain mismatched-types error at the user's expression (tracing's
+/// `fake_return_edge`). It never runs and holds nothing across an `.await`, so it costs
+/// nothing and leaves the future's `Send`-ness alone.
+pub fn return_anchor(ret: &TokenStream) -> TokenStream {
+    let span = first_span(ret);
+    let value = local("__ca_return");
+    quote_spanned! {span=>
+        #[allow(
+            unknown_lints,
+            unreachable_code,
+            clippy::diverging_sub_expression,
+            clippy::empty_loop,
+            clippy::let_unit_value,
+            clippy::needless_return,
+            clippy::unreachable
+        )]
+        if false {
+            let #value: #ret = loop {};
+            return #value;
+        }
+    }
 }

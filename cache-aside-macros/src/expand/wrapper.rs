@@ -23,7 +23,7 @@ use quote::{quote, quote_spanned};
 use crate::values::OnCacheError;
 
 use super::Expander;
-use super::tokens::{first_span, local, respan};
+use super::tokens::{first_span, local, respan, return_anchor};
 
 impl Expander<'_> {
     pub(super) fn wrapper(&self) -> TokenStream {
@@ -93,7 +93,7 @@ impl Expander<'_> {
     /// `xfetch`, `background(..)`: it may run after the call returns, so it must be owned and
     /// `Send`, and errors saying it is not point at the option that asked.
     fn body(&self) -> TokenStream {
-        let anchor = self.return_anchor();
+        let anchor = return_anchor(&self.func.ret);
         let mut block = Group::new(Delimiter::Brace, self.func.body.clone());
         block.set_span(self.func.brace.join());
         let block = TokenTree::Group(block);
@@ -106,32 +106,6 @@ impl Expander<'_> {
             None => {
                 let private = &self.private;
                 quote!(#private::Foreground(async move { #anchor #block }))
-            }
-        }
-    }
-
-    /// An unreachable `return` of the declared type, first in the body's `async` block: it
-    /// fixes the block's output type before the body is checked, so a body of the wrong type
-    /// is a plain mismatched-types error at the user's expression (tracing's
-    /// `fake_return_edge`). It never runs and holds nothing across an `.await`, so it costs
-    /// nothing and leaves the future's `Send`-ness alone.
-    fn return_anchor(&self) -> TokenStream {
-        let ret = &self.func.ret;
-        let span = first_span(ret);
-        let value = local("__ca_return");
-        quote_spanned! {span=>
-            #[allow(
-                unknown_lints,
-                unreachable_code,
-                clippy::diverging_sub_expression,
-                clippy::empty_loop,
-                clippy::let_unit_value,
-                clippy::needless_return,
-                clippy::unreachable
-            )]
-            if false {
-                let #value: #ret = loop {};
-                return #value;
             }
         }
     }

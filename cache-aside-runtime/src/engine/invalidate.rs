@@ -52,7 +52,7 @@ impl Engine {
 
     /// Counted before the deletion is sent: a caller whose read comes after it joins no
     /// load that began before (see [`flight`](crate::flight)).
-    fn invalidating(&self) {
+    pub(super) fn invalidating(&self) {
         self.invalidations
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }

@@ -16,7 +16,8 @@
 //! 5. **return** the loaded value, whatever happened in step 4; if the body failed and an
 //!    expired value was kept, return that instead (fail-safe) and back off.
 //!
-//! Invalidation (`_invalidate`, prefixes, `ttl_of`) is [`invalidate`](self::invalidate).
+//! Invalidation (`_invalidate`, prefixes, `ttl_of`, `#[cache_evict]`) is
+//! [`invalidate`](self::invalidate); write-through (`#[cache_put]`) is [`put`](self::put).
 //!
 //! The cache is an optimisation: no failure in steps 1, 2 or 4 reaches the caller unless
 //! the function asked for it with `on_cache_error = "fail"` ([`ErrorMode::Surface`]).
@@ -28,6 +29,7 @@
 mod invalidate;
 mod lease;
 mod miss;
+mod put;
 mod read;
 mod refresh;
 mod store;

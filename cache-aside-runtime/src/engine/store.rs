@@ -10,8 +10,20 @@ use super::{Call, Engine};
 use crate::envelope;
 use crate::error::Error;
 use crate::exact::{self, Same};
+use crate::key::Key;
 use crate::policy::Policy;
 use crate::shape::{Shape, Store};
+use crate::spec::FnSpec;
+
+/// The entry an encoding is for: its key and function, the function's policy, and the
+/// lease token it is marked with (0: none).
+#[derive(Clone, Copy)]
+pub(super) struct Entry<'a> {
+    pub(super) key: &'a Key,
+    pub(super) spec: &'static FnSpec,
+    pub(super) policy: &'a Policy,
+    pub(super) token: u64,
+}
 
 /// What a write did with a value that was to be stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,34 +78,51 @@ impl Engine {
         same: Same<S::Value>,
         held: Option<&Held>,
     ) -> Result<Option<(Bytes, Duration)>, Error> {
-        let (value, ttl) = match (S::store(loaded), policy.none_ttl) {
+        // Marked with the lease that writes it (0: none).
+        let token = held.map_or(0, |h| h.token);
+        let entry = Entry {
+            key: call.key,
+            spec: call.spec,
+            policy,
+            token,
+        };
+        self.encode_store(&entry, S::store(loaded), same)
+    }
+
+    /// [`encode`](Self::encode) for what a shape said to store: also `#[cache_put]`'s.
+    pub(super) fn encode_store<V: serde::Serialize + serde::de::DeserializeOwned>(
+        &self,
+        entry: &Entry<'_>,
+        store: Store<'_, V>,
+        same: Same<V>,
+    ) -> Result<Option<(Bytes, Duration)>, Error> {
+        let Entry {
+            key,
+            spec,
+            policy,
+            token,
+        } = *entry;
+        let (value, ttl) = match (store, policy.none_ttl) {
             (Store::Value(value), _) => (Some(value), policy.ttl),
             (Store::Absent, Some(none_ttl)) => (None, none_ttl),
             (Store::Absent, None) | (Store::Skip, _) => return Ok(None),
         };
         let ttl = policy.jittered(ttl);
-        // Marked with the lease that writes it (0: none).
-        let token = held.map_or(0, |h| h.token);
         let fresh_until = Some(SystemTime::now() + ttl);
         let bytes = match envelope::encode_leased(self.codec, value, fresh_until, token) {
             Ok(bytes) => bytes,
             Err(error) => {
-                self.events.failed("encode", call.key.as_str(), &error);
+                self.events.failed("encode", key.as_str(), &error);
                 return Err(error);
             }
         };
         // An oversized value is not stored anyway (`store` counts it): no need to decode it.
         if let Some(value) = value
             && bytes.len() as u64 <= policy.max_value_bytes
-            && !exact::round_trips(
-                value,
-                || envelope::decode_raw::<S::Value>(&bytes).ok()?.0,
-                same,
-            )
+            && !exact::round_trips(value, || envelope::decode_raw::<V>(&bytes).ok()?.0, same)
         {
-            let spec = call.spec;
             self.events
-                .unstorable(spec.name(), &spec.warned_unstorable, call.key.as_str());
+                .unstorable(spec.name(), &spec.warned_unstorable, key.as_str());
             return Ok(None);
         }
         Ok(Some((Bytes::from(bytes), ttl + policy.keep())))

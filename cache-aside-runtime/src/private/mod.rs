@@ -3,12 +3,14 @@
 mod body;
 mod probes;
 mod run;
+mod write;
 
 use std::sync::{Arc, LazyLock};
 
 pub use self::body::{Background, Body, Detacher, Foreground, Split, background};
 pub use self::probes::{ByClone, ByEq, EqProbe, ErrByClone, NotEq, NotShared, Probe};
 pub use self::run::{get_or_load, try_get_or_load};
+pub use self::write::{Entries, Entry, entries, entry};
 pub use crate::error::Error;
 pub use crate::exact::Same;
 pub use crate::flight::Share;

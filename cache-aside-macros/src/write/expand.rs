@@ -1,0 +1,113 @@
+//! The write function around its body.
+//!
+//! Input: `#[cache_evict(get_user(id))] async fn rename(db: &Db, id: u64, name: String) -> Result<(), E> { body }`.
+//! Output:
+//! ```text
+//! async fn rename(db: &Db, id: u64, name: String) -> Result<(), E> {
+//!     let entries = (get_user_cache_entry(id),);          // before the body: its arguments as given
+//!     let result = async move { anchor; { body } }.await; // `return` and `?` stay the body's
+//!     if Result::is_ok(&result) { entries.0.evict().await; }
+//!     result
+//! }
+//! ```
+//! `before = true` evicts before the body instead; `always = true` after it whatever it
+//! returned. `#[cache_put(get_user(id))]` ends with
+//! `if let Ok(ok) = &result { entries.0.put(ok).await; }` (`put(&result)` for a return type
+//! that is not a `Result`), the value's tokens at the return type, so a value the read
+//! cannot store is a type error there.
+
+use proc_macro2::{Delimiter, Group, Span, TokenStream, TokenTree};
+use quote::{ToTokens, quote, quote_spanned};
+use syn::{Ident, Index};
+
+use super::{Kind, WriteOptions};
+use crate::expand::tokens::{first_span, local, return_anchor};
+use crate::model::Func;
+
+pub fn expand(kind: Kind, func: &Func, options: &WriteOptions) -> TokenStream {
+    let (attrs, vis, sig, inner_attrs) = (&func.attrs, &func.vis, &func.sig, &func.inner_attrs);
+    let entries = local("__ca_entries");
+    let result = local("__ca_result");
+    let calls = options.targets.iter().map(|t| &t.call);
+    let each = |op: TokenStream| -> Vec<TokenStream> {
+        (0..options.targets.len())
+            .map(|i| {
+                let i = Index::from(i);
+                quote!(#entries.#i.#op.await;)
+            })
+            .collect()
+    };
+    let mut block = Group::new(Delimiter::Brace, func.body.clone());
+    block.set_span(func.brace.join());
+    let block = TokenTree::Group(block);
+    let anchor = return_anchor(&func.ret);
+    let before = matches!(options.before, Some((true, _)));
+    let (first, after) = match kind {
+        Kind::Evict if before => {
+            let evicts = each(quote!(evict()));
+            (quote!(#(#evicts)*), TokenStream::new())
+        }
+        Kind::Evict => {
+            let evicts = each(quote!(evict()));
+            let always = matches!(options.always, Some((true, _)));
+            let succeeded = if always || !func.shape.is_result() {
+                quote!(true)
+            } else {
+                quote!(::core::result::Result::is_ok(&#result))
+            };
+            (TokenStream::new(), quote!(if #succeeded { #(#evicts)* }))
+        }
+        Kind::Put => (TokenStream::new(), put(func, options, &entries, &result)),
+    };
+    quote! {
+        #(#attrs)*
+        #vis #sig {
+            #(#inner_attrs)*
+            let #entries = (#(#calls,)*);
+            #first
+            let #result = async move { #anchor #block }.await;
+            #after
+            #result
+        }
+    }
+}
+
+/// The puts after the body: of its `Ok` value, or of what it returned. The value goes
+/// through the entry's `accepts` first, its tokens at the return type: a write returning
+/// another type than the read's is a mismatch there.
+fn put(func: &Func, options: &WriteOptions, entries: &Ident, result: &Ident) -> TokenStream {
+    let ret_span = first_span(&func.ret);
+    let ok = Ident::new("__ca_ok", Span::mixed_site().located_at(ret_span));
+    let private = match &options.krate {
+        Some(path) => quote!(#path::__private),
+        None => quote!(::cache_aside_runtime::__private),
+    };
+    let value = local("__ca_value");
+    let (probe, same) = (local("__ca_probe"), local("__ca_same"));
+    let puts = options.targets.iter().enumerate().map(|(i, target)| {
+        let i = Index::from(i);
+        // "arguments to this function are incorrect" points at the target.
+        let at = first_span(&target.call.to_token_stream());
+        let accepts = Ident::new("__ca_accepts", Span::mixed_site().located_at(at));
+        let checked = quote_spanned!(ret_span=> #accepts(#ok));
+        quote! {{
+            let #accepts = #entries.#i.accepts();
+            let #value = #checked;
+            let #probe = #entries.#i.probe();
+            let #same = {
+                use #private::{ByEq as _, NotEq as _};
+                (&&#probe).same()
+            };
+            #entries.#i.put(#value, #same).await;
+        }}
+    });
+    if func.shape.is_result() {
+        quote! {
+            if let ::core::result::Result::Ok(#ok) = &#result { #(#puts)* }
+        }
+    } else {
+        quote! {
+            { let #ok = &#result; #(#puts)* }
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Write-through: `#[cache_put]` stores a write's result as a read function's entry.
+//!
+//! The value is encoded as a load's would be (the read's TTL, jitter, `none_ttl`,
+//! `max_value_bytes`, the exactness check) and written with a plain `SET`, which takes the
+//! key from whoever holds its lease: a load that began before the put cannot store over it
+//! (its conditional fill finds another token), and, the epoch counted first, no caller that
+//! starts after it joins such a load. A value that cannot be stored deletes the entry
+//! instead, so the old one never outlives the write.
+
+use super::Engine;
+use super::store::Entry;
+use crate::error::Error;
+use crate::exact::Same;
+use crate::key::Key;
+use crate::policy::Policy;
+use crate::shape::Shape;
+use crate::spec::FnSpec;
+
+/// What a put did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Put {
+    /// The value is the entry now.
+    Stored,
+    /// The value could not be stored (too large, not exact, an absence without
+    /// `none_ttl`); the entry was deleted.
+    Deleted,
+}
+
+impl Engine {
+    /// Stores `success` as the entry `key` of the read function `spec`.
+    pub(crate) async fn put<S: Shape<R>, R>(
+        &self,
+        key: &Key,
+        spec: &'static FnSpec,
+        success: &S::Success,
+        same: Same<S::Value>,
+    ) -> Result<Put, Error> {
+        let policy = match self.remembered_policy(spec) {
+            Some(policy) => *policy,
+            None => self.resolve_policy(spec).ok_or(Error::NoTtl)?,
+        };
+        let entry = Entry {
+            key,
+            spec,
+            policy: &policy,
+            token: 0,
+        };
+        let encoded = self.encode_store(&entry, S::store_success(success), same);
+        self.put_encoded(key, &policy, encoded).await
+    }
+
+    async fn put_encoded(
+        &self,
+        key: &Key,
+        policy: &Policy,
+        encoded: Result<Option<(bytes::Bytes, std::time::Duration)>, Error>,
+    ) -> Result<Put, Error> {
+        let key = key.as_str();
+        self.invalidating();
+        let (op, result) = match encoded {
+            Ok(Some((bytes, ttl))) if bytes.len() as u64 <= policy.max_value_bytes => {
+                let set = self.backend.set(key, &bytes, ttl, policy.timeout).await;
+                ("put", set.map(|()| Put::Stored))
+            }
+            other => {
+                if let Ok(Some((bytes, _))) = &other {
+                    self.events.oversized_value(key, bytes.len());
+                }
+                let deleted = self.backend.delete(key, policy.timeout).await;
+                ("put", deleted.map(|_| Put::Deleted))
+            }
+        };
+        match &result {
+            Ok(_) => self.events.put(),
+            Err(error) => {
+                self.events.store_failed();
+                self.events.failed(op, key, error);
+            }
+        }
+        result
+    }
+}

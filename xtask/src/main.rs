@@ -63,9 +63,15 @@ fn ensure_redis() -> Result<(), String> {
                        PATH (Debian/Ubuntu: `apt-get install redis-server redis-tools`; macOS: \
                        `brew install redis`), then run `cargo xtask test` again";
     if !found("apt-get") || !is_root() {
-        return Err(format!("{} not found: {instruction}", missing.join(" and ")));
+        return Err(format!(
+            "{} not found: {instruction}",
+            missing.join(" and ")
+        ));
     }
-    eprintln!("xtask: {} not found; installing with apt-get", missing.join(" and "));
+    eprintln!(
+        "xtask: {} not found; installing with apt-get",
+        missing.join(" and ")
+    );
     let apt = |args: &[&str]| {
         Command::new("apt-get")
             .args(args)
@@ -73,8 +79,8 @@ fn ensure_redis() -> Result<(), String> {
             .status()
             .is_ok_and(|s| s.success())
     };
-    let installed = apt(&["update", "-qq"])
-        && apt(&["install", "-y", "-qq", "redis-server", "redis-tools"]);
+    let installed =
+        apt(&["update", "-qq"]) && apt(&["install", "-y", "-qq", "redis-server", "redis-tools"]);
     match installed && TOOLS.into_iter().all(found) {
         true => Ok(()),
         false => Err(format!("apt-get could not install Redis: {instruction}")),

@@ -13,6 +13,7 @@
 //! | [`keys`] | what a key looks like, why two calls never share one, what is stored under it, how to invalidate |
 //! | [`performance`] | what a hit and a miss cost next to raw redis-rs, how that is measured, the embedded store's memory |
 //! | [`troubleshooting`] | from a symptom to the counter or `redis-cli` command that shows it, to the fix |
+//! | [`patterns`] | the specs' seven pitfalls and the option for each, the caching patterns, security, the `cached` crate's options in ours |
 //!
 //! The pages are written in `docs/` at the repository root, so they read on GitHub as well.
 
@@ -33,3 +34,6 @@ pub mod performance {}
 
 #[doc = include_str!("../../docs/troubleshooting.md")]
 pub mod troubleshooting {}
+
+#[doc = include_str!("../../docs/patterns.md")]
+pub mod patterns {}

@@ -31,7 +31,7 @@ pub trait Shape<R> {
     type Success;
     /// Classifies a loaded result.
     fn store(result: &R) -> Store<'_, Self::Value>;
-    /// Classifies a successful result (never [`Store::Skip`]).
+    /// Classifies a successful result (never `Store::Skip`).
     fn store_success(success: &Self::Success) -> Store<'_, Self::Value>;
     /// Rebuilds a result from a cache hit (`None`: an absence marker). `None` back means
     /// the entry does not fit this shape and is treated as corrupt.

@@ -1,26 +1,59 @@
 //! Every observable event of the engine goes through [`Events`]: it feeds the counters of
-//! [`Stats`](crate::Stats) and the logs (every failure at `debug`, a rate-limited `warn`).
-//! Stage code says what happened (`events.hit()`, `events.failed(..)`) and never bumps a
-//! counter or writes a log line of its own, so metrics and per-function labels can later be
-//! added here, in one place.
+//! [`Stats`](crate::Stats), cache-wide and per function, and the logs (every failure at
+//! `debug`, a rate-limited `warn`). Stage code says what happened, for which function
+//! (`events.of(spec).hit()`, `events.of(spec).failed(..)`), and never bumps a counter or
+//! writes a log line of its own, so metrics can later be added here, in one place.
 //!
-//! The hit path's event, [`Events::hit`], is one striped add (see `stats::Striped`);
-//! everything else is off the hit path.
+//! A function's counters for a cache live in its spec when it is the first cache the
+//! function counted in (the common case: one cache per process), found with one load and
+//! compare; for another cache, in that cache's list, behind a lock. The hit path's event,
+//! [`Scoped::hit`], is two striped adds (see `stats::Striped`); everything else is off the
+//! hit path.
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use crate::backend::BreakerFigures;
 use crate::envelope::unix_ms;
 use crate::error::{Chain, Error};
 use crate::report::Reporter;
-use crate::stats::{Counters, Stats};
+use crate::spec::FnSpec;
+use crate::stats::{Counters, FunctionStats, Stats};
 
 /// One cache's counters and log.
-#[derive(Default)]
 pub(crate) struct Events {
+    /// The cache's id: which function counters in a spec are this cache's.
+    id: u64,
     counters: Counters,
     reporter: Reporter,
+    /// Every function that counted here, with its counters.
+    functions: Mutex<Vec<(&'static FnSpec, Arc<Counters>)>>,
+}
+
+/// The events of one function's calls: they count for the cache and for the function.
+pub(crate) struct Scoped<'a> {
+    events: &'a Events,
+    function: FunctionCounters<'a>,
+}
+
+enum FunctionCounters<'a> {
+    /// In the spec: the function's first cache.
+    InSpec(&'a Counters),
+    /// In the cache's list.
+    Listed(Arc<Counters>),
+}
+
+impl std::ops::Deref for FunctionCounters<'_> {
+    type Target = Counters;
+
+    #[inline]
+    fn deref(&self) -> &Counters {
+        match self {
+            FunctionCounters::InSpec(c) => c,
+            FunctionCounters::Listed(c) => c,
+        }
+    }
 }
 
 /// Failures that happen before there is a cache to count them in: no default cache set.
@@ -32,95 +65,76 @@ pub(crate) fn uncached(op: &'static str, error: &Error) {
 }
 
 impl Events {
+    pub(crate) fn new(id: u64) -> Events {
+        Events {
+            id,
+            counters: Counters::default(),
+            reporter: Reporter::new(),
+            functions: Mutex::new(Vec::new()),
+        }
+    }
+
     /// A snapshot of the counters, with the backend's breaker figures.
     pub(crate) fn snapshot(&self, breaker: BreakerFigures) -> Stats {
         self.counters.snapshot(breaker)
     }
 
-    /// A call answered from the cache.
+    /// A snapshot per function: the specs that are one function's (its wrapper's and its
+    /// companions') summed, in the order they first counted.
+    pub(crate) fn snapshot_by_function(&self, breaker: BreakerFigures) -> Vec<FunctionStats> {
+        let functions = self.functions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<(&'static FnSpec, FunctionStats)> = Vec::new();
+        for (spec, counters) in functions.iter() {
+            let stats = counters.snapshot(breaker);
+            match out.iter_mut().find(|(other, _)| spec.same_function(other)) {
+                Some((_, seen)) => {
+                    seen.stats.add(&stats);
+                    if seen.prefix.is_none() {
+                        seen.prefix = spec.prefix_seen();
+                    }
+                }
+                None => out.push((
+                    spec,
+                    FunctionStats {
+                        function: spec.name(),
+                        prefix: spec.prefix_seen(),
+                        stats,
+                    },
+                )),
+            }
+        }
+        out.into_iter().map(|(_, stats)| stats).collect()
+    }
+
+    /// The events of `spec`'s calls.
     #[inline]
-    pub(crate) fn hit(&self) {
-        self.counters.hits.bump();
+    pub(crate) fn of(&self, spec: &'static FnSpec) -> Scoped<'_> {
+        let function = match spec.counters.get() {
+            Some((id, counters)) if *id == self.id => FunctionCounters::InSpec(counters),
+            _ => self.listed(spec),
+        };
+        Scoped {
+            events: self,
+            function,
+        }
     }
 
-    /// A hit on an expired entry within `stale`, served while a refresh runs.
-    pub(crate) fn served_stale(&self) {
-        Counters::bump(&self.counters.stale_served);
-    }
-
-    /// A call that found nothing usable.
-    pub(crate) fn miss(&self) {
-        Counters::bump(&self.counters.misses);
-    }
-
-    /// An entry that does not decode: a miss, overwritten by the load.
     #[cold]
-    pub(crate) fn corrupt(&self, key: &str, error: &Error) {
-        let error = Chain(error);
-        tracing::debug!(key, %error, "cache-aside: corrupt entry; reloading");
-        Counters::bump(&self.counters.corrupt);
-    }
-
-    /// A miss that waited for another caller's load of its key in this process.
-    pub(crate) fn waited(&self) {
-        Counters::bump(&self.counters.waited);
-    }
-
-    /// A wait for another caller's load that reached `flight_wait`.
-    #[cold]
-    pub(crate) fn flight_timeout(&self, key: &str) {
-        Counters::bump(&self.counters.flight_timeouts);
-        tracing::debug!(
-            key,
-            "cache-aside: the load this call waited for is taking longer than flight_wait; loading without it"
-        );
-    }
-
-    /// A body run because of a miss, in the caller or as a refresh.
-    pub(crate) fn load(&self) {
-        Counters::bump(&self.counters.loads);
-    }
-
-    /// A call whose body failed answered with the kept value, as a waiter of that load.
-    pub(crate) fn fail_safe(&self) {
-        Counters::bump(&self.counters.stale_served);
-        Counters::bump(&self.counters.fail_safe);
-    }
-
-    /// A call whose body failed, answered with the kept value.
-    pub(crate) fn fail_safe_answered(&self, key: &str) {
-        self.fail_safe();
-        tracing::debug!(
-            key,
-            "cache-aside: body failed; fail-safe serves the kept value"
-        );
+    fn listed(&self, spec: &'static FnSpec) -> FunctionCounters<'static> {
+        let mut functions = self.functions.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, counters)) = functions.iter().find(|(s, _)| std::ptr::eq(*s, spec)) {
+            return FunctionCounters::Listed(Arc::clone(counters));
+        }
+        let counters = Arc::new(Counters::default());
+        functions.push((spec, Arc::clone(&counters)));
+        // The spec keeps the first cache's counters, so that its calls find them unlocked.
+        let _ = spec.counters.set((self.id, Arc::clone(&counters)));
+        FunctionCounters::Listed(counters)
     }
 
     /// A kept entry marked fresh for the back-off.
     pub(crate) fn backing_off(&self, key: &str, until: SystemTime) {
         tracing::trace!(key, until = unix_ms(until), "cache-aside: backing off");
-    }
-
-    /// A miss that found another process holding its key's lock.
-    pub(crate) fn lock_wait(&self) {
-        Counters::bump(&self.counters.lock_waits);
-    }
-
-    /// A lock wait that reached `lock_wait`: the call loads without the lock.
-    #[cold]
-    pub(crate) fn lock_timeout(&self, key: &str) {
-        Counters::bump(&self.counters.lock_timeouts);
-        tracing::debug!(key, "cache-aside: lock wait ran out; loading without it");
-    }
-
-    /// A load's lease was revoked while it ran: its value is not stored.
-    #[cold]
-    pub(crate) fn fill_dropped(&self, key: &str) {
-        Counters::bump(&self.counters.fills_dropped);
-        tracing::debug!(
-            key,
-            "cache-aside: invalidated while loading; the value is not stored"
-        );
     }
 
     /// The lock expired or was taken while this process loaded under it.
@@ -129,27 +143,6 @@ impl Events {
         tracing::warn!(
             lock,
             "cache-aside: lease expired or was taken while loading; the value will not be stored"
-        );
-    }
-
-    /// A value larger than `max_value_bytes`: returned, not stored.
-    #[cold]
-    pub(crate) fn oversized_value(&self, key: &str, bytes: usize) {
-        Counters::bump(&self.counters.oversized);
-        tracing::debug!(
-            key,
-            bytes,
-            "cache-aside: value above max_value_bytes; not stored"
-        );
-    }
-
-    /// An entry larger than `max_value_bytes` found (someone else wrote it): a miss.
-    #[cold]
-    pub(crate) fn oversized_entry(&self, key: &str) {
-        Counters::bump(&self.counters.oversized);
-        tracing::debug!(
-            key,
-            "cache-aside: an entry over max_value_bytes is there; reading it as a miss"
         );
     }
 
@@ -163,11 +156,135 @@ impl Events {
         );
     }
 
+    /// A background refresh whose body failed: the kept entry backs off.
+    pub(crate) fn refresh_backing_off(&self, key: &str) {
+        tracing::debug!(key, "cache-aside: background refresh failed; backing off");
+    }
+
+    /// A cache operation that failed outside any function's call (a release in the
+    /// background, a size check); the call goes on without it.
+    #[cold]
+    pub(crate) fn failed(&self, op: &'static str, key: &str, error: &Error) {
+        Counters::bump(&self.counters.errors);
+        self.reporter.report(op, key, error);
+    }
+
+    /// Bumps `counter` of the cache and of the function.
+    fn both(scoped: &Scoped<'_>, counter: impl Fn(&Counters) -> &std::sync::atomic::AtomicU64) {
+        Counters::bump(counter(&scoped.events.counters));
+        Counters::bump(counter(&scoped.function));
+    }
+}
+
+impl Scoped<'_> {
+    /// A call answered from the cache.
+    #[inline]
+    pub(crate) fn hit(&self) {
+        self.events.counters.hits.bump();
+        self.function.hits.bump();
+    }
+
+    /// A hit on an expired entry within `stale`, served while a refresh runs.
+    pub(crate) fn served_stale(&self) {
+        Events::both(self, |c| &c.stale_served);
+    }
+
+    /// A call that found nothing usable.
+    pub(crate) fn miss(&self) {
+        Events::both(self, |c| &c.misses);
+    }
+
+    /// An entry that does not decode: a miss, overwritten by the load.
+    #[cold]
+    pub(crate) fn corrupt(&self, key: &str, error: &Error) {
+        let error = Chain(error);
+        tracing::debug!(key, %error, "cache-aside: corrupt entry; reloading");
+        Events::both(self, |c| &c.corrupt);
+    }
+
+    /// A miss that waited for another caller's load of its key in this process.
+    pub(crate) fn waited(&self) {
+        Events::both(self, |c| &c.waited);
+    }
+
+    /// A wait for another caller's load that reached `flight_wait`.
+    #[cold]
+    pub(crate) fn flight_timeout(&self, key: &str) {
+        Events::both(self, |c| &c.flight_timeouts);
+        tracing::debug!(
+            key,
+            "cache-aside: the load this call waited for is taking longer than flight_wait; loading without it"
+        );
+    }
+
+    /// A body run because of a miss, in the caller or as a refresh.
+    pub(crate) fn load(&self) {
+        Events::both(self, |c| &c.loads);
+    }
+
+    /// A call whose body failed answered with the kept value, as a waiter of that load.
+    pub(crate) fn fail_safe(&self) {
+        Events::both(self, |c| &c.stale_served);
+        Events::both(self, |c| &c.fail_safe);
+    }
+
+    /// A call whose body failed, answered with the kept value.
+    pub(crate) fn fail_safe_answered(&self, key: &str) {
+        self.fail_safe();
+        tracing::debug!(
+            key,
+            "cache-aside: body failed; fail-safe serves the kept value"
+        );
+    }
+
+    /// A miss that found another process holding its key's lock.
+    pub(crate) fn lock_wait(&self) {
+        Events::both(self, |c| &c.lock_waits);
+    }
+
+    /// A lock wait that reached `lock_wait`: the call loads without the lock.
+    #[cold]
+    pub(crate) fn lock_timeout(&self, key: &str) {
+        Events::both(self, |c| &c.lock_timeouts);
+        tracing::debug!(key, "cache-aside: lock wait ran out; loading without it");
+    }
+
+    /// A load's lease was revoked while it ran: its value is not stored.
+    #[cold]
+    pub(crate) fn fill_dropped(&self, key: &str) {
+        Events::both(self, |c| &c.fills_dropped);
+        tracing::debug!(
+            key,
+            "cache-aside: invalidated while loading; the value is not stored"
+        );
+    }
+
+    /// A value larger than `max_value_bytes`: returned, not stored.
+    #[cold]
+    pub(crate) fn oversized_value(&self, key: &str, bytes: usize) {
+        Events::both(self, |c| &c.oversized);
+        tracing::debug!(
+            key,
+            bytes,
+            "cache-aside: value above max_value_bytes; not stored"
+        );
+    }
+
+    /// An entry larger than `max_value_bytes` found (someone else wrote it): a miss.
+    #[cold]
+    pub(crate) fn oversized_entry(&self, key: &str) {
+        Events::both(self, |c| &c.oversized);
+        tracing::debug!(
+            key,
+            "cache-aside: an entry over max_value_bytes is there; reading it as a miss"
+        );
+    }
+
     /// A value the codec would not give back exactly: returned, never stored. Logged once
     /// per function (`warned` is the function's flag).
     #[cold]
     pub(crate) fn unstorable(&self, function: &str, warned: &AtomicBool, key: &str) {
-        Counters::bump(&self.counters.unstorable);
+        Events::both(self, |c| &c.unstorable);
         if !warned.swap(true, Relaxed) {
             tracing::warn!(
                 function,
@@ -181,43 +298,38 @@ impl Events {
 
     /// A write that failed or was refused (also a failure, reported by [`failed`](Self::failed)).
     pub(crate) fn store_failed(&self) {
-        Counters::bump(&self.counters.store_errors);
+        Events::both(self, |c| &c.store_errors);
     }
 
     /// A `#[cache_put]` write went through.
     pub(crate) fn put(&self) {
-        Counters::bump(&self.counters.puts);
+        Events::both(self, |c| &c.puts);
     }
 
     /// A `#[cache_evict]` target removed.
     pub(crate) fn evicted(&self) {
-        Counters::bump(&self.counters.evictions);
+        Events::both(self, |c| &c.evictions);
     }
 
     /// A background refresh started.
     pub(crate) fn refresh_started(&self) {
-        Counters::bump(&self.counters.refreshes);
+        Events::both(self, |c| &c.refreshes);
     }
 
     /// A background refresh not started: `max_refreshes` are running.
     pub(crate) fn refresh_dropped(&self) {
-        Counters::bump(&self.counters.refreshes_dropped);
+        Events::both(self, |c| &c.refreshes_dropped);
     }
 
     /// A background refresh whose body failed or panicked.
     pub(crate) fn refresh_failed(&self) {
-        Counters::bump(&self.counters.refresh_failures);
-    }
-
-    /// A background refresh whose body failed: the kept entry backs off.
-    pub(crate) fn refresh_backing_off(&self, key: &str) {
-        tracing::debug!(key, "cache-aside: background refresh failed; backing off");
+        Events::both(self, |c| &c.refresh_failures);
     }
 
     /// A cache operation that failed; the call goes on without it.
     #[cold]
     pub(crate) fn failed(&self, op: &'static str, key: &str, error: &Error) {
-        Counters::bump(&self.counters.errors);
-        self.reporter.report(op, key, error);
+        Events::both(self, |c| &c.errors);
+        self.events.reporter.report(op, key, error);
     }
 }

@@ -78,4 +78,4 @@ pub use crate::cache::{
     DEFAULT_TIMEOUT,
 };
 pub use crate::error::{Cause, Error};
-pub use crate::stats::Stats;
+pub use crate::stats::{FunctionStats, Stats};

@@ -7,11 +7,12 @@
 //! whether another function can write its keys.
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{OnceLock, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use crate::key::{Layout, prefix};
 use crate::policy::{LoadTime, MissScore, Options, Policy};
+use crate::stats::Counters;
 
 /// The static description of one cached function. Built by generated code only.
 #[doc(hidden)]
@@ -37,6 +38,9 @@ pub struct FnSpec {
     shares_keys: AtomicBool,
     /// The policy resolved with the first cache this function ran with (by cache id).
     pub(crate) policy: OnceLock<(u64, Policy)>,
+    /// This function's counters in the first cache it counted in (by cache id); see
+    /// [`events`](crate::events).
+    pub(crate) counters: OnceLock<(u64, Arc<Counters>)>,
 }
 
 impl std::fmt::Debug for FnSpec {
@@ -60,6 +64,7 @@ impl FnSpec {
             warned_unstorable: AtomicBool::new(false),
             shares_keys: AtomicBool::new(false),
             policy: OnceLock::new(),
+            counters: OnceLock::new(),
         }
     }
 
@@ -197,6 +202,27 @@ impl FnSpec {
         let prefix = self.make_prefix(path, generics, &made);
         others.push((id, prefix));
         prefix
+    }
+
+    /// The prefix of the first instantiation that built a key, if one did.
+    pub(crate) fn prefix_seen(&self) -> Option<&'static str> {
+        self.first_prefix.get().map(|(_, prefix)| *prefix)
+    }
+
+    /// Are the two specs one function's (its wrapper and companions each have one)? By
+    /// where it is written when the macro said, else by name, layout and prefix.
+    pub(crate) fn same_function(&self, other: &FnSpec) -> bool {
+        if std::ptr::eq(self, other) {
+            return true;
+        }
+        match (self.site, other.site) {
+            (Some(here), Some(there)) => here == there,
+            _ => {
+                self.name == other.name
+                    && self.layout == other.layout
+                    && self.prefix_seen() == other.prefix_seen()
+            }
+        }
     }
 
     /// Can another function write this one's keys? Then its calls run uncached.

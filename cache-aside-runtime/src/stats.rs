@@ -16,6 +16,14 @@ macro_rules! counters {
             $(pub(crate) $name: AtomicU64,)*
         }
 
+        impl Stats {
+            /// Adds `other`'s counters to these (the breaker's figures stay).
+            pub(crate) fn add(&mut self, other: &Stats) {
+                self.hits += other.hits;
+                $(self.$name += other.$name;)*
+            }
+        }
+
         impl Counters {
             pub(crate) fn snapshot(&self, breaker: BreakerFigures) -> Stats {
                 Stats {
@@ -95,6 +103,21 @@ counters! {
     /// Entries removed by `#[cache_evict]`, counted per target evicted (one key, or every
     /// entry of a function), whether an entry was there or not.
     evictions,
+}
+
+/// One function's figures in one cache: [`Cache::stats_by_function`](crate::Cache::stats_by_function).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FunctionStats {
+    /// The function's name as written (`get_user`); methods of different types may share
+    /// one, so tell them apart by `prefix`.
+    pub function: &'static str,
+    /// The prefix its keys are under (`user`, or the derived `app.users.get_user`); `None`
+    /// until a call built its first key.
+    pub prefix: Option<&'static str>,
+    /// Its counters, as [`Cache::stats`](crate::Cache::stats) counts them for the whole
+    /// cache; the breaker's figures are the cache's.
+    pub stats: Stats,
 }
 
 impl Counters {

@@ -112,6 +112,7 @@ impl<F: Future<Output = Result<Option<Vec<u8>>, Error>>> Future for Reading<F> {
 }
 
 /// The breaker's figures for `Stats`.
+#[derive(Clone, Copy)]
 pub(crate) struct BreakerFigures {
     pub(crate) state: BreakerState,
     pub(crate) opened: u64,

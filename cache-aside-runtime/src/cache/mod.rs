@@ -11,7 +11,7 @@ use cache_aside_settings::defaults;
 pub use self::builder::CacheBuilder;
 use crate::engine::Engine;
 use crate::error::Error;
-use crate::stats::Stats;
+use crate::stats::{FunctionStats, Stats};
 
 /// Namespace used when the builder sets none.
 pub const DEFAULT_NAMESPACE: &str = defaults::NAMESPACE;
@@ -99,6 +99,25 @@ impl Cache {
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
         self.engine.stats()
+    }
+
+    /// A snapshot of the counters per `#[cached]` function that ran with this cache, in
+    /// the order they first counted: the same counters as [`stats`](Self::stats), for that
+    /// function's calls only (its reads, refreshes, and the `#[cache_put]` /
+    /// `#[cache_evict]` writes that name it), labelled by its name and prefix, never by a
+    /// key. Summed over the functions they give `stats()`, except for failures of
+    /// background work no call owns (a lease released or kept alive after its call, a size
+    /// check), which only the cache counts.
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: cache_aside_runtime::Cache) {
+    /// for f in cache.stats_by_function() {
+    ///     println!("{} ({:?}): {:.1}% hits", f.function, f.prefix, 100.0 * f.stats.hit_ratio());
+    /// }
+    /// # }
+    /// ```
+    pub fn stats_by_function(&self) -> Vec<FunctionStats> {
+        self.engine.stats_by_function()
     }
 
     /// Deletes one key (as returned by a `{fn}_cache_key` companion); `true` if it existed.

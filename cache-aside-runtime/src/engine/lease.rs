@@ -190,11 +190,11 @@ impl Engine {
             }
             if !waited {
                 waited = true;
-                self.events.lock_wait();
+                self.events.of(call.spec).lock_wait();
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                self.events.lock_timeout(key);
+                self.events.of(call.spec).lock_timeout(key);
                 return Ok(Acquired::Busy);
             }
             // Randomised so that a fleet of waiters does not poll in lock-step.

@@ -46,19 +46,19 @@ impl Engine {
                         .await;
                 }
                 Role::Waiter(theirs) => {
-                    self.events.waited();
+                    self.events.of(call.spec).waited();
                     // Bounded: a leader whose caller stopped polling it (a `select!` busy
                     // elsewhere) is not cancelled, and would hold every waiter.
                     match tokio::time::timeout(policy.flight_wait, flight::wait(theirs)).await {
                         Ok(outcome) => outcome,
                         Err(_) => {
-                            self.events.flight_timeout(key);
+                            self.events.of(call.spec).flight_timeout(key);
                             Outcome::NotStored
                         }
                     }
                 }
                 Role::Done(outcome) => {
-                    self.events.waited();
+                    self.events.of(call.spec).waited();
                     outcome
                 }
             };
@@ -80,7 +80,7 @@ impl Engine {
                 }
                 Outcome::Stale(entry) => {
                     if let Ok((value, _)) = decode_entry::<S, R>(&entry) {
-                        self.events.fail_safe();
+                        self.events.of(call.spec).fail_safe();
                         return Ok(value);
                     }
                 }
@@ -152,8 +152,10 @@ impl Engine {
                         Ok(Acquired::Busy) => {}
                         Err(error) => {
                             // A lease is a load's first write: a full Redis refuses it.
-                            self.events.store_failed();
-                            self.events.failed("lease", call.key.as_str(), &error);
+                            self.events.of(call.spec).store_failed();
+                            self.events
+                                .of(call.spec)
+                                .failed("lease", call.key.as_str(), &error);
                             if call.surfaces() {
                                 return Err(error);
                             }
@@ -187,7 +189,7 @@ impl Engine {
         held: Option<Held>,
         same: Same<S::Value>,
     ) -> (Result<R, Error>, Outcome) {
-        self.events.load();
+        self.events.of(call.spec).load();
         let loaded = self.run_body(held.as_ref(), call.spec, policy, load).await;
         // A bool first: a `Store` borrowing `loaded` must not live across the awaits below,
         // or the call's future stops being `Send` for return types holding a `dyn Trait`
@@ -198,7 +200,9 @@ impl Engine {
             Store::Value(_) => (false, false),
         };
         if let (true, Some(kept)) = (failed, kept) {
-            self.events.fail_safe_answered(call.key.as_str());
+            self.events
+                .of(call.spec)
+                .fail_safe_answered(call.key.as_str());
             self.fall_back(&mut call, policy, &kept.entry, held).await;
             return (Ok(kept.value), Outcome::Stale(kept.entry));
         }

@@ -161,15 +161,16 @@ impl Engine {
     ) -> Engine {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let lease_ms = settings.lock_ttl.as_millis().max(1).to_string();
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Engine {
             lease_ms,
             invalidations: std::sync::atomic::AtomicU64::new(0),
-            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            id,
             backend,
             namespace,
             settings,
             codec: Codec::default(),
-            events: Events::default(),
+            events: Events::new(id),
             flights: Flights::default(),
             refresh_slots: Arc::new(Semaphore::new(max_refreshes)),
         }
@@ -189,6 +190,10 @@ impl Engine {
 
     pub(crate) fn stats(&self) -> Stats {
         self.events.snapshot(self.backend.breaker())
+    }
+
+    pub(crate) fn stats_by_function(&self) -> Vec<crate::stats::FunctionStats> {
+        self.events.snapshot_by_function(self.backend.breaker())
     }
 
     /// The events door, for failures met before a call reaches the engine (a key argument

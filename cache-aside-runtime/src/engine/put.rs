@@ -46,12 +46,13 @@ impl Engine {
             token: 0,
         };
         let encoded = self.encode_store(&entry, S::store_success(success), same);
-        self.put_encoded(key, &policy, encoded).await
+        self.put_encoded(key, spec, &policy, encoded).await
     }
 
     async fn put_encoded(
         &self,
         key: &Key,
+        spec: &'static FnSpec,
         policy: &Policy,
         encoded: Result<Option<(bytes::Bytes, std::time::Duration)>, Error>,
     ) -> Result<Put, Error> {
@@ -64,17 +65,18 @@ impl Engine {
             }
             other => {
                 if let Ok(Some((bytes, _))) = &other {
-                    self.events.oversized_value(key, bytes.len());
+                    self.events.of(spec).oversized_value(key, bytes.len());
                 }
                 let deleted = self.backend.delete(key, policy.timeout).await;
                 ("put", deleted.map(|_| Put::Deleted))
             }
         };
+        let events = self.events.of(spec);
         match &result {
-            Ok(_) => self.events.put(),
+            Ok(_) => events.put(),
             Err(error) => {
-                self.events.store_failed();
-                self.events.failed(op, key, error);
+                events.store_failed();
+                events.failed(op, key, error);
             }
         }
         result

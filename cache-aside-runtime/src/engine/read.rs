@@ -42,7 +42,7 @@ impl Engine {
                 if let (Some(ask), true) = (&ask, error.is_timeout()) {
                     self.abandon(key.as_str(), ask.token, policy);
                 }
-                self.read_failed(key, policy, &error);
+                self.read_failed(key, spec, policy, &error);
                 if mode == ErrorMode::Surface {
                     return Err(error);
                 }
@@ -63,7 +63,7 @@ impl Engine {
         };
         // 2. decide
         let found = entry.is_some();
-        let Some(entry) = entry.filter(|e| self.fits(key, e.as_slice(), policy)) else {
+        let Some(entry) = entry.filter(|e| self.fits(key, spec, e.as_slice(), policy)) else {
             // The lease is the caller's only if the read found the key empty: an entry too
             // large to be ours kept its place (`NX`), and the miss leases over it.
             let seen = match (found, &ask) {
@@ -79,15 +79,16 @@ impl Engine {
                 let freshness = policy.classify(fresh_ms);
                 match (freshness, detach) {
                     (Freshness::Fresh, _) | (Freshness::RefreshDue, None) => {
-                        self.events.hit();
+                        self.events.of(spec).hit();
                         spec.misses.hit();
                         return Ok(value);
                     }
                     (Freshness::RefreshDue | Freshness::Stale, Some(detach)) => {
-                        self.events.hit();
+                        let events = self.events.of(spec);
+                        events.hit();
                         spec.misses.hit();
                         if freshness == Freshness::Stale {
-                            self.events.served_stale();
+                            events.served_stale();
                         }
                         // Unless a refresh holds the lease already (here or elsewhere).
                         if !envelope::head(entry.as_slice()).is_some_and(|h| h.pending) {
@@ -109,7 +110,7 @@ impl Engine {
             }
             // Another load's placeholder: a miss, not a corrupt entry.
             Err(_) if envelope::head(entry.as_slice()).is_some_and(|h| h.empty) => {}
-            Err(error) => self.events.corrupt(key.as_str(), &error),
+            Err(error) => self.events.of(spec).corrupt(key.as_str(), &error),
         }
         let seen = match (Seen::of(entry.as_slice()), &ask) {
             // This read's own placeholder: a first attempt took the lease, its reply was
@@ -141,7 +142,7 @@ impl Engine {
         F: Future<Output = R> + 'a,
         R: 'a,
     {
-        self.events.miss();
+        self.events.of(spec).miss();
         spec.misses.miss();
         let seen = if self.settings.fenced {
             seen
@@ -163,25 +164,32 @@ impl Engine {
     /// Is an entry as read within `max_value_bytes`? One that is not was written by someone
     /// else (this library stores nothing larger): a miss, which the load overwrites.
     #[inline]
-    fn fits(&self, key: &Key, entry: &[u8], policy: &Policy) -> bool {
+    fn fits(&self, key: &Key, spec: &'static FnSpec, entry: &[u8], policy: &Policy) -> bool {
         if entry.len() as u64 <= policy.max_value_bytes {
             return true;
         }
-        self.events.oversized_entry(key.as_str());
+        self.events.of(spec).oversized_entry(key.as_str());
         false
     }
 
     /// A read that failed: reported, and after a timeout, a size check.
     #[cold]
-    fn read_failed(self: &Arc<Self>, key: &Key, policy: &Policy, error: &Error) {
+    fn read_failed(
+        self: &Arc<Self>,
+        key: &Key,
+        spec: &'static FnSpec,
+        policy: &Policy,
+        error: &Error,
+    ) {
         if error.is_timeout() {
             self.check_size(key, policy);
         }
         // A read that takes the lease is a write too: a full Redis refuses it.
+        let events = self.events.of(spec);
         if error.is_out_of_memory() {
-            self.events.store_failed();
+            events.store_failed();
         }
-        self.events.failed("get", key.as_str(), error);
+        events.failed("get", key.as_str(), error);
     }
 
     /// After a read that timed out: if the entry is larger than this function stores, the

@@ -16,7 +16,7 @@ use super::lease::{self, Acquired};
 use super::store::Written;
 use super::{Call, Engine, ErrorMode};
 use crate::envelope::{self, unix_ms};
-use crate::events::Events;
+use crate::events::Scoped;
 use crate::exact::Same;
 use crate::flight::{Lead, Outcome, Role, Seen};
 use crate::key::Key;
@@ -25,11 +25,11 @@ use crate::shape::{Shape, Store};
 use crate::spec::FnSpec;
 
 /// Counts a refresh as failed unless disarmed: a body that panics unwinds through it.
-struct FailureGuard<'a>(Option<&'a Events>);
+struct FailureGuard<'a>(Option<Scoped<'a>>);
 
 impl Drop for FailureGuard<'_> {
     fn drop(&mut self) {
-        if let Some(events) = self.0 {
+        if let Some(events) = &self.0 {
             events.refresh_failed();
         }
     }
@@ -62,10 +62,10 @@ where
         return false; // already loading in this process
     };
     let Ok(permit) = engine.refresh_slots.clone().try_acquire_owned() else {
-        engine.events.refresh_dropped();
+        engine.events.of(spec).refresh_dropped();
         return false;
     };
-    engine.events.refresh_started();
+    engine.events.of(spec).refresh_started();
     let engine = Arc::clone(engine);
     let key = key.clone();
     runtime.spawn(async move {
@@ -110,15 +110,17 @@ impl Engine {
                 Ok(Acquired::Busy) => return lead.finish(Outcome::NotStored),
                 // No lease, so nothing could be stored: a later call retries.
                 Err(error) => {
-                    self.events.failed("refresh", call.key.as_str(), &error);
+                    self.events
+                        .of(call.spec)
+                        .failed("refresh", call.key.as_str(), &error);
                     return lead.finish(Outcome::NotStored);
                 }
             }
         } else {
             None
         };
-        self.events.load();
-        let mut guard = FailureGuard(Some(&self.events));
+        self.events.of(call.spec).load();
+        let mut guard = FailureGuard(Some(self.events.of(call.spec)));
         let loaded = self.run_body(held.as_ref(), call.spec, &policy, load).await;
         if matches!(S::store(&loaded), Store::Skip) {
             drop(guard);

@@ -51,12 +51,14 @@ impl Engine {
             Ok(Some((entry, ttl))) if entry.len() as u64 <= policy.max_value_bytes => {
                 let written = self.write(call, policy, Some((&entry, ttl)), held).await;
                 if written.is_err() {
-                    self.events.store_failed();
+                    self.events.of(call.spec).store_failed();
                 }
                 (Some(entry), written)
             }
             Ok(Some((entry, _))) => {
-                self.events.oversized_value(call.key.as_str(), entry.len());
+                self.events
+                    .of(call.spec)
+                    .oversized_value(call.key.as_str(), entry.len());
                 (Some(entry), self.write(call, policy, None, held).await)
             }
             Ok(None) => (None, self.write(call, policy, None, held).await),
@@ -112,7 +114,7 @@ impl Engine {
         let bytes = match envelope::encode_leased(self.codec, value, fresh_until, token) {
             Ok(bytes) => bytes,
             Err(error) => {
-                self.events.failed("encode", key.as_str(), &error);
+                self.events.of(spec).failed("encode", key.as_str(), &error);
                 return Err(error);
             }
         };
@@ -122,6 +124,7 @@ impl Engine {
             && !exact::round_trips(value, || envelope::decode_raw::<V>(&bytes).ok()?.0, same)
         {
             self.events
+                .of(spec)
                 .unstorable(spec.name(), &spec.warned_unstorable, key.as_str());
             return Ok(None);
         }
@@ -145,7 +148,7 @@ impl Engine {
         let unfenced = !self.settings.fenced && entry.is_some();
         if call.write_left.is_zero() && (held.is_some() || unfenced) {
             let error = Error::Timeout(policy.timeout);
-            self.events.failed("set", key, &error);
+            self.events.of(call.spec).failed("set", key, &error);
             return Err(error);
         }
         let (op, result) = match (held, entry) {
@@ -161,7 +164,7 @@ impl Engine {
                 match self.fill(held, bytes, ttl, call.write_left).await {
                     Ok(true) => ("fill", Ok(Written::Done)),
                     Ok(false) => {
-                        self.events.fill_dropped(key);
+                        self.events.of(call.spec).fill_dropped(key);
                         ("fill", Ok(Written::Dropped))
                     }
                     Err(error) => ("fill", Err(error)),
@@ -174,7 +177,7 @@ impl Engine {
             (None, _) => return Ok(Written::Done),
         };
         if let Err(error) = &result {
-            self.events.failed(op, key, error);
+            self.events.of(call.spec).failed(op, key, error);
         }
         result
     }

@@ -85,7 +85,7 @@ where
                 break 'cached error;
             }
             Prepared::BadKey(cache, error) => {
-                cache.engine().events().failed("key", "", &error);
+                cache.engine().events().of(spec).failed("key", "", &error);
                 break 'cached error;
             }
         };
@@ -99,7 +99,10 @@ where
                     &resolved
                 }
                 None => {
-                    engine.events().failed("ttl", key.as_str(), &Error::NoTtl);
+                    engine
+                        .events()
+                        .of(spec)
+                        .failed("ttl", key.as_str(), &Error::NoTtl);
                     break 'cached Error::NoTtl;
                 }
             },

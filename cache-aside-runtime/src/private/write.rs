@@ -60,7 +60,11 @@ impl<S, R> Entry<S, R> {
                 None
             }
             Target::BadKey(cache, error) => {
-                cache.engine().events().failed("key", "", error);
+                cache
+                    .engine()
+                    .events()
+                    .of(self.spec)
+                    .failed("key", "", error);
                 None
             }
         }
@@ -73,8 +77,11 @@ impl<S, R> Entry<S, R> {
         };
         let engine = cache.engine();
         match engine.invalidate(key.as_str()).await {
-            Ok(_) => engine.events().evicted(),
-            Err(error) => engine.events().failed("evict", key.as_str(), &error),
+            Ok(_) => engine.events().of(self.spec).evicted(),
+            Err(error) => engine
+                .events()
+                .of(self.spec)
+                .failed("evict", key.as_str(), &error),
         }
     }
 }
@@ -139,10 +146,13 @@ impl Entries {
         let engine = cache.engine();
         let done = super::invalidate_all(Ok(cache), self.spec, self.path, self.generics).await;
         match done {
-            Ok(_) => engine.events().evicted(),
+            Ok(_) => engine.events().of(self.spec).evicted(),
             Err(error) => {
                 let prefix = keyspace::prefix_of(self.spec, self.path, self.generics);
-                engine.events().failed("evict", prefix, &error);
+                engine
+                    .events()
+                    .of(self.spec)
+                    .failed("evict", prefix, &error);
             }
         }
     }

@@ -187,6 +187,15 @@ async fn drive(service: &Service, backend: &str) {
     let expected = figure(&loaded, "hits") as f64
         / (figure(&loaded, "hits") + figure(&loaded, "misses")) as f64;
     assert!((rate - expected).abs() < 1e-9, "{rate} vs {expected}");
+    // One function reads, and the writes count under it: its figures are the cache's.
+    let functions = loaded["functions"].as_array().unwrap();
+    assert_eq!(functions.len(), 1, "{loaded}");
+    let get_user = &functions[0];
+    assert_eq!(get_user["function"], "get_user");
+    assert_eq!(get_user["prefix"], "user");
+    for name in ["hits", "misses", "puts", "evictions"] {
+        assert_eq!(get_user[name], loaded[name], "{name} in {loaded}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

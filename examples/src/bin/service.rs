@@ -8,7 +8,7 @@
 //! | `GET /users/{id}` | the user, cached 60 s; a missing one is a 404 cached 30 s (`none_ttl`) |
 //! | `PUT /users/{id}` | `{"name": ".."}`: updates the row; the new user becomes the cached entry |
 //! | `DELETE /users/{id}` | deletes the row and evicts the entry |
-//! | `GET /cache/stats` | hits, misses, hit rate, puts, evictions, and how many queries reached SQLite |
+//! | `GET /cache/stats` | hits, misses, hit rate, puts, evictions, how many queries reached SQLite, and the same per cached function |
 //!
 //! Runs on the embedded cache, or on Redis with `REDIS_URL=redis://127.0.0.1:6379/`.
 //! Listens on `ADDR` (default `127.0.0.1:3000`; port 0 picks a free one), prints
@@ -197,6 +197,20 @@ struct CacheStats {
     errors: u64,
     /// Queries that reached SQLite, reads and writes.
     db_queries: u64,
+    /// The same figures per cached function.
+    functions: Vec<FunctionFigures>,
+}
+
+#[derive(Serialize)]
+struct FunctionFigures {
+    function: &'static str,
+    prefix: Option<&'static str>,
+    hits: u64,
+    misses: u64,
+    hit_rate: f64,
+    loads: u64,
+    puts: u64,
+    evictions: u64,
 }
 
 async fn stats(State(app): State<App>) -> Json<CacheStats> {
@@ -217,6 +231,21 @@ async fn stats(State(app): State<App>) -> Json<CacheStats> {
         stale_served: s.stale_served,
         errors: s.errors,
         db_queries: app.db.queries.load(Ordering::Relaxed),
+        functions: app
+            .cache
+            .stats_by_function()
+            .into_iter()
+            .map(|f| FunctionFigures {
+                function: f.function,
+                prefix: f.prefix,
+                hits: f.stats.hits,
+                misses: f.stats.misses,
+                hit_rate: f.stats.hit_ratio(),
+                loads: f.stats.loads,
+                puts: f.stats.puts,
+                evictions: f.stats.evictions,
+            })
+            .collect(),
     })
 }
 

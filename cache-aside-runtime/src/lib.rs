@@ -58,6 +58,8 @@ pub mod inspect;
 mod key;
 mod keyspace;
 pub mod limits;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod policy;
 mod report;
 mod reuse;

@@ -22,6 +22,20 @@ macro_rules! counters {
                 self.hits += other.hits;
                 $(self.$name += other.$name;)*
             }
+
+            /// Takes `other`'s counters off these, stopping at 0.
+            #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+            pub(crate) fn subtract(&mut self, other: &Stats) {
+                self.hits = self.hits.saturating_sub(other.hits);
+                $(self.$name = self.$name.saturating_sub(other.$name);)*
+            }
+
+            /// Each counter with its field's name (the breaker's figures left out).
+            #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+            pub(crate) fn each(&self, mut f: impl FnMut(&'static str, u64)) {
+                f("hits", self.hits);
+                $(f(stringify!($name), self.$name);)*
+            }
         }
 
         impl Counters {

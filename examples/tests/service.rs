@@ -196,6 +196,32 @@ async fn drive(service: &Service, backend: &str) {
     for name in ["hits", "misses", "puts", "evictions"] {
         assert_eq!(get_user[name], loaded[name], "{name} in {loaded}");
     }
+    // And the Prometheus text says the same.
+    let text = client.get(service.url("/metrics")).send().await.unwrap();
+    assert_eq!(text.status(), 200);
+    let text = text.text().await.unwrap();
+    let after = stats(&client, service).await;
+    for name in ["hits", "misses", "loads", "puts", "evictions", "errors"] {
+        let metric = format!("cache_aside_{name}_total");
+        assert_eq!(
+            sample(&text, &metric, "get_user"),
+            Some(figure(&after, name) as f64),
+            "{metric} in\n{text}"
+        );
+    }
+    let loads = sample(&text, "cache_aside_load_seconds_count", "get_user");
+    assert_eq!(loads, Some(figure(&after, "loads") as f64), "{text}");
+}
+
+/// The value of `metric`'s sample labelled `function="{function}"` in Prometheus text.
+fn sample(text: &str, metric: &str, function: &str) -> Option<f64> {
+    let label = format!("function=\"{function}\"");
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| line.split(['{', ' ']).next() == Some(metric))
+        .find(|line| line.contains(&label))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -213,14 +213,21 @@ impl Engine {
         policy: &Policy,
         load: F,
     ) -> F::Output {
-        // XFetch scales its early refreshes by the load time; other functions skip the clock.
-        let started = policy.xfetch.map(|_| Instant::now());
+        // XFetch scales its early refreshes by the load time, and the `metrics` feature
+        // records it; other functions skip the clock.
+        let timed = policy.xfetch.is_some() || cfg!(feature = "metrics");
+        let started = timed.then(Instant::now);
         let loaded = match held {
             Some(held) => self.hold(held, policy, load).await,
             None => load.await,
         };
         if let Some(started) = started {
-            spec.load_time.loaded_in(started.elapsed());
+            let took = started.elapsed();
+            if policy.xfetch.is_some() {
+                spec.load_time.loaded_in(took);
+            }
+            #[cfg(feature = "metrics")]
+            crate::metrics::loaded(self.namespace(), spec.name(), took);
         }
         loaded
     }

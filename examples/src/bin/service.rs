@@ -9,6 +9,7 @@
 //! | `PUT /users/{id}` | `{"name": ".."}`: updates the row; the new user becomes the cached entry |
 //! | `DELETE /users/{id}` | deletes the row and evicts the entry |
 //! | `GET /cache/stats` | hits, misses, hit rate, puts, evictions, how many queries reached SQLite, and the same per cached function |
+//! | `GET /metrics` | the same figures in Prometheus text (`metrics` feature, `metrics-exporter-prometheus`), and the load-time histogram |
 //!
 //! Runs on the embedded cache, or on Redis with `REDIS_URL=redis://127.0.0.1:6379/`.
 //! Listens on `ADDR` (default `127.0.0.1:3000`; port 0 picks a free one), prints
@@ -144,6 +145,7 @@ async fn delete_user(db: &'static Db, id: u64) -> Result<bool, DbError> {
 struct App {
     db: &'static Db,
     cache: Cache,
+    prometheus: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 impl IntoResponse for DbError {
@@ -249,6 +251,12 @@ async fn stats(State(app): State<App>) -> Json<CacheStats> {
     })
 }
 
+/// Prometheus text: the cache's counters are published just before rendering.
+async fn metrics(State(app): State<App>) -> String {
+    app.cache.record_metrics();
+    app.prometheus.render()
+}
+
 async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -275,13 +283,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let db = DB.get_or_init(|| Db::open().expect("the SQLite database"));
     let cache = Cache::builder().namespace("service").from_env()?;
     cache.set_default()?;
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     let app = App {
         db,
         cache: cache.clone(),
+        prometheus,
     };
     let router = Router::new()
         .route("/users/{id}", get(read).put(update).delete(delete))
         .route("/cache/stats", get(stats))
+        .route("/metrics", get(metrics))
         .with_state(app);
     let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let listener = tokio::net::TcpListener::bind(&addr).await?;

@@ -17,7 +17,7 @@ use std::time::SystemTime;
 use crate::backend::BreakerFigures;
 use crate::envelope::unix_ms;
 use crate::error::{Chain, Error};
-use crate::report::Reporter;
+use crate::report::{Reporter, key_prefix};
 use crate::spec::FnSpec;
 use crate::stats::{Counters, FunctionStats, Stats};
 
@@ -34,6 +34,7 @@ pub(crate) struct Events {
 /// The events of one function's calls: they count for the cache and for the function.
 pub(crate) struct Scoped<'a> {
     events: &'a Events,
+    spec: &'static FnSpec,
     function: FunctionCounters<'a>,
 }
 
@@ -115,6 +116,7 @@ impl Events {
         };
         Scoped {
             events: self,
+            spec,
             function,
         }
     }
@@ -140,8 +142,9 @@ impl Events {
     /// The lock expired or was taken while this process loaded under it.
     #[cold]
     pub(crate) fn lock_lost(&self, lock: &str) {
+        tracing::debug!(lock, "cache-aside: lease lost");
         tracing::warn!(
-            lock,
+            key_prefix = key_prefix(lock),
             "cache-aside: lease expired or was taken while loading; the value will not be stored"
         );
     }
@@ -149,8 +152,9 @@ impl Events {
     /// An entry over `max_value_bytes` whose reads timed out, deleted by a size check.
     #[cold]
     pub(crate) fn huge_entry_deleted(&self, key: &str, bytes: u64) {
+        tracing::debug!(key, bytes, "cache-aside: huge entry deleted");
         tracing::warn!(
-            key,
+            key_prefix = key_prefix(key),
             bytes,
             "cache-aside: an entry over max_value_bytes made its reads time out; deleted it"
         );
@@ -182,16 +186,31 @@ impl Scoped<'_> {
     pub(crate) fn hit(&self) {
         self.events.counters.hits.bump();
         self.function.hits.bump();
+        tracing::trace!(
+            function = self.spec.name(),
+            outcome = "hit",
+            "cache-aside: call"
+        );
     }
 
     /// A hit on an expired entry within `stale`, served while a refresh runs.
     pub(crate) fn served_stale(&self) {
         Events::both(self, |c| &c.stale_served);
+        tracing::trace!(
+            function = self.spec.name(),
+            outcome = "stale",
+            "cache-aside: call"
+        );
     }
 
     /// A call that found nothing usable.
     pub(crate) fn miss(&self) {
         Events::both(self, |c| &c.misses);
+        tracing::trace!(
+            function = self.spec.name(),
+            outcome = "miss",
+            "cache-aside: call"
+        );
     }
 
     /// An entry that does not decode: a miss, overwritten by the load.
@@ -226,6 +245,11 @@ impl Scoped<'_> {
     pub(crate) fn fail_safe(&self) {
         Events::both(self, |c| &c.stale_served);
         Events::both(self, |c| &c.fail_safe);
+        tracing::trace!(
+            function = self.spec.name(),
+            outcome = "fail_safe",
+            "cache-aside: call"
+        );
     }
 
     /// A call whose body failed, answered with the kept value.
@@ -286,9 +310,10 @@ impl Scoped<'_> {
     pub(crate) fn unstorable(&self, function: &str, warned: &AtomicBool, key: &str) {
         Events::both(self, |c| &c.unstorable);
         if !warned.swap(true, Relaxed) {
+            tracing::debug!(function, key, "cache-aside: unstorable value");
             tracing::warn!(
                 function,
-                key,
+                key_prefix = key_prefix(key),
                 "cache-aside: a returned value would not read back exactly from JSON (NaN, \
                  infinity, Some(None) inside it, or an untagged enum); such values are returned \
                  but not cached (stats().unstorable); logged once per function"

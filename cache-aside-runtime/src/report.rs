@@ -49,7 +49,7 @@ impl Reporter {
             let folded = self.folded.swap(0, Relaxed);
             tracing::warn!(
                 op,
-                key,
+                key_prefix = key_prefix(key),
                 %error,
                 similar_since_last_warning = folded,
                 "cache-aside: cache operation failed; the call goes on without it"
@@ -57,5 +57,24 @@ impl Reporter {
         } else {
             self.folded.fetch_add(1, Relaxed);
         }
+    }
+}
+
+/// `{namespace}:{prefix}` of a key, for lines at `info` and above: the arguments part holds
+/// user data, so only `debug` lines carry a whole key.
+pub(crate) fn key_prefix(key: &str) -> &str {
+    match key.match_indices(':').nth(1) {
+        Some((at, _)) => &key[..at],
+        None => key,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_key_prefix_leaves_the_arguments_out() {
+        assert_eq!(super::key_prefix("ca:user:ada@example.com"), "ca:user");
+        assert_eq!(super::key_prefix("ca:user:a:b"), "ca:user");
+        assert_eq!(super::key_prefix("ca:user"), "ca:user");
     }
 }

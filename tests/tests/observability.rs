@@ -83,3 +83,88 @@ async fn each_function_counts_apart_and_they_sum_to_the_cache() {
         run(&cache).await;
     }
 }
+
+/// A writer the test reads back: what a `fmt` subscriber printed.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cached(ttl = 600, prefix = "obs-traced", cache = cache, skip(cache))]
+async fn traced(cache: &Cache, secret: String) -> usize {
+    tracing::info!("inside the body");
+    secret.len()
+}
+
+/// Each call's outcome is a `trace` event with its function; a body runs inside a
+/// `cache_aside.load` span, so its own events carry it; nothing at `info` or above names a
+/// key (keys hold user data).
+#[tokio::test(flavor = "current_thread")]
+async fn calls_are_traced_by_function_and_outcome_and_keys_stay_out_of_info() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let cache = Cache::memory();
+    let secret = "hunter2-user@example.com".to_owned();
+    assert_eq!(traced(&cache, secret.clone()).await, 24);
+    assert_eq!(traced(&cache, secret.clone()).await, 24);
+    // A Redis nobody listens on: the failure's warning names the prefix, not the key.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let down = Cache::builder()
+        .timeout(std::time::Duration::from_millis(200))
+        .redis(&format!("redis://127.0.0.1:{port}/"))
+        .unwrap();
+    assert_eq!(traced(&down, secret.clone()).await, 24);
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let calls: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("cache-aside: call"))
+        .collect();
+    assert_eq!(calls.len(), 3, "{text}");
+    assert!(calls[0].contains("outcome=\"miss\"") && calls[0].contains("function=\"traced\""));
+    assert!(calls[1].contains("outcome=\"hit\""), "{text}");
+    let body = text
+        .lines()
+        .find(|l| l.contains("inside the body"))
+        .unwrap();
+    assert!(
+        body.contains("cache_aside.load{function=\"traced\"}"),
+        "{body}"
+    );
+    let warned = text
+        .lines()
+        .find(|l| l.contains(" WARN ") && l.contains("cache operation failed"))
+        .unwrap_or_else(|| panic!("no warning in {text}"));
+    assert!(warned.contains("key_prefix=\"ca:obs-traced\""), "{warned}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("DEBUG") && l.contains("hunter2")),
+        "debug has the key"
+    );
+    for line in text
+        .lines()
+        .filter(|l| l.contains(" INFO ") || l.contains(" WARN ") || l.contains("ERROR"))
+    {
+        assert!(
+            !line.contains("hunter2"),
+            "a key argument at info or above: {line}"
+        );
+    }
+}

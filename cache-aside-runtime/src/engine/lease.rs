@@ -217,6 +217,9 @@ impl Engine {
         // records it; other functions skip the clock.
         let timed = policy.xfetch.is_some() || cfg!(feature = "metrics");
         let started = timed.then(Instant::now);
+        // The body's own spans (the database query) nest under this one.
+        let span = tracing::debug_span!("cache_aside.load", function = spec.name());
+        let load = tracing::Instrument::instrument(load, span);
         let loaded = match held {
             Some(held) => self.hold(held, policy, load).await,
             None => load.await,

@@ -117,6 +117,17 @@ impl Reader {
         }
     }
 
+    /// With `asked`, a read started now, while the paused load still waits: what it got,
+    /// or `None` if it was still waiting after two seconds (it joined the paused load).
+    async fn later_read(self, cache: &Cache, row: &Row, id: u64, asked: bool) -> Option<String> {
+        if !asked {
+            return None;
+        }
+        tokio::time::timeout(Duration::from_secs(2), self.read(cache, row, id))
+            .await
+            .ok()
+    }
+
     pub async fn invalidate(self, cache: &Cache, id: u64) -> bool {
         let done = match self {
             Reader::Plain => plain_invalidate(cache, id).await,
@@ -153,12 +164,7 @@ pub async fn invalidation_during_a_load(
     // The write: the row changes, then its entry is invalidated, as the specs advise.
     row.set("new");
     reader.invalidate(cache, id).await;
-    let later = match later_reader {
-        true => tokio::time::timeout(Duration::from_secs(2), reader.read(cache, row, id))
-            .await
-            .ok(),
-        false => None,
-    };
+    let later = reader.later_read(cache, row, id, later_reader).await;
     row.resume.add_permits(1);
     let paused_load = first.await.unwrap();
     Seen {
@@ -311,12 +317,7 @@ impl Reader {
 pub async fn put_during_a_load(cache: &Cache, reader: Reader, id: u64, later_reader: bool) -> Seen {
     let (row, first) = reader.paused_load(cache, id).await;
     assert_eq!(reader.put(cache, row, id, "new").await, "new");
-    let later = match later_reader {
-        true => tokio::time::timeout(Duration::from_secs(2), reader.read(cache, row, id))
-            .await
-            .ok(),
-        false => None,
-    };
+    let later = reader.later_read(cache, row, id, later_reader).await;
     row.resume.add_permits(1);
     let paused_load = first.await.unwrap();
     row.set("newer");

@@ -256,6 +256,9 @@ async fn redis_down(store: &Store) -> bool {
     ok
 }
 
+/// One scenario's run, not started yet.
+type Scenario<'a> = std::pin::Pin<Box<dyn Future<Output = bool> + 'a>>;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cache = match Cache::builder().namespace("scenarios").from_env() {
@@ -268,47 +271,31 @@ async fn main() -> std::process::ExitCode {
     let store = Store::new();
     println!("cache: {}", cache.backend_name());
     let mut failed = 0;
-    let mut run = |n: u32, name: &str, ok: bool, took: Duration| {
+    let scenarios: [(&str, Scenario<'_>); 6] = [
+        ("basic cache-aside", Box::pin(basic(&cache, &store))),
+        (
+            "invalidation after an update",
+            Box::pin(invalidation(&cache, &store)),
+        ),
+        ("multiple keys", Box::pin(multiple_keys(&cache, &store))),
+        ("TTL expiry", Box::pin(ttl_expiry(&cache, &store))),
+        (
+            "pattern invalidation",
+            Box::pin(pattern_invalidation(&cache, &store)),
+        ),
+        (
+            "error handling with Redis down",
+            Box::pin(redis_down(&store)),
+        ),
+    ];
+    // One after the other, in order: each future starts when it is first awaited.
+    for (n, (name, scenario)) in (1..).zip(scenarios) {
+        println!("{n}. {name}");
+        let (ok, took) = timed(scenario).await;
         let verdict = if ok { "ok" } else { "FAILED" };
         println!("   scenario {n} ({name}): {verdict} in {}", ms(took));
         failed += u32::from(!ok);
-    };
-    let (ok, took) = timed(async {
-        println!("1. basic cache-aside");
-        basic(&cache, &store).await
-    })
-    .await;
-    run(1, "basic cache-aside", ok, took);
-    let (ok, took) = timed(async {
-        println!("2. invalidation after an update");
-        invalidation(&cache, &store).await
-    })
-    .await;
-    run(2, "invalidation after an update", ok, took);
-    let (ok, took) = timed(async {
-        println!("3. multiple keys");
-        multiple_keys(&cache, &store).await
-    })
-    .await;
-    run(3, "multiple keys", ok, took);
-    let (ok, took) = timed(async {
-        println!("4. TTL expiry");
-        ttl_expiry(&cache, &store).await
-    })
-    .await;
-    run(4, "TTL expiry", ok, took);
-    let (ok, took) = timed(async {
-        println!("5. pattern invalidation");
-        pattern_invalidation(&cache, &store).await
-    })
-    .await;
-    run(5, "pattern invalidation", ok, took);
-    let (ok, took) = timed(async {
-        println!("6. error handling with Redis down");
-        redis_down(&store).await
-    })
-    .await;
-    run(6, "error handling with Redis down", ok, took);
+    }
     match failed {
         0 => std::process::ExitCode::SUCCESS,
         _ => std::process::ExitCode::FAILURE,

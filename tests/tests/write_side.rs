@@ -349,3 +349,43 @@ async fn methods_name_their_read_through_self() {
         assert_eq!(users.db.reads(), 2, "evicted, loaded");
     }
 }
+
+/// A read that needs `self: Arc<Self>` (stale-while-revalidate), and writes whose bodies
+/// still use `self` after naming its entry.
+struct Shared {
+    cache: Cache,
+    db: Db,
+}
+
+impl Shared {
+    #[cached(ttl = 600, stale = 60, prefix = "w-arc", cache = self.cache)]
+    async fn name(self: std::sync::Arc<Self>, id: u64) -> String {
+        self.db.read(id).map(|u| u.name).unwrap_or_default()
+    }
+
+    #[cache_put(self.name(id))]
+    async fn set_name(self: std::sync::Arc<Self>, id: u64, name: String) -> String {
+        self.db.rows.lock().unwrap().insert(id, name.clone());
+        name
+    }
+
+    #[cache_evict(self.name(id))]
+    async fn forget(self: std::sync::Arc<Self>, id: u64) {
+        self.db.rows.lock().unwrap().remove(&id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arc_self_methods_keep_self_for_their_body() {
+    let shared = std::sync::Arc::new(Shared {
+        cache: Cache::memory(),
+        db: Db::with(&[(1, "ada")]),
+    });
+    assert_eq!(shared.clone().name(1).await, "ada");
+    assert_eq!(shared.clone().set_name(1, "grace".into()).await, "grace");
+    assert_eq!(shared.clone().name(1).await, "grace");
+    assert_eq!(shared.db.reads(), 1, "a hit on the put value");
+    shared.clone().forget(1).await;
+    assert_eq!(shared.clone().name(1).await, "");
+    assert_eq!(shared.db.reads(), 2);
+}

@@ -112,6 +112,7 @@ impl Expander<'_> {
             let entry_fn = format_ident!("{}_cache_entry", name, span = span);
             let entries_fn = format_ident!("{}_cache_entries", name, span = span);
             let (shape, ret) = (self.shape(proc_macro2::Span::call_site()), &self.func.ret);
+            let receiver = self.borrowed_receiver();
             quote! {
                 #cfgs
                 #[doc(hidden)]
@@ -142,6 +143,22 @@ impl Expander<'_> {
             #vis async fn #invalidate_all_fn #generics (#receiver #(#cache_params),*) -> #result<u64, #error> #where_clause
             #invalidate_all
         }
+    }
+
+    /// The receiver of the hidden entry companions: borrowed, since a write names its entries
+    /// before its body runs, and the body may still need `self` (`self: Arc<Self>` becomes
+    /// `self: &Arc<Self>`, `self` becomes `&self`; a method call autorefs either way).
+    fn borrowed_receiver(&self) -> Option<TokenStream> {
+        let receiver = self.func.receiver.as_ref()?;
+        let this = &receiver.self_token;
+        Some(match &receiver.kind {
+            syn::ReceiverKind::Reference(..) => quote!(#receiver,),
+            syn::ReceiverKind::Typed(_, ty) if matches!(**ty, syn::Type::Reference(_)) => {
+                quote!(#receiver,)
+            }
+            syn::ReceiverKind::Typed(_, ty) => quote!(#this: &#ty,),
+            _ => quote!(&#this,),
+        })
     }
 
     /// `(key arguments and skipped ones the cache expression reads, skipped ones it reads)`,

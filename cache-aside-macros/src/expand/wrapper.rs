@@ -31,7 +31,14 @@ impl Expander<'_> {
         let (attrs, vis, sig, inner_attrs) = (&func.attrs, &func.vis, &func.sig, &func.inner_attrs);
         let (checks, call) = self.call();
         let prepare = self.prepare();
-        let run = self.with_cache(true, quote!(#prepare #call));
+        // A local, so that a one-expression body's braces (`{ id }`) can be let be:
+        // `unused_braces` would suggest removing them, and lint levels go on statements.
+        let (body, body_var) = (self.body(), local("__ca_body"));
+        let body = quote! {
+            #[allow(unused_braces)]
+            let #body_var = #body;
+        };
+        let run = self.with_cache(true, quote!(#prepare #body #call));
         quote! {
             #(#attrs)*
             #vis #sig {
@@ -53,7 +60,7 @@ impl Expander<'_> {
         let ret = &self.func.ret;
         let prepared = local("__ca_prepared");
         let spec = local("__ca_spec");
-        let body = self.body();
+        let body = local("__ca_body");
         let (share, same) = (self.share(), self.same());
         let ret_span = first_span(ret);
         let Some(on_error) = self

@@ -40,7 +40,11 @@ pub fn expand(kind: Kind, func: &Func, options: &WriteOptions) -> TokenStream {
     let mut block = Group::new(Delimiter::Brace, func.body.clone());
     block.set_span(func.brace.join());
     let block = TokenTree::Group(block);
-    let anchor = return_anchor(&func.ret);
+    // An `impl Trait` cannot be a local's type; such a body's type is its own anyway.
+    let anchor = match mentions_impl(&func.ret) {
+        true => TokenStream::new(),
+        false => return_anchor(&func.ret),
+    };
     let before = matches!(options.before, Some((true, _)));
     let (first, after) = match kind {
         Kind::Evict if before => {
@@ -50,10 +54,11 @@ pub fn expand(kind: Kind, func: &Func, options: &WriteOptions) -> TokenStream {
         Kind::Evict => {
             let evicts = each(quote!(evict()));
             let always = matches!(options.always, Some((true, _)));
-            let succeeded = if always || !func.shape.is_result() {
+            let succeeded = if always {
                 quote!(true)
             } else {
-                quote!(::core::result::Result::is_ok(&#result))
+                let success = success(&private(options), &result);
+                quote!(#success.is_some())
             };
             (TokenStream::new(), quote!(if #succeeded { #(#evicts)* }))
         }
@@ -65,6 +70,8 @@ pub fn expand(kind: Kind, func: &Func, options: &WriteOptions) -> TokenStream {
             #(#inner_attrs)*
             let #entries = (#(#calls,)*);
             #first
+            // `unused_braces` would flag a one-expression body's braces (`{ id }`).
+            #[allow(unused_braces)]
             let #result = async move { #anchor #block }.await;
             #after
             #result
@@ -78,10 +85,7 @@ pub fn expand(kind: Kind, func: &Func, options: &WriteOptions) -> TokenStream {
 fn put(func: &Func, options: &WriteOptions, entries: &Ident, result: &Ident) -> TokenStream {
     let ret_span = first_span(&func.ret);
     let ok = Ident::new("__ca_ok", Span::mixed_site().located_at(ret_span));
-    let private = match &options.krate {
-        Some(path) => quote!(#path::__private),
-        None => quote!(::cache_aside_runtime::__private),
-    };
+    let private = private(options);
     let value = local("__ca_value");
     let (probe, same) = (local("__ca_probe"), local("__ca_same"));
     let puts = options.targets.iter().enumerate().map(|(i, target)| {
@@ -101,13 +105,34 @@ fn put(func: &Func, options: &WriteOptions, entries: &Ident, result: &Ident) -> 
             #entries.#i.put(#value, #same).await;
         }}
     });
-    if func.shape.is_result() {
-        quote! {
-            if let ::core::result::Result::Ok(#ok) = &#result { #(#puts)* }
-        }
-    } else {
-        quote! {
-            { let #ok = &#result; #(#puts)* }
-        }
+    let success = success(&private, result);
+    quote! {
+        if let ::core::option::Option::Some(#ok) = #success { #(#puts)* }
     }
+}
+
+/// `{crate}::__private`.
+fn private(options: &WriteOptions) -> TokenStream {
+    match &options.krate {
+        Some(path) => quote!(#path::__private),
+        None => quote!(::cache_aside_runtime::__private),
+    }
+}
+
+/// `Some(&ok)` for a `Result`'s `Ok` (by its type, whatever alias names it), `Some(&result)`
+/// for any other type, `None` for an `Err`: see the runtime's `WriteProbe`.
+fn success(private: &TokenStream, result: &Ident) -> TokenStream {
+    quote! {{
+        use #private::{PlainSuccess as _, ResultSuccess as _};
+        (&&#private::WriteProbe::of(&#result)).success(&#result)
+    }}
+}
+
+/// Does the type say `impl`?
+fn mentions_impl(ty: &TokenStream) -> bool {
+    ty.clone().into_iter().any(|tt| match tt {
+        TokenTree::Ident(ident) => ident == "impl",
+        TokenTree::Group(group) => mentions_impl(&group.stream()),
+        _ => false,
+    })
 }

@@ -37,7 +37,16 @@ impl Engine {
     ) -> Result<Put, Error> {
         let policy = match self.remembered_policy(spec) {
             Some(policy) => *policy,
-            None => self.resolve_policy(spec).ok_or(Error::NoTtl)?,
+            None => match self.resolve_policy(spec) {
+                Some(policy) => policy,
+                // The read caches nothing either: nothing to write or delete.
+                None => {
+                    self.events
+                        .of(spec)
+                        .failed("ttl", key.as_str(), &Error::NoTtl);
+                    return Err(Error::NoTtl);
+                }
+            },
         };
         let entry = Entry {
             key,

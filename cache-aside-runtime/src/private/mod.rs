@@ -8,7 +8,10 @@ mod write;
 use std::sync::{Arc, LazyLock};
 
 pub use self::body::{Background, Body, Detacher, Foreground, Split, background};
-pub use self::probes::{ByClone, ByEq, EqProbe, ErrByClone, NotEq, NotShared, Probe};
+pub use self::probes::{
+    ByClone, ByEq, EqProbe, ErrByClone, NotEq, NotShared, PlainSuccess, Probe, ResultSuccess,
+    WriteProbe,
+};
 pub use self::run::{get_or_load, try_get_or_load};
 pub use self::write::{Entries, Entry, entries, entry};
 pub use crate::error::Error;

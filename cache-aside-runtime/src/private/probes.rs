@@ -80,3 +80,35 @@ impl<R> NotShared<R> for Probe<R> {
         None
     }
 }
+
+/// Autoref specialisation for `#[cache_evict]` and `#[cache_put]`: what a write's result
+/// counts as success. `(&&WriteProbe::of(&result)).success(&result)` is the `Ok` value of
+/// any `Result` ([`ResultSuccess`]: whatever alias names it, `fmt::Result` too), else the
+/// whole result ([`PlainSuccess`]).
+pub struct WriteProbe<R: ?Sized>(PhantomData<fn() -> *const R>);
+
+impl<R: ?Sized> WriteProbe<R> {
+    pub fn of(_: &R) -> Self {
+        WriteProbe(PhantomData)
+    }
+}
+
+pub trait ResultSuccess<T, E> {
+    fn success<'a>(&self, result: &'a Result<T, E>) -> Option<&'a T>;
+}
+
+impl<T, E> ResultSuccess<T, E> for &WriteProbe<Result<T, E>> {
+    fn success<'a>(&self, result: &'a Result<T, E>) -> Option<&'a T> {
+        result.as_ref().ok()
+    }
+}
+
+pub trait PlainSuccess<R: ?Sized> {
+    fn success<'a>(&self, result: &'a R) -> Option<&'a R>;
+}
+
+impl<R: ?Sized> PlainSuccess<R> for WriteProbe<R> {
+    fn success<'a>(&self, result: &'a R) -> Option<&'a R> {
+        Some(result)
+    }
+}

@@ -31,8 +31,8 @@ impl Expander<'_> {
         let (attrs, vis, sig, inner_attrs) = (&func.attrs, &func.vis, &func.sig, &func.inner_attrs);
         let (checks, call) = self.call();
         let prepare = self.prepare();
-        // A local, so that a one-expression body's braces (`{ id }`) can be let be:
-        // `unused_braces` would suggest removing them, and lint levels go on statements.
+        // The body as a local: `unused_braces` would flag a one-expression body's braces
+        // (`{ id }`), and a lint can be allowed on a statement, not on an argument.
         let (body, body_var) = (self.body(), local("__ca_body"));
         let body = quote! {
             #[allow(unused_braces)]

@@ -6,15 +6,16 @@
 //! async fn rename(db: &Db, id: u64, name: String) -> Result<(), E> {
 //!     let entries = (get_user_cache_entry(id),);          // before the body: its arguments as given
 //!     let result = async move { anchor; { body } }.await; // `return` and `?` stay the body's
-//!     if Result::is_ok(&result) { entries.0.evict().await; }
+//!     if (&&WriteProbe::of(&result)).success(&result).is_some() { entries.0.evict().await; }
 //!     result
 //! }
 //! ```
-//! `before = true` evicts before the body instead; `always = true` after it whatever it
-//! returned. `#[cache_put(get_user(id))]` ends with
-//! `if let Ok(ok) = &result { entries.0.put(ok).await; }` (`put(&result)` for a return type
-//! that is not a `Result`), the value's tokens at the return type, so a value the read
-//! cannot store is a type error there.
+//! `success` is `Some(&ok)` for any `Result` (by its type, whatever alias names it), `None`
+//! for an `Err`, `Some(&result)` for any other type. `before = true` evicts before the body
+//! instead; `always = true` after it whatever it returned. `#[cache_put(get_user(id))]`
+//! ends with `if let Some(ok) = success { entries.0.put(accepts(ok), same).await; }`, the
+//! value's tokens at the return type, so a value the read cannot store is a type error
+//! there.
 
 use proc_macro2::{Delimiter, Group, Span, TokenStream, TokenTree};
 use quote::{ToTokens, quote, quote_spanned};

@@ -16,25 +16,16 @@ use crate::policy::Policy;
 use crate::shape::Shape;
 use crate::spec::FnSpec;
 
-/// What a put did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Put {
-    /// The value is the entry now.
-    Stored,
-    /// The value could not be stored (too large, not exact, an absence without
-    /// `none_ttl`); the entry was deleted.
-    Deleted,
-}
-
 impl Engine {
-    /// Stores `success` as the entry `key` of the read function `spec`.
+    /// Stores `success` as the entry `key` of the read function `spec`, or deletes the entry
+    /// when it cannot be stored (too large, not exact, an absence without `none_ttl`).
     pub(crate) async fn put<S: Shape<R>, R>(
         &self,
         key: &Key,
         spec: &'static FnSpec,
         success: &S::Success,
         same: Same<S::Value>,
-    ) -> Result<Put, Error> {
+    ) -> Result<(), Error> {
         let policy = match self.remembered_policy(spec) {
             Some(policy) => *policy,
             None => match self.resolve_policy(spec) {
@@ -64,28 +55,26 @@ impl Engine {
         spec: &'static FnSpec,
         policy: &Policy,
         encoded: Result<Option<(bytes::Bytes, std::time::Duration)>, Error>,
-    ) -> Result<Put, Error> {
+    ) -> Result<(), Error> {
         let key = key.as_str();
+        let events = self.events.of(spec);
         self.invalidating();
-        let (op, result) = match encoded {
+        let result = match encoded {
             Ok(Some((bytes, ttl))) if bytes.len() as u64 <= policy.max_value_bytes => {
-                let set = self.backend.set(key, &bytes, ttl, policy.timeout).await;
-                ("put", set.map(|()| Put::Stored))
+                self.backend.set(key, &bytes, ttl, policy.timeout).await
             }
             other => {
                 if let Ok(Some((bytes, _))) = &other {
-                    self.events.of(spec).oversized_value(key, bytes.len());
+                    events.oversized_value(key, bytes.len());
                 }
-                let deleted = self.backend.delete(key, policy.timeout).await;
-                ("put", deleted.map(|_| Put::Deleted))
+                self.backend.delete(key, policy.timeout).await.map(drop)
             }
         };
-        let events = self.events.of(spec);
         match &result {
-            Ok(_) => events.put(),
+            Ok(()) => events.put(),
             Err(error) => {
                 events.store_failed();
-                events.failed(op, key, error);
+                events.failed("put", key, error);
             }
         }
         result

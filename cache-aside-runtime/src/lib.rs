@@ -30,17 +30,18 @@
 //! | policy | a function's options over its cache's settings; freshness rules |
 //! | engine | the get-or-load path, step by step; fails open on every cache error |
 //! | flight | concurrent misses on one key share one load (single-flight) |
-//! | lock | one loader per key across processes (`SET NX PX` + token scripts) |
+//! | lease | one loader per key across processes, and loads overtaken by an invalidation or a put store nothing (a token in the entry) |
+//! | write | [`#[cache_evict]`](cache_evict) and [`#[cache_put]`](cache_put): a write evicts or stores the entries of the reads it names, with the reads' own keys |
 //! | refresh | bounded background refreshes: stale-while-revalidate, refresh-ahead, XFetch |
 //! | envelope | JSON inside a small versioned header with a fresh-until time ([`inspect`]) |
 //! | backend | Redis, one node or a cluster (breaker, deadlines, scans of every primary), or the embedded store |
 //!
 //! A cache never fails a call: when Redis is down, slow, or holds garbage, the function
 //! body runs and its result is returned; the failure is logged (rate-limited) and counted
-//! in [`Cache::stats`].
+//! in [`Cache::stats`] (per function: [`Cache::stats_by_function`]).
 //!
 //! The [`guide`] has a page per topic: freshness, stampedes, resilience, keys,
-//! troubleshooting, performance.
+//! troubleshooting, performance, patterns.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

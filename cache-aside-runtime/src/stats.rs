@@ -126,8 +126,9 @@ pub struct FunctionStats {
     /// The function's name as written (`get_user`); methods of different types may share
     /// one, so tell them apart by `prefix`.
     pub function: &'static str,
-    /// The prefix its keys are under (`user`, or the derived `app.users.get_user`); `None`
-    /// until a call built its first key.
+    /// The prefix its keys are under (`user`, or the derived `app.users.get_user`; for a
+    /// generic function, its first instantiation's, and its figures cover all of them);
+    /// `None` until a call built its first key.
     pub prefix: Option<&'static str>,
     /// Its counters, as [`Cache::stats`](crate::Cache::stats) counts them for the whole
     /// cache; the breaker's figures are the cache's.

@@ -62,6 +62,9 @@ pub struct Options {
     pub companions: Option<Spanned<bool>>,
     /// `crate = ::path`: where the runtime is.
     pub krate: Option<Spanned<Path>>,
+    /// `batch` (or `batch = true`): the one key argument is a collection of keys, the
+    /// return type a map of their values.
+    pub batch: Option<Spanned<bool>>,
     /// The first of `stale`, `refresh_ahead` and `xfetch` given: the body must be able to
     /// run as a background task, and errors saying so point at this name.
     pub background: Option<Ident>,
@@ -78,9 +81,14 @@ impl Options {
         self.skipped().contains(arg)
     }
 
-    /// Are the companions emitted? They are unless `companions = false`.
+    /// Are the companions emitted? They are unless `companions = false`, or on a batch.
     pub fn companions(&self) -> bool {
-        self.companions.as_ref().is_none_or(|c| c.value)
+        self.companions.as_ref().is_none_or(|c| c.value) && !self.is_batch()
+    }
+
+    /// `batch`: a function loading many keys at once.
+    pub fn is_batch(&self) -> bool {
+        self.batch.as_ref().is_some_and(|b| b.value)
     }
 }
 
@@ -116,7 +124,7 @@ const fn background(entry: Entry) -> Entry {
 }
 
 /// Every option, in the order the "expected one of" list gives them.
-const TABLE: [Entry; 18] = [
+const TABLE: [Entry; 19] = [
     entry("ttl", |o, name, input, _| {
         o.ttl = Some(values::duration(input, name, &settings::TTL)?);
         Ok(())
@@ -190,6 +198,10 @@ const TABLE: [Entry; 18] = [
     }),
     entry("crate", |o, name, input, _| {
         o.krate = Some(values::krate(input, name)?);
+        Ok(())
+    }),
+    entry("batch", |o, name, input, _| {
+        o.batch = Some(values::bare_flag(input, name, values::BATCH_HELP)?);
         Ok(())
     }),
 ];

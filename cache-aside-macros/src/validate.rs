@@ -25,8 +25,12 @@ pub fn validate(func: &Func, options: &Options, errors: &mut Errors) {
     check_args(func, options, errors);
     let names = argument_names(func);
     check_skip(func, options, &names, errors);
-    for arg in func.named().filter(|a| !options.skips(a.ident)) {
-        check_key_type(arg.ty, errors);
+    if options.is_batch() {
+        check_batch(func, options, errors);
+    } else {
+        for arg in func.named().filter(|a| !options.skips(a.ident)) {
+            check_key_type(arg.ty, errors);
+        }
     }
     check_template(func, options, &names, errors);
     check_shape(func, options, errors);
@@ -56,7 +60,7 @@ fn check_receiver(func: &Func, options: &Options, errors: &mut Errors) {
         syn::ReceiverKind::Typed(_, ty) => borrows(ty),
         _ => false,
     };
-    if let (true, Some(option)) = (borrowed, &options.background) {
+    if let (true, Some(option), false) = (borrowed, &options.background, options.is_batch()) {
         errors.push_error(syn::Error::new_spanned(receiver, not_owned(option, "self")));
     }
 }
@@ -70,6 +74,7 @@ fn check_args(func: &Func, options: &Options, errors: &mut Errors) {
             errors.push(mutability.span(), MUT_ARG);
         } else if let Some(option) = &options.background
             && borrows(&arg.ty)
+            && !options.is_batch()
         {
             let name = arg.pat.to_token_stream().to_string();
             let message = not_owned(option, &name);
@@ -123,6 +128,7 @@ fn check_shape(func: &Func, options: &Options, errors: &mut Errors) {
     let shape = &func.shape;
     if let Some(none_ttl) = &options.none_ttl
         && !shape.has_none()
+        && !options.is_batch()
     {
         errors.push(
             none_ttl.name.span(),
@@ -148,6 +154,107 @@ fn check_shape(func: &Func, options: &Options, errors: &mut Errors) {
             "`on_cache_error = \"fail\"` returns cache failures as `Err`, so it applies to \
              functions returning `Result<T, E>`; this one has no `Err` to return them in",
         );
+    }
+}
+
+/// `batch`: one key argument, a collection of keys; a map (or a `Result` of one) back; and
+/// none of the options a batch does not do yet.
+fn check_batch(func: &Func, options: &Options, errors: &mut Errors) {
+    let unsupported = [
+        options.stale.as_ref().map(|o| &o.name),
+        options.refresh_ahead.as_ref().map(|o| &o.name),
+        options.xfetch.as_ref().map(|o| &o.name),
+        options.fail_safe.as_ref().map(|o| &o.name),
+        options.lock.as_ref().map(|o| &o.name),
+        options.key.as_ref().map(|o| &o.name),
+        options
+            .on_cache_error
+            .as_ref()
+            .filter(|o| o.value == OnCacheError::Fail)
+            .map(|o| &o.name),
+        options
+            .companions
+            .as_ref()
+            .filter(|o| o.value)
+            .map(|o| &o.name),
+    ];
+    for name in unsupported.into_iter().flatten() {
+        errors.push(
+            name.span(),
+            format_args!("`{name}` is not supported on a `batch` function (yet)"),
+        );
+    }
+    let batch = options
+        .batch
+        .as_ref()
+        .map_or(func.sig.fn_token.span(), |b| b.name.span());
+    if let Some(receiver) = func.receiver.as_ref().filter(|_| func.receiver_owned()) {
+        errors.push_error(syn::Error::new_spanned(
+            receiver,
+            "a `batch` function may run its body twice, so it takes `&self`, not `self` by value",
+        ));
+    }
+    let keys: Vec<_> = func.named().filter(|a| !options.skips(a.ident)).collect();
+    match keys.as_slice() {
+        [] => errors.push(
+            batch,
+            "a `batch` function takes its keys in one argument (`ids: &[u64]`); this one has \
+             no key argument",
+        ),
+        [arg] => match batch_item(arg.ty) {
+            Some(item) => check_key_type(item, errors),
+            None => errors.push_error(syn::Error::new_spanned(
+                arg.ty,
+                "a `batch` function's key argument is a collection of keys: `&[K]`, `Vec<K>`, \
+                 `&Vec<K>`, `HashSet<K>`, `BTreeSet<K>`, `&HashSet<K>` or `&BTreeSet<K>`",
+            )),
+        },
+        [_, second, ..] => errors.push(
+            second.ident.span(),
+            format_args!(
+                "a `batch` function has one key argument, the collection of keys; `{}` would be \
+                 a second: list it in `skip(...)`",
+                second.ident
+            ),
+        ),
+    }
+    if matches!(func.shape, crate::model::Shape::Opt)
+        || matches!(&func.shape, crate::model::Shape::Res(inner) if !matches!(**inner, crate::model::Shape::Plain))
+    {
+        errors.push_error(syn::Error::new_spanned(
+            &func.ret,
+            "a `batch` function returns a map from key to value (`HashMap<K, V>`, `BTreeMap<K, V>`) \
+             or a `Result` of one; a key it leaves out is the absence an `Option` would say",
+        ));
+    }
+}
+
+/// The key type of a batch argument's collection, if it is one a batch takes.
+pub fn batch_item(ty: &Type) -> Option<&Type> {
+    match ty {
+        Type::Reference(r) => match &*r.elem {
+            Type::Slice(slice) => Some(&slice.elem),
+            elem => batch_item(elem),
+        },
+        Type::Group(g) => batch_item(&g.elem),
+        Type::Paren(p) => batch_item(&p.elem),
+        Type::Path(p) if p.qself.is_none() => {
+            let segment = p.path.segments.last()?;
+            if !matches!(
+                segment.ident.to_string().as_str(),
+                "Vec" | "HashSet" | "BTreeSet"
+            ) {
+                return None;
+            }
+            match &segment.arguments {
+                PathArguments::AngleBracketed(args) => args.args.iter().find_map(|a| match a {
+                    GenericArgument::Type(t) => Some(t),
+                    _ => None,
+                }),
+                _ => None,
+            }
+        }
+        _ => None,
     }
 }
 

@@ -68,6 +68,10 @@ pub const COMPANIONS_HELP: &str = "`companions` takes `true` (the default) or `f
                                    `_cache_key`, `_invalidate`, `_invalidate_all`: for methods \
                                    in a trait impl)";
 
+pub const BATCH_HELP: &str = "`batch` takes no value (or `true` / `false`): the one key \
+                                argument is a collection of keys, and the function returns a map \
+                                of their values";
+
 const ON_CACHE_ERROR_HELP: &str = "`on_cache_error` takes \"open\" (the default: a cache failure \
                                    makes the call a miss and the body runs) or \"fail\" (a cache \
                                    failure is returned as `Err`)";
@@ -186,6 +190,14 @@ pub fn flag(input: ParseStream, name: &Ident, help: &str) -> syn::Result<Spanned
         .parse::<LitBool>()
         .map_err(|e| syn::Error::new(e.span(), help))?;
     Ok(Spanned::new(lit.value, name, lit.span))
+}
+
+/// Bare `name` (true), or `name = true|false`.
+pub fn bare_flag(input: ParseStream, name: &Ident, help: &str) -> syn::Result<Spanned<bool>> {
+    if input.is_empty() || input.peek(syn::Token![,]) {
+        return Ok(Spanned::new(true, name, name.span()));
+    }
+    flag(input, name, help)
 }
 
 /// `= "open"` or `= "fail"`.

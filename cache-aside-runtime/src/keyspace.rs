@@ -12,6 +12,12 @@
 //! call still returns its body's value; `stats().errors` counts it and one warning names
 //! both). A process that runs only one of the two cannot see the other: fix the
 //! attributes.
+//!
+//! A batch function (`#[cached(batch)]`) shares a one-key function's entries on purpose:
+//! `get_users(&[7])` reads and writes the key of `get_user(7)`. Such a pair is kept cached
+//! as long as both store the same type: each function's stored type is learnt at its first
+//! call, before its first read ([`stores`]), and a pair whose types differ is marked as
+//! above. A pair is checked once both types are known; until then neither has read.
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
@@ -21,10 +27,89 @@ use crate::spec::FnSpec;
 /// A function writing under a prefix: its spec and the path it is defined at (the wrapper
 /// and each companion have a spec of their own; the name and path say they are one
 /// function).
-type Writers = Vec<(&'static FnSpec, &'static str)>;
+type Writers = Vec<Writer>;
+type Writer = (&'static FnSpec, &'static str);
 
-static BY_PREFIX: LazyLock<Mutex<HashMap<&'static str, Writers>>> =
+/// The writers under one prefix, and the pairs among them that share keys on purpose (a
+/// batch function beside another), to check once their stored types are known.
+#[derive(Default)]
+struct Prefix {
+    writers: Writers,
+    typed: Vec<(Writer, Writer)>,
+}
+
+static BY_PREFIX: LazyLock<Mutex<HashMap<&'static str, Prefix>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// Notes that `spec` stores values of type `V`, at its first call (one atomic load after);
+/// `true` if another function can write its keys (then the call runs uncached).
+#[inline]
+pub(crate) fn stores<V: ?Sized>(spec: &'static FnSpec) -> bool {
+    if spec.value_type.get().is_none() {
+        learn_type(spec, std::any::type_name::<V>());
+    }
+    spec.shares_keys()
+}
+
+/// Checks `spec`'s pairs with its type `name`, marking them if it differs from a partner's,
+/// and only then records it: a call that sees the type recorded sees the marks too.
+#[cold]
+#[inline(never)]
+fn learn_type(spec: &'static FnSpec, name: &'static str) {
+    let mut by_prefix = BY_PREFIX.lock().unwrap_or_else(|e| e.into_inner());
+    for (prefix, entry) in by_prefix.iter_mut() {
+        check_typed(prefix, entry, Some((spec, name)));
+    }
+    let _ = spec.value_type.set(name);
+}
+
+/// The stored type of the function `who` belongs to, if one of its specs learnt it (or is
+/// `learning` it).
+fn type_of(
+    writers: &Writers,
+    who: (&'static FnSpec, &'static str),
+    learning: Option<(&'static FnSpec, &'static str)>,
+) -> Option<&'static str> {
+    writers
+        .iter()
+        .filter(|w| one_function(**w, who))
+        .find_map(|w| match learning {
+            Some((spec, name)) if std::ptr::eq(spec, w.0) => Some(name),
+            _ => w.0.value_type.get().copied(),
+        })
+}
+
+/// Marks the pairs sharing keys on purpose whose stored types are known and differ.
+fn check_typed(
+    prefix: &str,
+    entry: &mut Prefix,
+    learning: Option<(&'static FnSpec, &'static str)>,
+) {
+    let Prefix { writers, typed } = entry;
+    typed.retain(|&(a, b)| {
+        let (Some(ta), Some(tb)) = (type_of(writers, a, learning), type_of(writers, b, learning))
+        else {
+            return true;
+        };
+        if ta != tb {
+            tracing::warn!(
+                prefix,
+                first = a.0.name(),
+                first_type = ta,
+                second = b.0.name(),
+                second_type = tb,
+                "cache-aside: a batch function shares its keys with a function storing another \
+                 type; both run uncached until they store one type or get prefixes of their own"
+            );
+            for &writer in writers.iter() {
+                if one_function(writer, a) || one_function(writer, b) {
+                    writer.0.mark_shared();
+                }
+            }
+        }
+        false
+    });
+}
 
 /// The prefix of the instantiation `path` and `generics` name (see `FnSpec::prefix`),
 /// recorded here the first time it is made.
@@ -40,24 +125,40 @@ pub(crate) fn prefix_of(
 /// and of each other function whose keys could meet its own.
 pub(crate) fn record(spec: &'static FnSpec, owner: &'static str, prefix: &'static str) {
     let mut by_prefix = BY_PREFIX.lock().unwrap_or_else(|e| e.into_inner());
-    let writers = by_prefix.entry(prefix).or_default();
-    if writers.iter().any(|(other, _)| std::ptr::eq(*other, spec)) {
+    let entry = by_prefix.entry(prefix).or_default();
+    if entry
+        .writers
+        .iter()
+        .any(|(other, _)| std::ptr::eq(*other, spec))
+    {
         return;
     }
     let me = (spec, owner);
-    writers.push(me);
+    entry.writers.push(me);
     let mut meeting = Vec::new();
-    for &other in writers.iter() {
+    let mut typed = Vec::new();
+    for &other in entry.writers.iter() {
         if one_function(other, me) {
             if other.0.shares_keys() {
                 spec.mark_shared();
             }
         } else if spec.layout.meets(&other.0.layout)
             && !meeting.iter().any(|m| one_function(*m, other))
+            && !typed.iter().any(|m| one_function(*m, other))
         {
-            meeting.push(other);
+            // A batch beside a function of the same layout: by design, if one type.
+            if (spec.batch || other.0.batch) && spec.layout == other.0.layout {
+                typed.push(other);
+            } else {
+                meeting.push(other);
+            }
         }
     }
+    entry
+        .typed
+        .extend(typed.into_iter().map(|other| (other, me)));
+    check_typed(prefix, entry, None);
+    let writers = &entry.writers;
     for &(other, _) in &meeting {
         tracing::warn!(
             prefix,

@@ -47,6 +47,7 @@
 #![warn(missing_docs)]
 
 mod backend;
+pub mod batch;
 mod cache;
 mod engine;
 mod envelope;

@@ -41,6 +41,11 @@ pub struct FnSpec {
     /// This function's counters in the first cache it counted in (by cache id); see
     /// [`events`](crate::events).
     pub(crate) counters: OnceLock<(u64, Arc<Counters>)>,
+    /// `#[cached(batch)]`: its keys are those of a one-key function with its prefix, whose
+    /// entries it may share when both store one type (see `keyspace`).
+    pub(crate) batch: bool,
+    /// The `type_name` of the value it stores, learnt at its first call (see `keyspace`).
+    pub(crate) value_type: OnceLock<&'static str>,
 }
 
 impl std::fmt::Debug for FnSpec {
@@ -65,7 +70,15 @@ impl FnSpec {
             shares_keys: AtomicBool::new(false),
             policy: OnceLock::new(),
             counters: OnceLock::new(),
+            batch: false,
+            value_type: OnceLock::new(),
         }
+    }
+
+    /// `#[cached(batch)]`: a function loading many keys at once.
+    pub const fn batch(mut self) -> Self {
+        self.batch = true;
+        self
     }
 
     /// Where the function is written: its wrapper and companions say the same.

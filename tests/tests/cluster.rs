@@ -76,6 +76,7 @@ fn cluster_suite() {
         a_load_overtaken_by_an_invalidation_stores_nothing(&cluster).await;
         a_put_wins_over_an_older_load(&cluster).await;
         evictions_reach_every_entry(&cluster).await;
+        a_batch_reads_every_slot_in_one_call(&cluster).await;
     });
     let tally = [
         runtime.block_on(migrating_a_slot_loses_no_call(&cluster)),
@@ -90,6 +91,39 @@ fn cluster_suite() {
         "cluster fault suite: {} (calls/failed/wrong)",
         line.join(", ")
     );
+}
+
+/// `item`'s entries, many at a time.
+#[cached(batch, ttl = 60, prefix = "item", cache = cache, skip(cache, db))]
+async fn items(cache: &Cache, db: &Db, ids: &[u64]) -> std::collections::HashMap<u64, String> {
+    db.loads.fetch_add(ids.len() as u64, SeqCst);
+    ids.iter().map(|&id| (id, expected(id))).collect()
+}
+
+/// A batch over keys on every primary: one `MGET` split by slot, only the misses loaded,
+/// each stored where the one-key `item` reads it.
+async fn a_batch_reads_every_slot_in_one_call(cluster: &RedisCluster) {
+    let cache = cache(cluster, "c-batch");
+    let db = Db::new(Duration::ZERO);
+    for id in 0..20 {
+        assert_eq!(item(&cache, &db, id).await, expected(id));
+    }
+    let ids: Vec<u64> = (0..60).collect();
+    let got = items(&cache, &db, &ids).await;
+    assert_eq!(got.len(), 60);
+    assert!(ids.iter().all(|id| got[id] == expected(*id)));
+    assert_eq!(db.loads(), 60, "20 hits, 40 loaded in one call");
+    let owners: BTreeSet<usize> = (0..60)
+        .map(|id| cluster.primary_of(&item_cache_key(&cache, id).unwrap()))
+        .collect();
+    assert_eq!(owners.len(), 3, "keys on every primary: {owners:?}");
+    for id in 20..60 {
+        assert_eq!(item(&cache, &db, id).await, expected(id));
+    }
+    assert_eq!(db.loads(), 60, "the batch's entries are item's");
+    assert_eq!(items(&cache, &db, &ids).await.len(), 60);
+    assert_eq!(db.loads(), 60);
+    assert_eq!(cache.stats().errors, 0, "{:?}", cache.stats());
 }
 
 /// `#[cache_put]` against a load that read the old row, as in `tests/write_side.rs`.

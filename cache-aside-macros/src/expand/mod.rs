@@ -25,6 +25,7 @@
 //! Every generated name goes through `{crate}::__private`; generated locals use
 //! `Span::mixed_site()` so they cannot clash with the user's names.
 
+mod batch;
 mod companions;
 mod fallback;
 mod keys;
@@ -81,7 +82,11 @@ impl<'a> Expander<'a> {
 
     /// The wrapper, the companions and the spec's sibling.
     fn expand(&self) -> TokenStream {
-        let wrapper = self.wrapper();
+        let wrapper = if self.options.is_batch() {
+            self.batch_wrapper()
+        } else {
+            self.wrapper()
+        };
         let companions = self.companions();
         let spec = self.spec_item();
         quote!(#wrapper #companions #spec)

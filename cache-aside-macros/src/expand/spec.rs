@@ -156,7 +156,9 @@ impl Expander<'_> {
             .map(|on| quote!(.lock(#on)));
         let max_value_bytes = o.max_value_bytes.as_ref().map(|n| n.value);
         let max_value_bytes = max_value_bytes.map(|n| quote!(.max_value_bytes(#n)));
+        let batch = o.is_batch().then(|| quote!(.batch()));
         [
+            batch,
             ms("ttl", &o.ttl),
             ms("none_ttl", &o.none_ttl),
             stale,

@@ -52,6 +52,9 @@ pub(crate) struct Ask<'a> {
     pub(crate) ms: &'a str,
 }
 
+/// Most keys in one `MGET` of a batch read.
+const MGET_KEYS: usize = 500;
+
 /// The lease point that leases any value not held by another load: the caller found it
 /// unreadable.
 pub(crate) const REPLACE: u64 = u64::MAX;
@@ -217,6 +220,38 @@ impl Backend {
                     None => memory.get(key),
                 },
             },
+        }
+    }
+
+    /// The entries of `keys`, in order, in one round trip within `budget`: a batch read.
+    pub(crate) async fn read_many(
+        &self,
+        keys: &[&str],
+        budget: Budget,
+    ) -> Result<Vec<Option<Read>>, Error> {
+        match self {
+            Backend::Redis(redis) if keys.len() <= MGET_KEYS => Ok(redis
+                .get_many(keys, budget)
+                .await?
+                .into_iter()
+                .map(|entry| entry.map(Read::Vec))
+                .collect()),
+            // A long batch in several `MGET`s, sent at once: no reply grows without bound,
+            // and Redis serves other clients between them.
+            Backend::Redis(redis) => {
+                let parts = keys
+                    .chunks(MGET_KEYS)
+                    .map(|part| redis.get_many(part, budget));
+                let mut entries = Vec::with_capacity(keys.len());
+                for part in futures_util::future::join_all(parts).await {
+                    entries.extend(part?.into_iter().map(|entry| entry.map(Read::Vec)));
+                }
+                Ok(entries)
+            }
+            Backend::Memory(memory) => Ok(keys
+                .iter()
+                .map(|key| memory.get(key).map(Read::Bytes))
+                .collect()),
         }
     }
 

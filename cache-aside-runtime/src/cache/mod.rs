@@ -1,6 +1,7 @@
 //! The [`Cache`] handle, a façade over one engine: the only code that touches its fields.
 //! Its builder is [`CacheBuilder`].
 
+pub(crate) mod batch;
 mod builder;
 
 use std::sync::{Arc, OnceLock};

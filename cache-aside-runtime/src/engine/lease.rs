@@ -60,6 +60,8 @@ pub(crate) struct Held {
     restore: Restore,
     owner: Arc<Engine>,
     released: AtomicBool,
+    /// Its keep-alive found it lost (reported once).
+    lost: AtomicBool,
 }
 
 /// What [`Engine::acquire`] got.
@@ -83,6 +85,7 @@ impl Held {
             },
             owner: Arc::clone(engine),
             released: AtomicBool::new(false),
+            lost: AtomicBool::new(false),
         }
     }
 
@@ -204,11 +207,11 @@ impl Engine {
         }
     }
 
-    /// Runs a body: as is, or, when this call holds the lease, while extending it; notes
+    /// Runs a body: as is, or, when this call holds leases, while extending them; notes
     /// how long it took for XFetch.
     pub(super) async fn run_body<F: Future>(
         &self,
-        held: Option<&Held>,
+        held: &[&Held],
         spec: &'static FnSpec,
         policy: &Policy,
         load: F,
@@ -221,8 +224,8 @@ impl Engine {
         let span = tracing::debug_span!("cache_aside.load", function = spec.name());
         let load = tracing::Instrument::instrument(load, span);
         let loaded = match held {
-            Some(held) => self.hold(held, policy, load).await,
-            None => load.await,
+            [] => load.await,
+            held => self.hold(held, policy, load).await,
         };
         if let Some(started) = started {
             let took = started.elapsed();
@@ -235,26 +238,22 @@ impl Engine {
         loaded
     }
 
-    /// Runs `load` while extending `held` every third of `lock_ttl`.
-    async fn hold<F: Future>(&self, held: &Held, policy: &Policy, load: F) -> F::Output {
+    /// Runs `load` while extending each of `held` every third of `lock_ttl` (all at once:
+    /// on one connection, the commands share round trips).
+    async fn hold<F: Future>(&self, held: &[&Held], policy: &Policy, load: F) -> F::Output {
         let ttl = self.settings.lock_ttl;
         let keep_alive = async {
-            let mut lost = false;
             #[allow(clippy::infinite_loop)]
             loop {
                 tokio::time::sleep(ttl / 3).await;
-                let extended = self
-                    .backend
-                    .extend(&held.key, held.token, ttl, policy.timeout)
-                    .await;
-                match extended {
-                    Ok(true) => {}
-                    Ok(false) if !lost => {
-                        lost = true;
-                        self.events.lock_lost(&held.key);
+                match held {
+                    [one] => self.extend_lease(one, ttl, policy.timeout).await,
+                    many => {
+                        let each = many
+                            .iter()
+                            .map(|h| self.extend_lease(h, ttl, policy.timeout));
+                        futures_util::future::join_all(each).await;
                     }
-                    Ok(false) => {}
-                    Err(error) => self.events.failed("lease", &held.key, &error),
                 }
             }
         };
@@ -263,6 +262,20 @@ impl Engine {
             biased;
             out = load => out,
             () = keep_alive => unreachable!("the keep-alive loop never ends"),
+        }
+    }
+
+    /// Extends one lease, reporting its loss once.
+    async fn extend_lease(&self, held: &Held, ttl: Duration, timeout: Duration) {
+        match self
+            .backend
+            .extend(&held.key, held.token, ttl, timeout)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) if !held.lost.swap(true, Relaxed) => self.events.lock_lost(&held.key),
+            Ok(false) => {}
+            Err(error) => self.events.failed("lease", &held.key, &error),
         }
     }
 

@@ -190,7 +190,9 @@ impl Engine {
         same: Same<S::Value>,
     ) -> (Result<R, Error>, Outcome) {
         self.events.of(call.spec).load();
-        let loaded = self.run_body(held.as_ref(), call.spec, policy, load).await;
+        let loaded = self
+            .run_body(held.as_ref().as_slice(), call.spec, policy, load)
+            .await;
         // A bool first: a `Store` borrowing `loaded` must not live across the awaits below,
         // or the call's future stops being `Send` for return types holding a `dyn Trait`
         // (`Box<dyn Error + Send + Sync>`: "one type is more general than the other").

@@ -26,6 +26,7 @@
 //! function and cache, immutable) and the call's own [`Call`] (its key, what is left of its
 //! time budget for writes, its error mode). Every event goes through [`Events`].
 
+mod batch;
 mod invalidate;
 mod lease;
 mod miss;

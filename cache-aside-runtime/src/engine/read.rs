@@ -164,7 +164,13 @@ impl Engine {
     /// Is an entry as read within `max_value_bytes`? One that is not was written by someone
     /// else (this library stores nothing larger): a miss, which the load overwrites.
     #[inline]
-    fn fits(&self, key: &Key, spec: &'static FnSpec, entry: &[u8], policy: &Policy) -> bool {
+    pub(super) fn fits(
+        &self,
+        key: &Key,
+        spec: &'static FnSpec,
+        entry: &[u8],
+        policy: &Policy,
+    ) -> bool {
         if entry.len() as u64 <= policy.max_value_bytes {
             return true;
         }

@@ -121,7 +121,9 @@ impl Engine {
         };
         self.events.of(call.spec).load();
         let mut guard = FailureGuard(Some(self.events.of(call.spec)));
-        let loaded = self.run_body(held.as_ref(), call.spec, &policy, load).await;
+        let loaded = self
+            .run_body(held.as_ref().as_slice(), call.spec, &policy, load)
+            .await;
         if matches!(S::store(&loaded), Store::Skip) {
             drop(guard);
             self.events.refresh_backing_off(call.key.as_str());

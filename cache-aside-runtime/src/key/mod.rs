@@ -131,10 +131,17 @@ impl std::fmt::Display for Key {
 
 /// Is `s` usable as a namespace or prefix: non-empty, and only `[A-Za-z0-9_.-/]`?
 /// The macro checks attribute prefixes with the same rule at compile time.
-pub fn is_valid_segment(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'/'))
+pub const fn is_valid_segment(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'/')) {
+            return false;
+        }
+        i += 1;
+    }
+    !bytes.is_empty()
 }
 
 /// Builds one key: the namespace and prefix first, then the argument part piece by piece.

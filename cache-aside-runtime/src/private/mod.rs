@@ -1,5 +1,6 @@
 //! What `#[cached]` expands to calls. Not a public API: no semver promises.
 
+mod batch;
 mod body;
 mod probes;
 mod run;
@@ -7,6 +8,7 @@ mod write;
 
 use std::sync::{Arc, LazyLock};
 
+pub use self::batch::{BatchShape, assert_batch, batch_items, get_many};
 pub use self::body::{Background, Body, Detacher, Foreground, Split, background};
 pub use self::probes::{
     ByClone, ByEq, EqProbe, ErrByClone, NotEq, NotShared, PlainSuccess, Probe, ResultSuccess,
@@ -14,6 +16,7 @@ pub use self::probes::{
 };
 pub use self::run::{get_or_load, try_get_or_load};
 pub use self::write::{Entries, Entry, entries, entry};
+pub use crate::batch::{BatchKeys, BatchMap, Rebind};
 pub use crate::error::Error;
 pub use crate::exact::Same;
 pub use crate::flight::Share;

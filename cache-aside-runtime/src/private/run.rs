@@ -6,6 +6,7 @@ use crate::error::Error;
 use crate::events;
 use crate::exact::Same;
 use crate::flight::Share;
+use crate::keyspace;
 use crate::shape::Shape;
 use crate::spec::FnSpec;
 
@@ -89,6 +90,13 @@ where
                 break 'cached error;
             }
         };
+        // Before the first read: a batch function sharing its keys checks its type (see
+        // `keyspace`).
+        if keyspace::stores::<S::Value>(spec) {
+            let error = super::shared(spec, spec.prefix_seen().unwrap_or(""));
+            cache.engine().events().of(spec).failed("key", "", &error);
+            break 'cached error;
+        }
         let engine = cache.engine();
         let resolved;
         let policy = match engine.remembered_policy(spec) {

@@ -102,6 +102,9 @@ impl<S: Shape<R>, R> Entry<S, R> {
 
     /// `#[cache_put(f(args))]`: stores `success` as the entry.
     pub async fn put(&self, success: &S::Success, same: Same<S::Value>) {
+        if crate::keyspace::stores::<S::Value>(self.spec) {
+            return;
+        }
         let Some((cache, key)) = self.ready("put") else {
             return;
         };

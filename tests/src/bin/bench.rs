@@ -28,11 +28,18 @@
 //! [pairs]` runs the 150 B one and prints, per sample, where the time went (this process's
 //! user and system CPU, context switches, and redis-server's reads, replies and CPU per
 //! command); `bench --profile ours|raw [secs]` loops one side of the 150 B row, for `perf
-//! record`; `bench --count ours|raw|embedded|miss|rawmiss|ours64|raw64|rawu64 [times]` runs
+//! record`; `bench --count ours|raw|embedded|miss|rawmiss|ours64|raw64|rawu64|batch|rawbatch [times]` runs
 //! `times` rows of one side and nothing else, for `valgrind --tool=callgrind`: instructions
 //! per call are the difference between `times` = 2 and 1, divided by the row's calls
-//! (1,000 sequential hits, 500 misses, 9,600 for the 64-task rows; `rawu64` is raw with no
-//! timeout), and repeat exactly on a noisy machine where ops/s do not.
+//! (1,000 sequential hits, 500 misses, 9,600 for the 64-task rows, 50 batches of 100 keys
+//! for `batch`; `rawu64` is raw with no timeout), and repeat exactly on a noisy machine
+//! where ops/s do not.
+//!
+//! The batch rows (`bench/batch.rs`) compare a 100-key `#[cached(batch)]` call that hits
+//! every key with raw `MGET` + decode into a map, and with 100 one-key hits in a row.
+
+#[path = "bench/batch.rs"]
+mod batch;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::Future;
@@ -826,6 +833,18 @@ async fn main() {
             cluster_rows(Some((side == "cluster", times))).await;
             return;
         }
+        if let Some(side @ ("batch" | "rawbatch")) = args.get(i + 1).map(String::as_str) {
+            let side = if side == "batch" {
+                batch::Side::Ours
+            } else {
+                batch::Side::Raw
+            };
+            let url = server.url();
+            std::thread::spawn(move || batch::count(&url, side, times))
+                .join()
+                .expect("batch count");
+            return;
+        }
         let job = match args.get(i + 1).map(String::as_str) {
             Some("ours64") | Some("raw64") | Some("rawu64") => {
                 for _ in 0..times {
@@ -971,6 +990,7 @@ async fn main() {
     .await;
 
     let cluster = cluster_rows(None).await;
+    let batch = batch::rows(&server.url());
 
     let (redis_loads, redis_latencies) = run_stampede(cache).await;
     let (memory_loads, memory_latencies) = run_stampede(memory).await;
@@ -985,7 +1005,7 @@ async fn main() {
          redis-server on 127.0.0.1, {} cores; sequential rows on a current-thread runtime",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    for row in rows.iter().chain(&cluster) {
+    for row in rows.iter().chain(&cluster).chain(&batch) {
         row.print();
     }
     println!("L1 hit: n/a (no in-process tier yet)");
@@ -1060,6 +1080,18 @@ async fn main() {
         ratio_check(&rows[3]),
         ratio_check(&cluster[0]),
         ratio_check(&cluster[1]),
+        Check {
+            name: format!("{} ratio", batch[0].name),
+            measured: format!("{:.3}", batch[0].ratio()),
+            target: ">= 0.90",
+            pass: batch[0].ratio() >= 0.90,
+        },
+        Check {
+            name: "100-key batch speed-up over one-key hits".into(),
+            measured: format!("{:.1}x", batch[1].ratio()),
+            target: ">= 20x",
+            pass: batch[1].ratio() >= 20.0,
+        },
         Check {
             name: "miss time vs raw GET + SET".into(),
             measured: format!("{miss_cost:.3}x"),

@@ -206,6 +206,23 @@ impl RedisBackend {
         }
     }
 
+    /// The entries of `keys`, in order, in one `MGET` (on a cluster, redis-rs splits it by
+    /// slot and reassembles the replies). Retried once after a dropped connection, like a
+    /// `GET`.
+    pub(crate) async fn get_many(
+        &self,
+        keys: &[&str],
+        budget: Budget,
+    ) -> Result<Vec<Option<Vec<u8>>>, Error> {
+        let bytes: usize = keys.iter().map(|k| k.len() + 16).sum();
+        let mut cmd = redis::Cmd::with_capacity(keys.len() + 1, bytes + 8);
+        cmd.arg("MGET");
+        for key in keys {
+            cmd.arg(*key);
+        }
+        self.run(budget, true, &cmd).await
+    }
+
     pub(crate) async fn set(
         &self,
         key: &str,

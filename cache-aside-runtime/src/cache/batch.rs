@@ -1,0 +1,191 @@
+//! [`Cache::get_many`], and the core it shares with `#[cached(batch)]`: build each key's
+//! key, resolve the policy, hand the batch to the engine, or run the body uncached.
+
+use std::collections::HashSet;
+
+use foldhash::fast::RandomState;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::Cache;
+use crate::batch::{Batch, BatchMap};
+use crate::error::Error;
+use crate::events;
+use crate::exact::Same;
+use crate::key::{Key, KeyBuilder};
+use crate::keyspace;
+use crate::spec::FnSpec;
+
+impl Cache {
+    /// Gets many keys at once, loading those that miss in one call of `load`: the batch
+    /// read of [`batch`](crate::batch) for code that is not a function of its own.
+    ///
+    /// Each key's entry is the one `#[cached(prefix = ..)]` with `batch`'s prefix and that
+    /// key as its one key argument would use. `load` is given the keys that missed (each
+    /// once) and returns a map of those it found; a key it leaves out is an absence,
+    /// stored with `none_ttl` if `batch` sets one. Its `Err` is returned as is, and nothing
+    /// is stored. The cache fails open: if Redis is down, `load` gets every key.
+    ///
+    /// ```no_run
+    /// use std::collections::HashMap;
+    /// use std::time::Duration;
+    /// use cache_aside_runtime::{Cache, batch::Batch};
+    /// # #[derive(Debug)] struct DbError;
+    /// # async fn names_from_db(ids: &[u64]) -> Result<HashMap<u64, String>, DbError> { Ok(HashMap::new()) }
+    ///
+    /// static NAMES: Batch = Batch::new("name").ttl(Duration::from_secs(60));
+    ///
+    /// # async fn demo(cache: &Cache) -> Result<(), DbError> {
+    /// let names: HashMap<u64, String> = cache
+    ///     .get_many(&NAMES, [1, 2, 3], |missing| async move { names_from_db(&missing).await })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_many<K, M, E, F, Fut>(
+        &self,
+        batch: &'static Batch,
+        keys: impl IntoIterator<Item = K>,
+        load: F,
+    ) -> Result<M, E>
+    where
+        K: Serialize + Clone,
+        M: BatchMap<Key = K>,
+        M::Value: Serialize + DeserializeOwned,
+        F: FnMut(Vec<K>) -> Fut,
+        Fut: Future<Output = Result<M, E>>,
+    {
+        let items: Vec<K> = keys.into_iter().collect();
+        // Values compare by their serialized forms only: the type is not known to be
+        // `PartialEq` here.
+        let same = Same::NONE;
+        run(
+            Ok(self),
+            &batch.spec,
+            "cache_aside_runtime::batch",
+            "",
+            items,
+            same,
+            load,
+        )
+        .await
+    }
+}
+
+/// The batch core, for both doors: keys, policy, engine; or the body uncached.
+pub(crate) async fn run<K, M, E, F, Fut>(
+    cache: Result<&Cache, Error>,
+    spec: &'static FnSpec,
+    path: &'static str,
+    generics: &'static str,
+    items: Vec<K>,
+    same: Same<M::Value>,
+    mut body: F,
+) -> Result<M, E>
+where
+    M: BatchMap<Key = K>,
+    M::Value: Serialize + DeserializeOwned,
+    K: Serialize + Clone,
+    F: FnMut(Vec<K>) -> Fut,
+    Fut: Future<Output = Result<M, E>>,
+{
+    if items.is_empty() {
+        return Ok(M::build(std::iter::empty()));
+    }
+    let cache = match cache {
+        Ok(cache) => cache,
+        Err(error) => {
+            events::uncached("resolve", &error);
+            return body(items).await;
+        }
+    };
+    let engine = cache.engine();
+    let (keys, items) = match keys_of(cache, spec, path, generics, items) {
+        Ok(built) => built,
+        Err((error, items)) => {
+            engine.events().of(spec).failed("key", "", &error);
+            return body(items).await;
+        }
+    };
+    let resolved;
+    let policy = match engine.remembered_policy(spec) {
+        Some(policy) => policy,
+        None => match engine.resolve_policy(spec) {
+            Some(policy) => {
+                resolved = policy;
+                &resolved
+            }
+            None => {
+                let first = keys.first().map_or("", Key::as_str);
+                engine.events().of(spec).failed("ttl", first, &Error::NoTtl);
+                return body(items).await;
+            }
+        },
+    };
+    if keyspace::stores::<M::Value>(spec) {
+        let prefix = keyspace::prefix_of(spec, path, generics);
+        let error = shared(spec, prefix);
+        engine.events().of(spec).failed("key", "", &error);
+        return body(items).await;
+    }
+    let load = |asked: Vec<usize>| {
+        let asked: Vec<K> = asked.into_iter().map(|i| items[i].clone()).collect();
+        let loading = body(asked.clone());
+        async move {
+            let mut map = loading.await?;
+            Ok(asked.iter().map(|key| map.take(key)).collect())
+        }
+    };
+    let values = engine.get_many(&keys, spec, policy, load, same).await?;
+    let pairs = items
+        .iter()
+        .zip(values)
+        .filter_map(|(key, value)| Some((key.clone(), value?)));
+    Ok(M::build(pairs))
+}
+
+/// Each item's key, with items whose keys repeat an earlier one's left out; or why the
+/// batch goes uncached, with every item.
+#[allow(clippy::type_complexity)]
+fn keys_of<K: Serialize>(
+    cache: &Cache,
+    spec: &'static FnSpec,
+    path: &'static str,
+    generics: &'static str,
+    items: Vec<K>,
+) -> Result<(Vec<Key>, Vec<K>), (Error, Vec<K>)> {
+    let prefix = keyspace::prefix_of(spec, path, generics);
+    if spec.shares_keys() {
+        return Err((shared(spec, prefix), items));
+    }
+    let mut keys = Vec::with_capacity(items.len());
+    for item in &items {
+        let mut builder = KeyBuilder::new(cache.namespace(), prefix);
+        if let Err(error) = builder.value(item) {
+            return Err((error, items));
+        }
+        keys.push(builder.finish(&spec.layout));
+    }
+    // A key repeated is read and loaded once: the first item of each key stays.
+    let mut seen = HashSet::with_capacity_and_hasher(keys.len(), RandomState::default());
+    let first: Vec<bool> = keys.iter().map(|key| seen.insert(key.as_str())).collect();
+    drop(seen);
+    if first.iter().all(|&f| f) {
+        return Ok((keys, items));
+    }
+    let mut first_iter = first.iter();
+    let (keys, kept) = keys
+        .into_iter()
+        .zip(items)
+        .filter(|_| *first_iter.next().unwrap_or(&false))
+        .unzip();
+    Ok((keys, kept))
+}
+
+#[cold]
+fn shared(spec: &FnSpec, prefix: &str) -> Error {
+    Error::SharedKeys {
+        function: spec.name(),
+        prefix: prefix.to_owned(),
+    }
+}

@@ -1,0 +1,355 @@
+//! Batch reads (`#[cached(batch)]`, [`Cache::get_many`](crate::Cache::get_many)): many keys
+//! in one round trip, one body call for the keys that missed, their results stored at once.
+//!
+//! 1. **read** every key in one `MGET` (one per slot on a cluster, which redis-rs splits);
+//!    decide each entry as a one-key read does: fresh → a hit (an absence marker is a hit
+//!    with no value), anything else → a miss;
+//! 2. **join** each missing key's single-flight: a key another call of this process is
+//!    loading is waited for, the others are led by this call;
+//! 3. **lease** each led key (all at once: on one connection the commands share round
+//!    trips), as a one-key miss does;
+//! 4. **load** the led keys in one call of the body, the waits running beside it, the
+//!    leases kept alive while it runs;
+//! 5. **store** each result under its lease, at once; a key the body did not return is an
+//!    absence (`none_ttl`), and its waiters are told so;
+//! 6. a key whose wait ended with nothing to take (its leader failed or was cancelled) is
+//!    loaded in a second call of the body, not stored.
+//!
+//! Every entry is the one a one-key function with the same prefix reads and writes, with
+//! the same lease rules, so invalidating one key (or a `#[cache_evict]`) covers it, and a
+//! batch racing an invalidation stores nothing the invalidation should have removed.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use futures_util::future::join_all;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::lease::{Acquired, Held};
+use super::store::{Entry, Written};
+use super::{Call, Engine, ErrorMode};
+use crate::backend::{Budget, REPLACE, Read};
+use crate::envelope::{self, unix_ms};
+use crate::exact::Same;
+use crate::flight::{self, Lead, Outcome, Role, Seen};
+use crate::key::Key;
+use crate::policy::{Freshness, Policy};
+use crate::shape::Store;
+use crate::spec::FnSpec;
+
+/// A key this call leads the load of: its index, its flight, and its lease if it took one.
+struct Led {
+    index: usize,
+    lead: Lead,
+    held: Option<Held>,
+}
+
+impl Engine {
+    /// Get or load many keys: each key's value, or `None` for a key the body did not
+    /// return (now or when it was stored). `load` is given the indices of the keys it must
+    /// load and answers, in their order, each one's value or `None`; it runs at most twice
+    /// (see the module's step 6), and not at all when every key hits.
+    pub(crate) async fn get_many<V, E, L, Fut>(
+        self: &Arc<Self>,
+        keys: &[Key],
+        spec: &'static FnSpec,
+        policy: &Policy,
+        mut load: L,
+        same: Same<V>,
+    ) -> Result<Vec<Option<V>>, E>
+    where
+        V: Serialize + DeserializeOwned,
+        L: FnMut(Vec<usize>) -> Fut,
+        Fut: Future<Output = Result<Vec<Option<V>>, E>>,
+    {
+        let budget = Budget::from_now(policy.timeout);
+        let (mut values, missing) = self.read_all::<V>(keys, spec, policy, budget).await;
+        if missing.is_empty() {
+            return Ok(values);
+        }
+        // What the read left of `timeout` for the writes, as for a one-key miss: the body's
+        // own time is not the cache's.
+        let left = budget.left();
+        // 2. join
+        let epoch = self.epoch();
+        let (mut led, mut waits, mut again) = (Vec::new(), Vec::new(), Vec::new());
+        for (index, seen) in missing {
+            let seen = if self.settings.fenced {
+                seen
+            } else {
+                Seen::Unknown
+            };
+            match self
+                .flights
+                .join(keys[index].as_str(), budget.started, seen, epoch)
+            {
+                Role::Leader(lead) => led.push((index, lead, seen)),
+                Role::Waiter(waiting) => {
+                    self.events.of(spec).waited();
+                    waits.push((index, waiting));
+                }
+                Role::Done(outcome) => {
+                    self.events.of(spec).waited();
+                    match taken::<V>(outcome) {
+                        Some(value) => values[index] = value,
+                        None => again.push(index),
+                    }
+                }
+            }
+        }
+        // 3. lease
+        let leases = led.into_iter().map(|(index, lead, seen)| {
+            self.lease_one::<V>(&keys[index], spec, policy, left, index, lead, seen)
+        });
+        let mut leading = Vec::new();
+        for leased in join_all(leases).await {
+            match leased {
+                Ok(led) => leading.push(led),
+                Err((index, value)) => values[index] = value,
+            }
+        }
+        // 4. load, beside the waits
+        let asked: Vec<usize> = leading.iter().map(|l| l.index).collect();
+        let held: Vec<&Held> = leading.iter().filter_map(|l| l.held.as_ref()).collect();
+        let body = async {
+            if asked.is_empty() {
+                return Ok(Vec::new());
+            }
+            self.events.of(spec).load();
+            let loaded = self
+                .run_body(&held, spec, policy, load(asked.clone()))
+                .await;
+            loaded.map(|mut loaded| {
+                // One answer per key asked (the private layer builds them so).
+                loaded.resize_with(asked.len(), || None);
+                loaded
+            })
+        };
+        let waited = join_all(waits.into_iter().map(|(index, waiting)| async move {
+            let outcome = tokio::time::timeout(policy.flight_wait, flight::wait(waiting)).await;
+            if outcome.is_err() {
+                self.events.of(spec).flight_timeout(keys[index].as_str());
+            }
+            (index, outcome.ok().and_then(taken::<V>))
+        }));
+        let (loaded, waited) = tokio::join!(body, waited);
+        drop(held);
+        for (index, value) in waited {
+            match value {
+                Some(value) => values[index] = value,
+                None => again.push(index),
+            }
+        }
+        // 5. store
+        let loaded = match loaded {
+            Ok(loaded) => loaded,
+            Err(error) => {
+                let releases = leading.into_iter().map(|led| async move {
+                    if let Some(held) = &led.held {
+                        let call = self.call(&keys[led.index], spec, left);
+                        self.write(&call, policy, None, Some(held)).await.ok();
+                    }
+                    led.lead.finish(Outcome::NotStored);
+                });
+                join_all(releases).await;
+                return Err(error);
+            }
+        };
+        let stores = leading.into_iter().zip(loaded).map(|(led, value)| {
+            let call = self.call(&keys[led.index], spec, left);
+            self.store_one(call, policy, led, value, same)
+        });
+        for (index, value) in join_all(stores).await {
+            values[index] = value;
+        }
+        // 6. what the waits left
+        if !again.is_empty() {
+            self.events.of(spec).load();
+            let loaded = self
+                .run_body(&[], spec, policy, load(again.clone()))
+                .await?;
+            for (index, value) in again.into_iter().zip(loaded) {
+                values[index] = value;
+            }
+        }
+        Ok(values)
+    }
+
+    /// Step 1: one read of every key; the hits' values, and the misses with what their
+    /// reads saw of the keys' leases. A failed read is a miss of every key.
+    async fn read_all<V: DeserializeOwned>(
+        self: &Arc<Self>,
+        keys: &[Key],
+        spec: &'static FnSpec,
+        policy: &Policy,
+        budget: Budget,
+    ) -> (Vec<Option<V>>, Vec<(usize, Seen)>) {
+        let mut values: Vec<Option<V>> = keys.iter().map(|_| None).collect();
+        let names: Vec<&str> = keys.iter().map(Key::as_str).collect();
+        let entries = match self.backend.read_many(&names, budget).await {
+            Ok(entries) => entries,
+            Err(error) => {
+                let events = self.events.of(spec);
+                events.failed("mget", names.first().copied().unwrap_or(""), &error);
+                for _ in keys {
+                    events.miss();
+                }
+                return (
+                    values,
+                    (0..keys.len()).map(|i| (i, Seen::Unknown)).collect(),
+                );
+            }
+        };
+        let mut missing = Vec::new();
+        for (index, entry) in entries.into_iter().enumerate() {
+            match self.decide::<V>(&keys[index], spec, policy, entry) {
+                Ok(value) => {
+                    self.events.of(spec).hit();
+                    spec.misses.hit();
+                    values[index] = value;
+                }
+                Err(seen) => {
+                    self.events.of(spec).miss();
+                    spec.misses.miss();
+                    missing.push((index, seen));
+                }
+            }
+        }
+        (values, missing)
+    }
+
+    /// Step 1 for one entry, as a one-key read decides it: `Ok` with the hit's value
+    /// (`None`: an absence marker), or `Err` with what a miss saw.
+    fn decide<V: DeserializeOwned>(
+        &self,
+        key: &Key,
+        spec: &'static FnSpec,
+        policy: &Policy,
+        entry: Option<Read>,
+    ) -> Result<Option<V>, Seen> {
+        let Some(entry) = entry.filter(|e| self.fits(key, spec, e.as_slice(), policy)) else {
+            return Err(Seen::Free);
+        };
+        let bytes = entry.as_slice();
+        match envelope::decode_raw::<V>(bytes) {
+            Ok((value, fresh_ms)) => match policy.classify(fresh_ms) {
+                Freshness::Fresh | Freshness::RefreshDue => Ok(value),
+                Freshness::Stale | Freshness::Expired => Err(Seen::of(bytes)),
+            },
+            // Another load's placeholder: a miss, not a corrupt entry.
+            Err(_) if envelope::head(bytes).is_some_and(|h| h.empty) => Err(Seen::of(bytes)),
+            Err(error) => {
+                self.events.of(spec).corrupt(key.as_str(), &error);
+                Err(Seen::of(bytes))
+            }
+        }
+    }
+
+    /// A call of one key of a batch, with `left` of its time budget for writes.
+    fn call<'k>(&self, key: &'k Key, spec: &'static FnSpec, left: std::time::Duration) -> Call<'k> {
+        Call {
+            key,
+            spec,
+            mode: ErrorMode::FailOpen,
+            write_left: left,
+        }
+    }
+
+    /// Step 3 for one led key: its lease, as a one-key miss takes it; `Err` with its value
+    /// if another load stored one meanwhile (its flight then finished with it).
+    #[allow(clippy::too_many_arguments)]
+    async fn lease_one<V: DeserializeOwned>(
+        self: &Arc<Self>,
+        key: &Key,
+        spec: &'static FnSpec,
+        policy: &Policy,
+        left: std::time::Duration,
+        index: usize,
+        lead: Lead,
+        seen: Seen,
+    ) -> Result<Led, (usize, Option<V>)> {
+        // Another load's lease, or a failed read: load without one (the value is returned,
+        // not stored).
+        if !matches!(seen, Seen::Free) || !self.settings.fenced {
+            lead.starting(0);
+            return Ok(Led {
+                index,
+                lead,
+                held: None,
+            });
+        }
+        let token = super::lease::token();
+        lead.starting(token);
+        let mut call = self.call(key, spec, left);
+        let mut point = unix_ms(SystemTime::now());
+        let held = loop {
+            match self.acquire(&mut call, policy, token, point, false).await {
+                Ok(Acquired::Held(held)) => break Some(held),
+                Ok(Acquired::Value(entry)) => match envelope::decode_raw::<V>(&entry) {
+                    Ok((value, _)) => {
+                        lead.finish(Outcome::Stored(entry));
+                        return Err((index, value));
+                    }
+                    // Fresh but unreadable: lease it anyway, and replace it.
+                    Err(_) if point != REPLACE => point = REPLACE,
+                    Err(_) => break None,
+                },
+                Ok(Acquired::Busy) => break None,
+                Err(error) => {
+                    // A lease is a load's first write: a full Redis refuses it.
+                    let events = self.events.of(spec);
+                    events.store_failed();
+                    events.failed("lease", key.as_str(), &error);
+                    break None;
+                }
+            }
+        };
+        Ok(Led { index, lead, held })
+    }
+
+    /// Step 5 for one led key: encodes and stores its value under its lease, and tells its
+    /// waiters; returns its index and value.
+    async fn store_one<V: Serialize + DeserializeOwned>(
+        &self,
+        call: Call<'_>,
+        policy: &Policy,
+        led: Led,
+        value: Option<V>,
+        same: Same<V>,
+    ) -> (usize, Option<V>) {
+        let Led { index, lead, held } = led;
+        let store = match &value {
+            Some(value) => Store::Value(value),
+            None => Store::Absent,
+        };
+        let entry = Entry {
+            key: call.key,
+            spec: call.spec,
+            policy,
+            token: held.as_ref().map_or(0, |h| h.token),
+        };
+        let encoded = self.encode_store(&entry, store, same);
+        let (entry, written) = self.store(&call, policy, encoded, held.as_ref()).await;
+        lead.finish(match (entry, written) {
+            (Some(entry), Ok(Written::Dropped)) => Outcome::Dropped(entry),
+            (Some(entry), _) => Outcome::Stored(entry),
+            (None, _) if value.is_none() => Outcome::Absent,
+            (None, _) => Outcome::NotStored,
+        });
+        (index, value)
+    }
+}
+
+/// What a waiter of a batch takes from a load's outcome: `Some` with the value (`None`
+/// inside: the load found nothing), or `None` if there is nothing to take and the key must
+/// be loaded again. A one-key leader's unstored result (`Shared`) is of its own type.
+fn taken<V: DeserializeOwned>(outcome: Outcome) -> Option<Option<V>> {
+    match outcome {
+        Outcome::Stored(entry) | Outcome::Stale(entry) => envelope::decode_raw::<V>(&entry)
+            .ok()
+            .map(|(value, _)| value),
+        Outcome::Absent => Some(None),
+        Outcome::Shared(_) | Outcome::NotStored | Outcome::Abandoned | Outcome::Dropped(_) => None,
+    }
+}

@@ -1,0 +1,458 @@
+//! Batch reads, `#[cached(batch)]` and `Cache::get_many`, on Redis and on the embedded
+//! backend: one read for every key, one body call for the keys that missed, each entry the
+//! one-key function's, single-flight and leases per key.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::time::Duration;
+
+use cache_aside_runtime::batch::Batch;
+use cache_aside_runtime::{Cache, cache_evict, cached};
+use cache_aside_tests::RedisServer;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct User {
+    id: u64,
+    name: String,
+}
+
+/// A table of users, recording which ids each query asked for.
+#[derive(Default)]
+struct Db {
+    rows: Mutex<HashMap<u64, String>>,
+    asked: Mutex<Vec<Vec<u64>>>,
+    /// When set, each query waits for it, after saying it started.
+    gate: Option<(Notify, Notify)>,
+    queries: AtomicU64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct DbError;
+
+impl Db {
+    fn with(rows: &[(u64, &str)]) -> Db {
+        let db = Db::default();
+        for &(id, name) in rows {
+            db.rows.lock().unwrap().insert(id, name.to_owned());
+        }
+        db
+    }
+
+    fn gated(rows: &[(u64, &str)]) -> Db {
+        Db {
+            gate: Some((Notify::new(), Notify::new())),
+            ..Db::with(rows)
+        }
+    }
+
+    async fn users(&self, ids: &[u64]) -> HashMap<u64, User> {
+        self.queries.fetch_add(1, SeqCst);
+        let mut sorted = ids.to_vec();
+        sorted.sort_unstable();
+        self.asked.lock().unwrap().push(sorted);
+        let found = {
+            let rows = self.rows.lock().unwrap();
+            ids.iter()
+                .filter_map(|&id| {
+                    let name = rows.get(&id)?.clone();
+                    Some((id, User { id, name }))
+                })
+                .collect()
+        };
+        if let Some((started, go)) = &self.gate {
+            started.notify_one();
+            go.notified().await;
+        }
+        found
+    }
+
+    fn asked(&self) -> Vec<Vec<u64>> {
+        std::mem::take(&mut *self.asked.lock().unwrap())
+    }
+
+    fn rename(&self, id: u64, name: &str) {
+        self.rows.lock().unwrap().insert(id, name.to_owned());
+    }
+}
+
+#[cached(ttl = 600, none_ttl = 600, prefix = "b-user", cache = cache, skip(cache, db))]
+async fn get_user(cache: &Cache, db: &Db, id: u64) -> Result<Option<User>, DbError> {
+    Ok(db.users(&[id]).await.remove(&id))
+}
+
+#[cached(batch, ttl = 600, none_ttl = 600, prefix = "b-user", cache = cache, skip(cache, db))]
+async fn get_users(cache: &Cache, db: &Db, ids: &[u64]) -> Result<HashMap<u64, User>, DbError> {
+    Ok(db.users(ids).await)
+}
+
+/// No `none_ttl`: a key the body leaves out is asked again.
+#[cached(batch, ttl = 600, prefix = "b-name", cache = cache, skip(cache, db))]
+async fn names(cache: &Cache, db: &Db, ids: Vec<u64>) -> BTreeMap<u64, String> {
+    db.users(&ids)
+        .await
+        .into_iter()
+        .map(|(id, u)| (id, u.name))
+        .collect()
+}
+
+#[cached(batch, ttl = 600, prefix = "b-set", cache = cache, skip(cache, db))]
+async fn by_set(cache: &Cache, db: &Db, ids: HashSet<u64>) -> HashMap<u64, String> {
+    let ids: Vec<u64> = ids.into_iter().collect();
+    let users = db.users(&ids).await;
+    users.into_iter().map(|(id, u)| (id, u.name)).collect()
+}
+
+#[cached(batch, ttl = 600, prefix = "b-bset", cache = cache, skip(cache, db))]
+async fn by_ref_set(cache: &Cache, db: &Db, ids: &BTreeSet<u64>) -> HashMap<u64, String> {
+    let ids: Vec<u64> = ids.iter().copied().collect();
+    let users = db.users(&ids).await;
+    users.into_iter().map(|(id, u)| (id, u.name)).collect()
+}
+
+#[cached(batch, ttl = 600, prefix = "b-fail", cache = cache, skip(cache, db, fail))]
+async fn failing(
+    cache: &Cache,
+    db: &Db,
+    fail: bool,
+    ids: &Vec<u64>,
+) -> Result<HashMap<u64, User>, DbError> {
+    let users = db.users(ids).await;
+    if fail {
+        return Err(DbError);
+    }
+    Ok(users)
+}
+
+#[cache_evict(get_user(cache, id))]
+async fn rename(cache: &Cache, db: &Db, id: u64, name: &str) {
+    db.rename(id, name);
+}
+
+fn caches(server: &RedisServer) -> [Cache; 2] {
+    [Cache::redis(&server.url()).unwrap(), Cache::memory()]
+}
+
+fn user(id: u64, name: &str) -> User {
+    User {
+        id,
+        name: name.to_owned(),
+    }
+}
+
+fn map(pairs: &[(u64, &str)]) -> HashMap<u64, User> {
+    pairs
+        .iter()
+        .map(|&(id, name)| (id, user(id, name)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_keys_that_missed_reach_the_body() {
+    let server = RedisServer::start();
+    for cache in &caches(&server) {
+        let db = Db::with(&[(1, "ada"), (2, "alan"), (3, "grace"), (4, "edsger")]);
+        let got = get_users(cache, &db, &[1, 2]).await.unwrap();
+        assert_eq!(got, map(&[(1, "ada"), (2, "alan")]));
+        assert_eq!(db.asked(), vec![vec![1, 2]]);
+        let got = get_users(cache, &db, &[1, 2, 3, 4]).await.unwrap();
+        assert_eq!(
+            got,
+            map(&[(1, "ada"), (2, "alan"), (3, "grace"), (4, "edsger")])
+        );
+        assert_eq!(db.asked(), vec![vec![3, 4]], "{}", cache.backend_name());
+        let stats = cache.stats();
+        assert_eq!((stats.hits, stats.misses), (2, 4));
+        // All hits: the body is not called.
+        let got = get_users(cache, &db, &[4, 3, 2, 1]).await.unwrap();
+        assert_eq!(got.len(), 4);
+        assert!(db.asked().is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_entries_are_the_one_key_functions_entries() {
+    let server = RedisServer::start();
+    for cache in &caches(&server) {
+        let db = Db::with(&[(10, "ada"), (11, "alan")]);
+        // Loaded by the one-key function, hit by the batch.
+        assert_eq!(get_user(cache, &db, 10).await, Ok(Some(user(10, "ada"))));
+        db.asked();
+        let got = get_users(cache, &db, &[10, 11]).await.unwrap();
+        assert_eq!(got, map(&[(10, "ada"), (11, "alan")]));
+        assert_eq!(db.asked(), vec![vec![11]]);
+        // Loaded by the batch, hit by the one-key function.
+        assert_eq!(get_user(cache, &db, 11).await, Ok(Some(user(11, "alan"))));
+        assert!(db.asked().is_empty(), "a hit on the batch's entry");
+        // Evicting one key through the one-key function's entry reaches the batch.
+        rename(cache, &db, 11, "turing").await;
+        let got = get_users(cache, &db, &[10, 11]).await.unwrap();
+        assert_eq!(got, map(&[(10, "ada"), (11, "turing")]));
+        assert_eq!(db.asked(), vec![vec![11]], "{}", cache.backend_name());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absent_keys_are_cached_with_none_ttl_and_asked_again_without() {
+    let server = RedisServer::start();
+    for cache in &caches(&server) {
+        let db = Db::with(&[(20, "ada")]);
+        let got = get_users(cache, &db, &[20, 21]).await.unwrap();
+        assert_eq!(got, map(&[(20, "ada")]));
+        assert_eq!(db.asked(), vec![vec![20, 21]]);
+        let got = get_users(cache, &db, &[20, 21]).await.unwrap();
+        assert_eq!(got, map(&[(20, "ada")]));
+        assert!(db.asked().is_empty(), "21's absence is cached");
+        // And the one-key function reads it as its `None`.
+        assert_eq!(get_user(cache, &db, 21).await, Ok(None));
+        assert!(db.asked().is_empty());
+
+        let got = names(cache, &db, vec![20, 21]).await;
+        assert_eq!(got, BTreeMap::from([(20, "ada".to_owned())]));
+        assert_eq!(db.asked(), vec![vec![20, 21]]);
+        names(cache, &db, vec![20, 21]).await;
+        assert_eq!(db.asked(), vec![vec![21]], "no none_ttl: asked again");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_keys_are_read_and_loaded_once() {
+    let server = RedisServer::start();
+    for cache in &caches(&server) {
+        let db = Db::with(&[(30, "ada"), (31, "alan")]);
+        let got = get_users(cache, &db, &[30, 31, 30, 30]).await.unwrap();
+        assert_eq!(got, map(&[(30, "ada"), (31, "alan")]));
+        assert_eq!(db.asked(), vec![vec![30, 31]]);
+        let got = get_users(cache, &db, &[]).await.unwrap();
+        assert!(got.is_empty());
+        assert!(db.asked().is_empty(), "no keys, no body");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sets_and_owned_collections_are_handed_only_the_missing_keys() {
+    let server = RedisServer::start();
+    for cache in &caches(&server) {
+        let db = Db::with(&[(40, "ada"), (41, "alan"), (42, "grace")]);
+        by_set(cache, &db, HashSet::from([40])).await;
+        by_ref_set(cache, &db, &BTreeSet::from([41])).await;
+        db.asked();
+        let got = by_set(cache, &db, HashSet::from([40, 41, 42])).await;
+        assert_eq!(got.len(), 3);
+        assert_eq!(db.asked(), vec![vec![41, 42]]);
+        let got = by_ref_set(cache, &db, &BTreeSet::from([40, 41, 42])).await;
+        assert_eq!(got.len(), 3);
+        assert_eq!(db.asked(), vec![vec![40, 42]]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_body_stores_nothing() {
+    let server = RedisServer::start();
+    for cache in &caches(&server) {
+        let db = Db::with(&[(50, "ada"), (51, "alan")]);
+        assert_eq!(failing(cache, &db, true, &vec![50, 51]).await, Err(DbError));
+        assert_eq!(db.asked(), vec![vec![50, 51]]);
+        let got = failing(cache, &db, false, &vec![50, 51]).await.unwrap();
+        assert_eq!(got, map(&[(50, "ada"), (51, "alan")]));
+        assert_eq!(db.asked(), vec![vec![50, 51]], "nothing was stored");
+        let key = get_user_cache_key(cache, 50).unwrap();
+        assert!(
+            cache.ttl_of(&key).await.unwrap().is_none(),
+            "no placeholder left"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_batches_load_each_key_once() {
+    let server = RedisServer::start();
+    for cache in &caches(&server) {
+        let db = Db::gated(&[(60, "ada"), (61, "alan"), (62, "grace")]);
+        let (started, go) = db.gate.as_ref().unwrap();
+        let first = get_users(cache, &db, &[60, 61]);
+        let second = async {
+            // Once the first batch's body runs, 60 and 61 are its flights.
+            started.notified().await;
+            get_users(cache, &db, &[61, 62]).await
+        };
+        let release = async {
+            // The second batch's body (62 only) starts: let both finish.
+            started.notified().await;
+            go.notify_waiters();
+            go.notify_one();
+        };
+        let (a, b, ()) = tokio::join!(first, second, release);
+        go.notify_waiters();
+        assert_eq!(a.unwrap(), map(&[(60, "ada"), (61, "alan")]));
+        assert_eq!(b.unwrap(), map(&[(61, "alan"), (62, "grace")]));
+        let mut asked = db.asked();
+        asked.sort();
+        assert_eq!(
+            asked,
+            vec![vec![60, 61], vec![62]],
+            "{}",
+            cache.backend_name()
+        );
+        assert_eq!(cache.stats().waited, 1);
+    }
+}
+
+static NAMES: Batch = Batch::new("b-api")
+    .ttl(Duration::from_secs(600))
+    .none_ttl(Duration::from_secs(600));
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_many_serves_code_that_is_not_a_function() {
+    let server = RedisServer::start();
+    for cache in &caches(&server) {
+        let db = Db::with(&[(70, "ada"), (71, "alan")]);
+        let load = |missing: Vec<u64>| {
+            let db = &db;
+            async move {
+                let users = db.users(&missing).await;
+                Ok::<_, DbError>(users.into_iter().map(|(id, u)| (id, u.name)).collect())
+            }
+        };
+        let got: HashMap<u64, String> = cache.get_many(&NAMES, [70, 71, 72], load).await.unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(db.asked(), vec![vec![70, 71, 72]]);
+        let got: HashMap<u64, String> = cache.get_many(&NAMES, [70, 72], load).await.unwrap();
+        assert_eq!(got, HashMap::from([(70, "ada".to_owned())]));
+        assert!(db.asked().is_empty());
+        // The same key a `#[cached(prefix = "b-api")]` function with one key argument uses.
+        let key = format!("{}:b-api:70", cache.namespace());
+        assert!(cache.ttl_of(&key).await.unwrap().is_some());
+    }
+}
+
+/// What the invalidation race did to a batch: what the paused batch returned for the key,
+/// what a one-key reader that started after the invalidation got (`None`: it joined the
+/// paused batch and was still waiting), and what the next read of the key returned.
+async fn invalidation_during_a_batch(cache: &Cache, id: u64) -> (String, Option<String>, String) {
+    let db = Db::gated(&[(id, "old"), (id + 1, "other")]);
+    let (started, go) = db.gate.as_ref().unwrap();
+    let ids = [id, id + 1];
+    let batch = get_users(cache, &db, &ids);
+    let driver = async {
+        started.notified().await;
+        // The write: the row changes, then its entry is evicted.
+        rename(cache, &db, id, "new").await;
+        let later = async {
+            let read = get_user(cache, &db, id).await;
+            read.unwrap().map(|u| u.name)
+        };
+        let release = async {
+            // The later reader runs a body of its own; joining the paused batch, it would
+            // not, and the bound ends the wait.
+            let own = tokio::time::timeout(Duration::from_secs(2), started.notified()).await;
+            go.notify_waiters();
+            own.is_ok()
+        };
+        let (later, ran) = tokio::join!(later, release);
+        (later.filter(|_| ran), ran)
+    };
+    let (batch, (later, ran)) = tokio::join!(batch, driver);
+    if !ran {
+        go.notify_waiters();
+    }
+    let paused = batch
+        .unwrap()
+        .remove(&id)
+        .map(|u| u.name)
+        .unwrap_or_default();
+    let next = get_user(cache, &db, id).await.unwrap().map(|u| u.name);
+    (paused, later, next.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eviction_during_a_batch_wins() {
+    let server = RedisServer::start();
+    for cache in &caches(&server) {
+        let (paused, later, next) = invalidation_during_a_batch(cache, 80).await;
+        assert_eq!(paused, "old", "its own caller gets what it read");
+        assert_eq!(later.as_deref(), Some("new"), "{}", cache.backend_name());
+        assert_eq!(next, "new", "the batch did not store the old row");
+        // The other key of the batch was stored.
+        let db = Db::default();
+        let got = get_users(cache, &db, &[81]).await.unwrap();
+        assert_eq!(got, map(&[(81, "other")]));
+        assert!(db.asked().is_empty());
+    }
+}
+
+/// The old path, to show the scenario catches the race.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_leases_a_batch_stores_the_old_row() {
+    let server = RedisServer::start();
+    let builder = || Cache::builder().__without_leases();
+    let caches = [
+        builder().redis(&server.url()).unwrap(),
+        builder().memory().unwrap(),
+    ];
+    for cache in &caches {
+        let (_, _, next) = invalidation_during_a_batch(cache, 90).await;
+        assert_eq!(next, "old", "{}", cache.backend_name());
+    }
+}
+
+#[cached(ttl = 600, prefix = "b-mix", cache = cache, skip(cache, db))]
+async fn mix_one(cache: &Cache, db: &Db, id: u64) -> Option<User> {
+    db.users(&[id]).await.remove(&id)
+}
+
+/// Under `mix_one`'s keys, but storing names, not users.
+#[cached(batch, ttl = 600, prefix = "b-mix", cache = cache, skip(cache, db))]
+async fn mix_many(cache: &Cache, db: &Db, ids: &[u64]) -> HashMap<u64, String> {
+    let users = db.users(ids).await;
+    users.into_iter().map(|(id, u)| (id, u.name)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_storing_another_type_under_the_same_keys_runs_uncached() {
+    let server = RedisServer::start();
+    let cache = Cache::redis(&server.url()).unwrap();
+    let db = Db::with(&[(100, "ada")]);
+    assert_eq!(mix_one(&cache, &db, 100).await, Some(user(100, "ada")));
+    assert_eq!(mix_one(&cache, &db, 100).await, Some(user(100, "ada")));
+    assert_eq!(db.asked().len(), 1, "cached until the batch shows up");
+    let errors = cache.stats().errors;
+    for _ in 0..2 {
+        let got = mix_many(&cache, &db, &[100]).await;
+        assert_eq!(
+            got,
+            HashMap::from([(100, "ada".to_owned())]),
+            "not a User's bytes"
+        );
+    }
+    assert_eq!(db.asked().len(), 2, "the batch ran uncached");
+    assert_eq!(mix_one(&cache, &db, 100).await, Some(user(100, "ada")));
+    assert_eq!(db.asked().len(), 1, "and so does the one-key function now");
+    assert!(cache.stats().errors >= errors + 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_batch_is_read_in_parts_and_keeps_its_order() {
+    let server = RedisServer::start();
+    for cache in &caches(&server) {
+        let rows: Vec<(u64, String)> = (1000..2300).map(|id| (id, format!("u{id}"))).collect();
+        let rows: Vec<(u64, &str)> = rows.iter().map(|(id, n)| (*id, n.as_str())).collect();
+        let db = Db::with(&rows);
+        let odd: Vec<u64> = (1000..2300).filter(|id| id % 2 == 1).collect();
+        assert_eq!(get_users(cache, &db, &odd).await.unwrap().len(), odd.len());
+        db.asked();
+        let all: Vec<u64> = (1000..2300).rev().collect();
+        let got = get_users(cache, &db, &all).await.unwrap();
+        assert_eq!(got.len(), all.len());
+        assert!(
+            got.iter()
+                .all(|(id, u)| u.id == *id && u.name == format!("u{id}"))
+        );
+        let asked = db.asked();
+        assert_eq!(asked.len(), 1);
+        let even: Vec<u64> = (1000..2300).filter(|id| id % 2 == 0).collect();
+        assert_eq!(asked[0], even, "{}", cache.backend_name());
+    }
+}

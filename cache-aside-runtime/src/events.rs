@@ -25,6 +25,12 @@ use crate::stats::{Counters, FunctionStats, Stats};
 pub(crate) struct Events {
     /// The cache's id: which function counters in a spec are this cache's.
     id: u64,
+    /// The cache's namespace, for the `metrics` feature's labels.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    namespace: String,
+    /// Whether calls record their time (feature `metrics`).
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    timed: bool,
     counters: Counters,
     reporter: Reporter,
     /// Every function that counted here, with its counters.
@@ -66,9 +72,11 @@ pub(crate) fn uncached(op: &'static str, error: &Error) {
 }
 
 impl Events {
-    pub(crate) fn new(id: u64) -> Events {
+    pub(crate) fn new(id: u64, namespace: &str, timed: bool) -> Events {
         Events {
             id,
+            namespace: namespace.to_owned(),
+            timed,
             counters: Counters::default(),
             reporter: Reporter::new(),
             functions: Mutex::new(Vec::new()),
@@ -77,7 +85,14 @@ impl Events {
 
     /// A snapshot of the counters, with the backend's breaker figures.
     pub(crate) fn snapshot(&self, breaker: BreakerFigures) -> Stats {
-        self.counters.snapshot(breaker)
+        let mut stats = self.counters.snapshot(breaker);
+        // Each function's hits at its own load time, not the cache's mix of them.
+        let functions = self.functions.lock().unwrap_or_else(|e| e.into_inner());
+        stats.time_saved_us = functions
+            .iter()
+            .map(|(_, c)| c.saving.credit(c.hits.load()))
+            .fold(0, u64::saturating_add);
+        stats
     }
 
     /// A snapshot per function: the specs that are one function's (its wrapper's and its
@@ -105,6 +120,20 @@ impl Events {
             }
         }
         out.into_iter().map(|(_, stats)| stats).collect()
+    }
+
+    #[cfg(feature = "metrics")]
+    fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// Publishes every function's call times (feature `metrics`).
+    #[cfg(feature = "metrics")]
+    pub(crate) fn publish_call_times(&self) {
+        let functions = self.functions.lock().unwrap_or_else(|e| e.into_inner());
+        for (spec, counters) in functions.iter() {
+            counters.calls.publish(&self.namespace, spec.name());
+        }
     }
 
     /// The events of `spec`'s calls.
@@ -239,6 +268,30 @@ impl Scoped<'_> {
     /// A body run because of a miss, in the caller or as a refresh.
     pub(crate) fn load(&self) {
         Events::both(self, |c| &c.loads);
+    }
+
+    /// A body ran for `took`.
+    pub(crate) fn loaded_in(&self, took: std::time::Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.events.counters.load_time_us.fetch_add(us, Relaxed);
+        self.function.load_time_us.fetch_add(us, Relaxed);
+        self.function.saving.loaded(us);
+        #[cfg(feature = "metrics")]
+        crate::metrics::loaded(self.events.namespace(), self.spec.name(), took);
+    }
+
+    /// A call ended with `outcome` after `took` (feature `metrics`: its histogram).
+    #[cfg(feature = "metrics")]
+    #[inline]
+    pub(crate) fn call_took(&self, outcome: crate::metrics::Outcome, took: std::time::Duration) {
+        self.function.calls.record(outcome, took);
+    }
+
+    /// Does this cache record call times?
+    #[cfg(feature = "metrics")]
+    #[inline]
+    pub(crate) fn timed(&self) -> bool {
+        self.events.timed
     }
 
     /// A call whose body failed answered with the kept value, as a waiter of that load.

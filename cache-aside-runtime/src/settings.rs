@@ -21,6 +21,10 @@ pub(crate) struct Settings {
     pub(crate) flight_wait: Duration,
     /// Loads store only under their lease; `false` only in tests of the race it closes.
     pub(crate) fenced: bool,
+    /// Calls record their time (feature `metrics`); `false` only in the bench's row that
+    /// measures what recording costs.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) timed: bool,
 }
 
 impl Default for Settings {
@@ -40,6 +44,7 @@ impl Default for Settings {
             lock_wait: defaults::LOCK_WAIT,
             flight_wait: defaults::FLIGHT_WAIT,
             fenced: true,
+            timed: true,
         }
     }
 }

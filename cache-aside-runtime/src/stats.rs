@@ -14,12 +14,18 @@ macro_rules! counters {
             /// Every hit writes it, from every worker thread: striped (see [`Striped`]).
             pub(crate) hits: Striped,
             $(pub(crate) $name: AtomicU64,)*
+            /// The recent load time and what the hits saved so far (see [`Saving`]).
+            pub(crate) saving: Saving,
+            /// Call times by outcome, for the `metrics` feature's histogram.
+            #[cfg(feature = "metrics")]
+            pub(crate) calls: crate::metrics::CallTimes,
         }
 
         impl Stats {
             /// Adds `other`'s counters to these (the breaker's figures stay).
             pub(crate) fn add(&mut self, other: &Stats) {
                 self.hits += other.hits;
+                self.time_saved_us += other.time_saved_us;
                 $(self.$name += other.$name;)*
             }
 
@@ -27,6 +33,7 @@ macro_rules! counters {
             #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
             pub(crate) fn subtract(&mut self, other: &Stats) {
                 self.hits = self.hits.saturating_sub(other.hits);
+                self.time_saved_us = self.time_saved_us.saturating_sub(other.time_saved_us);
                 $(self.$name = self.$name.saturating_sub(other.$name);)*
             }
 
@@ -35,13 +42,16 @@ macro_rules! counters {
             pub(crate) fn each(&self, mut f: impl FnMut(&'static str, u64)) {
                 f("hits", self.hits);
                 $(f(stringify!($name), self.$name);)*
+                f("time_saved_us", self.time_saved_us);
             }
         }
 
         impl Counters {
             pub(crate) fn snapshot(&self, breaker: BreakerFigures) -> Stats {
+                let hits = self.hits.load();
                 Stats {
-                    hits: self.hits.load(),
+                    hits,
+                    time_saved_us: self.saving.credit(hits),
                     $($name: self.$name.load(Relaxed),)*
                     breaker: breaker.state,
                     breaker_opened: breaker.opened,
@@ -57,6 +67,11 @@ macro_rules! counters {
             /// Calls answered from the cache, stale-while-revalidate answers included.
             pub hits: u64,
             $($(#[$doc])* pub $name: u64,)*
+            /// Body time the hits saved, in microseconds: an estimate, each hit counted at
+            /// its function's recent load time (an average over this process's last loads,
+            /// taken when the figures are read). A function that has not loaded in this
+            /// process saves nothing by this count. Never decreases.
+            pub time_saved_us: u64,
             /// The circuit breaker's state now (always `Closed` for the embedded backend).
             pub breaker: BreakerState,
             /// Times the circuit breaker opened because Redis was unreachable or too slow.
@@ -117,6 +132,45 @@ counters! {
     /// Entries removed by `#[cache_evict]`, counted per target evicted (one key, or every
     /// entry of a function), whether an entry was there or not.
     evictions,
+    /// Microseconds the loads took, in total: `load_time_us / loads` is the mean body time.
+    load_time_us,
+}
+
+/// What a function's hits saved: its recent load time (a moving average over loads), and
+/// the hits credited with it so far. Hits are credited when the figures are read, at the
+/// load time of that moment, so the hit path writes nothing more than its hit.
+#[derive(Default)]
+pub(crate) struct Saving {
+    /// Microseconds; each load moves it an eighth of the way to its own time.
+    recent_us: AtomicU64,
+    /// Hits credited, and the microseconds credited to them.
+    credited: std::sync::Mutex<(u64, u64)>,
+}
+
+impl Saving {
+    /// A load took `us` microseconds.
+    pub(crate) fn loaded(&self, us: u64) {
+        let old = self.recent_us.load(Relaxed);
+        let new = if old == 0 {
+            us.max(1)
+        } else {
+            (old - old / 8).saturating_add(us / 8).max(1)
+        };
+        self.recent_us.store(new, Relaxed);
+    }
+
+    /// Credits the hits since the last reading (`hits` in all) with the recent load time;
+    /// the total saved.
+    pub(crate) fn credit(&self, hits: u64) -> u64 {
+        let mut credited = self.credited.lock().unwrap_or_else(|e| e.into_inner());
+        let (seen, saved) = &mut *credited;
+        if hits > *seen {
+            let recent = self.recent_us.load(Relaxed);
+            *saved = saved.saturating_add((hits - *seen).saturating_mul(recent));
+            *seen = hits;
+        }
+        *saved
+    }
 }
 
 /// One function's figures in one cache: [`Cache::stats_by_function`](crate::Cache::stats_by_function).
@@ -166,7 +220,7 @@ impl Striped {
 }
 
 /// This thread's stripe: threads take stripes in turn as they first count.
-fn stripe() -> usize {
+pub(crate) fn stripe() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local!(static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) });
     // `try_with`: a hit counted while this thread's locals are torn down uses stripe 0.
@@ -191,5 +245,24 @@ impl Stats {
         } else {
             self.hits as f64 / total as f64
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hits_are_credited_once_at_the_recent_load_time() {
+        let saving = Saving::default();
+        assert_eq!(saving.credit(10), 0, "no load yet: nothing known to save");
+        saving.loaded(800);
+        assert_eq!(saving.credit(10), 0, "those hits came before the load");
+        assert_eq!(saving.credit(12), 1_600);
+        assert_eq!(saving.credit(12), 1_600, "credited once");
+        // The average moves an eighth of the way to each load.
+        saving.loaded(1_600);
+        assert_eq!(saving.credit(13), 1_600 + 900);
+        assert_eq!(saving.credit(11), 2_500, "never decreases");
     }
 }

@@ -211,6 +211,27 @@ async fn drive(service: &Service, backend: &str) {
     }
     let loads = sample(&text, "cache_aside_load_seconds_count", "get_user");
     assert_eq!(loads, Some(figure(&after, "loads") as f64), "{text}");
+    // Every call's time, by outcome: as many as the hits and misses counted.
+    for (outcome, counted) in [("hit", "hits"), ("miss", "misses")] {
+        let label = format!("outcome=\"{outcome}\"");
+        let calls = text
+            .lines()
+            .filter(|l| l.starts_with("cache_aside_call_seconds_count{"))
+            .find(|l| l.contains("function=\"get_user\"") && l.contains(&label))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+        assert_eq!(
+            calls,
+            Some(figure(&after, counted) as f64),
+            "{outcome} in\n{text}"
+        );
+    }
+    // Body time, and what the hits saved: the hits at the recent load time.
+    let load_us = sample(&text, "cache_aside_load_time_us_total", "get_user").unwrap();
+    assert!(load_us > 0.0, "{text}");
+    let saved = sample(&text, "cache_aside_time_saved_us_total", "get_user").unwrap();
+    assert_eq!(saved, figure(&after, "time_saved_us") as f64);
+    assert!(saved > 0.0, "hits saved body time: {after}");
+    assert!(figure(&after, "mean_load_us") > 0, "{after}");
 }
 
 /// The value of `metric`'s sample labelled `function="{function}"` in Prometheus text.

@@ -124,12 +124,14 @@ impl Cache {
     /// Publishes this cache's counters, per function, through the `metrics` facade (cargo
     /// feature `metrics`; names and labels in [`crate::metrics`]). Call it where the
     /// figures are read: in a Prometheus `/metrics` handler before rendering, or on a timer
-    /// for push exporters. It reads the counters the cache keeps anyway, so the hit path
-    /// costs the same with the feature on.
+    /// for push exporters. It reads the counters the cache keeps anyway, and the call times
+    /// gathered since the last time (each hit adds one to a striped bucket: no allocation,
+    /// no lock).
     #[cfg(feature = "metrics")]
     pub fn record_metrics(&self) {
         let whole = self.stats();
         crate::metrics::record(self.namespace(), &whole, &self.stats_by_function());
+        self.engine.publish_call_times();
     }
 
     /// Deletes one key (as returned by a `{fn}_cache_key` companion); `true` if it existed.

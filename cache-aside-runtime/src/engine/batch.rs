@@ -66,6 +66,8 @@ impl Engine {
         let budget = Budget::from_now(policy.timeout);
         let (mut values, missing) = self.read_all::<V>(keys, spec, policy, budget).await;
         if missing.is_empty() {
+            #[cfg(feature = "metrics")]
+            self.batch_took(spec, crate::metrics::Outcome::Hit, budget);
             return Ok(values);
         }
         // What the read left of `timeout` for the writes, as for a one-key miss: the body's
@@ -163,6 +165,8 @@ impl Engine {
         for (index, value) in join_all(stores).await {
             values[index] = value;
         }
+        #[cfg(feature = "metrics")]
+        self.batch_took(spec, crate::metrics::Outcome::Miss, budget);
         // 6. what the waits left
         if !again.is_empty() {
             self.events.of(spec).load();
@@ -174,6 +178,15 @@ impl Engine {
             }
         }
         Ok(values)
+    }
+
+    /// A batch call's time, for the `metrics` feature's histogram: a hit if every key hit.
+    #[cfg(feature = "metrics")]
+    fn batch_took(&self, spec: &'static FnSpec, outcome: crate::metrics::Outcome, budget: Budget) {
+        let events = self.events.of(spec);
+        if events.timed() {
+            events.call_took(outcome, budget.started.elapsed());
+        }
     }
 
     /// Step 1: one read of every key; the hits' values, and the misses with what their

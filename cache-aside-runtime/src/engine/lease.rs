@@ -216,10 +216,9 @@ impl Engine {
         policy: &Policy,
         load: F,
     ) -> F::Output {
-        // XFetch scales its early refreshes by the load time, and the `metrics` feature
-        // records it; other functions skip the clock.
-        let timed = policy.xfetch.is_some() || cfg!(feature = "metrics");
-        let started = timed.then(Instant::now);
+        // XFetch scales its early refreshes by the load time; `Stats` sums it, and derives
+        // the time hits saved from it.
+        let started = Instant::now();
         // The body's own spans (the database query) nest under this one.
         let span = tracing::debug_span!("cache_aside.load", function = spec.name());
         let load = tracing::Instrument::instrument(load, span);
@@ -227,14 +226,11 @@ impl Engine {
             [] => load.await,
             held => self.hold(held, policy, load).await,
         };
-        if let Some(started) = started {
-            let took = started.elapsed();
-            if policy.xfetch.is_some() {
-                spec.load_time.loaded_in(took);
-            }
-            #[cfg(feature = "metrics")]
-            crate::metrics::loaded(self.namespace(), spec.name(), took);
+        let took = started.elapsed();
+        if policy.xfetch.is_some() {
+            spec.load_time.loaded_in(took);
         }
+        self.events.of(spec).loaded_in(took);
         loaded
     }
 

@@ -163,6 +163,7 @@ impl Engine {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let lease_ms = settings.lock_ttl.as_millis().max(1).to_string();
         let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let events = Events::new(id, &namespace, settings.timed);
         Engine {
             lease_ms,
             invalidations: std::sync::atomic::AtomicU64::new(0),
@@ -171,7 +172,7 @@ impl Engine {
             namespace,
             settings,
             codec: Codec::default(),
-            events: Events::new(id),
+            events,
             flights: Flights::default(),
             refresh_slots: Arc::new(Semaphore::new(max_refreshes)),
         }
@@ -195,6 +196,12 @@ impl Engine {
 
     pub(crate) fn stats_by_function(&self) -> Vec<crate::stats::FunctionStats> {
         self.events.snapshot_by_function(self.backend.breaker())
+    }
+
+    /// Publishes the call-time histograms (feature `metrics`).
+    #[cfg(feature = "metrics")]
+    pub(crate) fn publish_call_times(&self) {
+        self.events.publish_call_times();
     }
 
     /// The events door, for failures met before a call reaches the engine (a key argument

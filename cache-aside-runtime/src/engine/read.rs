@@ -10,6 +10,8 @@ use crate::envelope;
 use crate::error::Error;
 use crate::flight::Seen;
 use crate::key::Key;
+#[cfg(feature = "metrics")]
+use crate::metrics::Outcome;
 use crate::policy::{Freshness, Policy};
 use crate::shape::Shape;
 use crate::spec::FnSpec;
@@ -79,8 +81,13 @@ impl Engine {
                 let freshness = policy.classify(fresh_ms);
                 match (freshness, detach) {
                     (Freshness::Fresh, _) | (Freshness::RefreshDue, None) => {
-                        self.events.of(spec).hit();
+                        let events = self.events.of(spec);
+                        events.hit();
                         spec.misses.hit();
+                        #[cfg(feature = "metrics")]
+                        if events.timed() {
+                            events.call_took(Outcome::Hit, budget.started.elapsed());
+                        }
                         return Ok(value);
                     }
                     (Freshness::RefreshDue | Freshness::Stale, Some(detach)) => {
@@ -89,6 +96,14 @@ impl Engine {
                         spec.misses.hit();
                         if freshness == Freshness::Stale {
                             events.served_stale();
+                        }
+                        #[cfg(feature = "metrics")]
+                        if events.timed() {
+                            let outcome = match freshness {
+                                Freshness::Stale => Outcome::Stale,
+                                _ => Outcome::Hit,
+                            };
+                            events.call_took(outcome, budget.started.elapsed());
                         }
                         // Unless a refresh holds the lease already (here or elsewhere).
                         if !envelope::head(entry.as_slice()).is_some_and(|h| h.pending) {
@@ -156,8 +171,20 @@ impl Engine {
             write_left: budget.left(),
         };
         let policy = *policy;
-        Cold::build(move || {
+        #[cfg(not(feature = "metrics"))]
+        return Cold::build(move || {
             self.miss::<S, R, F>(call, policy, load, kept, ops, budget.started, seen)
+        });
+        #[cfg(feature = "metrics")]
+        Cold::build(move || async move {
+            let result = self
+                .miss::<S, R, F>(call, policy, load, kept, ops, budget.started, seen)
+                .await;
+            let events = self.events.of(spec);
+            if events.timed() {
+                events.call_took(Outcome::Miss, budget.started.elapsed());
+            }
+            result
         })
     }
 

@@ -28,12 +28,16 @@
 //! [pairs]` runs the 150 B one and prints, per sample, where the time went (this process's
 //! user and system CPU, context switches, and redis-server's reads, replies and CPU per
 //! command); `bench --profile ours|raw [secs]` loops one side of the 150 B row, for `perf
-//! record`; `bench --count ours|raw|embedded|miss|rawmiss|ours64|raw64|rawu64|batch|rawbatch [times]` runs
+//! record`; `bench --count ours|raw|embedded|miss|rawmiss|ours64|raw64|rawu64|batch|rawbatch|timed|untimed [times]` runs
 //! `times` rows of one side and nothing else, for `valgrind --tool=callgrind`: instructions
 //! per call are the difference between `times` = 2 and 1, divided by the row's calls
 //! (1,000 sequential hits, 500 misses, 9,600 for the 64-task rows, 50 batches of 100 keys
 //! for `batch`; `rawu64` is raw with no timeout), and repeat exactly on a noisy machine
 //! where ops/s do not.
+//!
+//! The library is built with its `metrics` feature here: every hit records its call time.
+//! The call-time row compares a cache doing so with one that does not
+//! (`__without_call_times`), each the first cache of its own function.
 //!
 //! The batch rows (`bench/batch.rs`) compare a 100-key `#[cached(batch)]` call that hits
 //! every key with raw `MGET` + decode into a map, and with 100 one-key hits in a row.
@@ -174,6 +178,18 @@ async fn cached_large(cache: &Cache, id: u64) -> Large {
     large(id)
 }
 
+/// `cached_small` for the call-time row: each with its own cache, whose first function it
+/// is, one recording call times (feature `metrics`) and one not.
+#[cached(ttl = 600, prefix = "timed", cache = cache, skip(cache))]
+async fn timed_small(cache: &Cache, id: u64) -> Small {
+    small(id)
+}
+
+#[cached(ttl = 600, prefix = "untimed", cache = cache, skip(cache))]
+async fn untimed_small(cache: &Cache, id: u64) -> Small {
+    small(id)
+}
+
 #[cached(ttl = 600, prefix = "miss", cache = cache, skip(cache))]
 async fn cached_miss(cache: &Cache, id: u64) -> Small {
     small(id)
@@ -243,6 +259,8 @@ enum Job {
     RawMiss(u64),
     EmbeddedSmall,
     EmbeddedLarge,
+    TimedSmall,
+    UntimedSmall,
 }
 
 /// Runs the sequential rows on a thread of its own, with a current-thread runtime and its
@@ -268,6 +286,14 @@ impl OneCaller {
                 let cache = &Cache::builder().timeout(TIMEOUT).redis(&url).expect("url");
                 let conn = &bounded_connection(&url).await;
                 warm(cache, conn).await;
+                let timed = &Cache::builder().timeout(TIMEOUT).redis(&url).expect("url");
+                let untimed = &Cache::builder()
+                    .timeout(TIMEOUT)
+                    .__without_call_times()
+                    .redis(&url)
+                    .expect("url");
+                timed_small(timed, 1).await;
+                untimed_small(untimed, 1).await;
                 while let Some((job, done)) = rx.recv().await {
                     let ops = match job {
                         Job::OursSmall => {
@@ -315,6 +341,18 @@ impl OneCaller {
                         Job::EmbeddedLarge => {
                             sequential(SEQUENTIAL_OPS * 8, |_| async move {
                                 cached_large(memory, 1).await;
+                            })
+                            .await
+                        }
+                        Job::TimedSmall => {
+                            sequential(SEQUENTIAL_OPS, |_| async move {
+                                timed_small(timed, 1).await;
+                            })
+                            .await
+                        }
+                        Job::UntimedSmall => {
+                            sequential(SEQUENTIAL_OPS, |_| async move {
+                                untimed_small(untimed, 1).await;
                             })
                             .await
                         }
@@ -833,11 +871,12 @@ async fn main() {
             cluster_rows(Some((side == "cluster", times))).await;
             return;
         }
-        if let Some(side @ ("batch" | "rawbatch")) = args.get(i + 1).map(String::as_str) {
-            let side = if side == "batch" {
-                batch::Side::Ours
-            } else {
-                batch::Side::Raw
+        if let Some(side @ ("batch" | "rawbatch" | "singles")) = args.get(i + 1).map(String::as_str)
+        {
+            let side = match side {
+                "batch" => batch::Side::Ours,
+                "rawbatch" => batch::Side::Raw,
+                _ => batch::Side::Singles,
             };
             let url = server.url();
             std::thread::spawn(move || batch::count(&url, side, times))
@@ -861,6 +900,8 @@ async fn main() {
             Some("raw") => Job::RawSmall,
             Some("embedded") => Job::EmbeddedSmall,
             Some("miss") => Job::OursMiss(0),
+            Some("timed") => Job::TimedSmall,
+            Some("untimed") => Job::UntimedSmall,
             Some("rawmiss") => Job::RawMiss(0),
             _ => Job::OursSmall,
         };
@@ -900,6 +941,7 @@ async fn main() {
         Row::new("miss (GET + load + SET), 150 B"),
         Row::new("embedded backend hit, 150 B"),
         Row::new("embedded backend hit, 4 KB"),
+        Row::new("sequential hit, 150 B: call times on vs off"),
     ];
     let one = OneCaller::start(&server.url(), memory);
     for round in 0..ROUNDS {
@@ -938,6 +980,12 @@ async fn main() {
             let (a, b) = pair(first, ours_miss, raw_miss).await;
             rows[5].ours.push(a);
             rows[5].raw.push(b);
+        }
+        for k in 0..SEQUENTIAL_PAIRS {
+            let first = first ^ (k % 2 == 1);
+            let (a, b) = pair(first, one.run(Job::TimedSmall), one.run(Job::UntimedSmall)).await;
+            rows[8].ours.push(a);
+            rows[8].raw.push(b);
         }
         rows[6].ours.push(one.run(Job::EmbeddedSmall).await);
         rows[7].ours.push(one.run(Job::EmbeddedLarge).await);
@@ -1080,6 +1128,12 @@ async fn main() {
         ratio_check(&rows[3]),
         ratio_check(&cluster[0]),
         ratio_check(&cluster[1]),
+        Check {
+            name: "hit with call times (metrics) vs without".into(),
+            measured: format!("{:.3}", rows[8].ratio()),
+            target: ">= 0.97",
+            pass: rows[8].ratio() >= 0.97,
+        },
         Check {
             name: format!("{} ratio", batch[0].name),
             measured: format!("{:.3}", batch[0].ratio()),

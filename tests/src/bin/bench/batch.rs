@@ -167,5 +167,6 @@ pub fn count(url: &str, side: Side, times: u64) {
         for _ in 0..times {
             fixture.run(side).await;
         }
+        eprintln!("{:?}", fixture.cache.stats());
     });
 }

@@ -63,6 +63,14 @@ impl std::ops::Deref for FunctionCounters<'_> {
     }
 }
 
+/// Records a call's outcome in its `cache_aside.call` span, when one is being traced.
+#[inline]
+fn outcome(outcome: &'static str) {
+    if tracing::level_enabled!(tracing::Level::TRACE) {
+        tracing::Span::current().record("outcome", outcome);
+    }
+}
+
 /// Failures that happen before there is a cache to count them in: no default cache set.
 static UNCACHED: Reporter = Reporter::new();
 
@@ -220,6 +228,7 @@ impl Scoped<'_> {
             outcome = "hit",
             "cache-aside: call"
         );
+        outcome("hit");
     }
 
     /// A hit on an expired entry within `stale`, served while a refresh runs.
@@ -230,6 +239,7 @@ impl Scoped<'_> {
             outcome = "stale",
             "cache-aside: call"
         );
+        outcome("stale");
     }
 
     /// A call that found nothing usable.
@@ -240,6 +250,7 @@ impl Scoped<'_> {
             outcome = "miss",
             "cache-aside: call"
         );
+        outcome("miss");
     }
 
     /// An entry that does not decode: a miss, overwritten by the load.
@@ -303,6 +314,7 @@ impl Scoped<'_> {
             outcome = "fail_safe",
             "cache-aside: call"
         );
+        outcome("fail_safe");
     }
 
     /// A call whose body failed, answered with the kept value.

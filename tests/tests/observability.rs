@@ -148,6 +148,22 @@ async fn calls_are_traced_by_function_and_outcome_and_keys_stay_out_of_info() {
         body.contains("cache_aside.load{function=\"traced\"}"),
         "{body}"
     );
+    // Each call is a `cache_aside.call` span with its function and outcome; the body's
+    // load span is inside the first call's.
+    assert!(
+        body.contains("cache_aside.call{function=\"traced\" outcome=\"miss\"}:cache_aside.load"),
+        "{body}"
+    );
+    let spans: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("cache_aside.call{") && l.contains("cache-aside: call"))
+        .collect();
+    assert_eq!(spans.len(), 3, "{text}");
+    assert!(
+        spans[1].contains("cache_aside.call{function=\"traced\"}"),
+        "{}",
+        spans[1]
+    );
     let warned = text
         .lines()
         .find(|l| l.contains(" WARN ") && l.contains("cache operation failed"))

@@ -121,10 +121,20 @@ where
         };
         let detach = detach.map(|d| d.0);
         let ops = ValueOps { share, same };
-        return match engine
-            .get_or_load::<S, R, _>(&key, spec, policy, mode, load, detach, ops)
-            .await
-        {
+        let call = engine.get_or_load::<S, R, _>(&key, spec, policy, mode, load, detach, ops);
+        // A span per call at `trace`, its outcome recorded by the events; only when a
+        // subscriber wants it, so the hit path costs one level check otherwise.
+        let result = if tracing::level_enabled!(tracing::Level::TRACE) {
+            let span = tracing::trace_span!(
+                "cache_aside.call",
+                function = spec.name(),
+                outcome = tracing::field::Empty
+            );
+            tracing::Instrument::instrument(call, span).await
+        } else {
+            call.await
+        };
+        return match result {
             Ok(value) => value,
             Err(error) => match surface {
                 Some(surface) => surface(error),

@@ -44,7 +44,8 @@
 //!   value: the key is left out of the map.
 //! - **Loads.** The body runs once, with the keys that missed and that no other call of
 //!   this process is loading; keys another call is loading (a one-key read or another
-//!   batch) are waited for, beside the body (single-flight per key). Each loaded key takes
+//!   batch) are waited for, beside the body (single-flight per key), and so are keys whose
+//!   lease another call of this process took after this one chose to load them. Each loaded key takes
 //!   its lease first, like a one-key miss, so an invalidation or a put during the body
 //!   wins: that key's value is returned to this call, not stored. If a waited-for load
 //!   ends with nothing to hand over (its body failed, or it was cancelled), the body runs a
@@ -52,10 +53,11 @@
 //! - **Stores.** Every key the body returned is stored with the TTL and jitter; every key
 //!   it was asked and left out is stored as an absence with `none_ttl` if set (else
 //!   nothing is stored, and the next call asks again). A key the body returned but was not
-//!   asked for is ignored. A value that would not read back exactly is returned, not
+//!   asked for is ignored, cached or not. A value that would not read back exactly is returned, not
 //!   stored, as for any function.
 //! - **Errors.** The cache fails open: Redis down, every key is loaded by the body. An
-//!   `Err` from the body is returned as is, and nothing is stored.
+//!   `Err` from the body is returned as is, and none of the keys that call was asked for is
+//!   stored (when it is the rare second call, the first call's keys were stored already).
 //!
 //! What a batch does not do (yet): `stale`, `refresh_ahead`, `xfetch`, `fail_safe`,
 //! `lock`, `key = "..."` templates and `on_cache_error = "fail"` are refused on a batch

@@ -24,8 +24,10 @@ impl Cache {
     /// Each key's entry is the one `#[cached(prefix = ..)]` with `batch`'s prefix and that
     /// key as its one key argument would use. `load` is given the keys that missed (each
     /// once) and returns a map of those it found; a key it leaves out is an absence,
-    /// stored with `none_ttl` if `batch` sets one. Its `Err` is returned as is, and nothing
-    /// is stored. The cache fails open: if Redis is down, `load` gets every key.
+    /// stored with `none_ttl` if `batch` sets one, and a key it was not asked for is
+    /// dropped. Its `Err` is returned as is. The cache fails open: if Redis is down, `load`
+    /// gets every key. Values must be `PartialEq`: one is stored only if it reads back
+    /// equal. One `Batch` serves one value type: used with another, it runs uncached.
     ///
     /// ```no_run
     /// use std::collections::HashMap;
@@ -51,14 +53,14 @@ impl Cache {
     where
         K: Serialize + Clone,
         M: BatchMap<Key = K>,
-        M::Value: Serialize + DeserializeOwned,
+        M::Value: Serialize + DeserializeOwned + PartialEq,
         F: FnMut(Vec<K>) -> Fut,
         Fut: Future<Output = Result<M, E>>,
     {
         let items: Vec<K> = keys.into_iter().collect();
-        // Values compare by their serialized forms only: the type is not known to be
-        // `PartialEq` here.
-        let same = Same::NONE;
+        // A value is stored only if it reads back equal (see the keys guide): its serialized
+        // forms alone miss what serialization drops (a `#[serde(skip)]` field).
+        let same = Same(Some(|a: &M::Value, b: &M::Value| a == b));
         run(
             Ok(self),
             &batch.spec,
@@ -96,7 +98,7 @@ where
         Ok(cache) => cache,
         Err(error) => {
             events::uncached("resolve", &error);
-            return body(items).await;
+            return uncached(items, body).await;
         }
     };
     let engine = cache.engine();
@@ -104,7 +106,7 @@ where
         Ok(built) => built,
         Err((error, items)) => {
             engine.events().of(spec).failed("key", "", &error);
-            return body(items).await;
+            return uncached(items, body).await;
         }
     };
     let resolved;
@@ -118,15 +120,21 @@ where
             None => {
                 let first = keys.first().map_or("", Key::as_str);
                 engine.events().of(spec).failed("ttl", first, &Error::NoTtl);
-                return body(items).await;
+                return uncached(items, body).await;
             }
         },
     };
-    if keyspace::stores::<M::Value>(spec) {
+    // Another function writing these keys with another type (see `keyspace`), or, for a
+    // `Batch` of `get_many`, the same static used with a second value type.
+    let other_type = spec
+        .value_type
+        .get()
+        .is_some_and(|t| *t != std::any::type_name::<M::Value>());
+    if keyspace::stores::<M::Value>(spec) || other_type {
         let prefix = keyspace::prefix_of(spec, path, generics);
         let error = shared(spec, prefix);
         engine.events().of(spec).failed("key", "", &error);
-        return body(items).await;
+        return uncached(items, body).await;
     }
     let load = |asked: Vec<usize>| {
         let asked: Vec<K> = asked.into_iter().map(|i| items[i].clone()).collect();
@@ -142,6 +150,40 @@ where
         .zip(values)
         .filter_map(|(key, value)| Some((key.clone(), value?)));
     Ok(M::build(pairs))
+}
+
+/// The batch without the cache: the body once, with each key once (when the keys encode),
+/// and only the keys asked for in its answer, as the cached path gives them.
+async fn uncached<K, M, E, F, Fut>(items: Vec<K>, mut body: F) -> Result<M, E>
+where
+    M: BatchMap<Key = K>,
+    K: Serialize + Clone,
+    F: FnMut(Vec<K>) -> Fut,
+    Fut: Future<Output = Result<M, E>>,
+{
+    let mut seen = HashSet::with_capacity_and_hasher(items.len(), RandomState::default());
+    let mut asked = Vec::with_capacity(items.len());
+    for item in items.iter() {
+        let mut text = KeyBuilder::bare(String::new());
+        match text.value(item) {
+            Ok(()) if !seen.insert(text.into_text()) => {}
+            // Unencodable: no way to tell repeats apart; every item goes to the body.
+            Err(_) => {
+                asked = items.clone();
+                break;
+            }
+            Ok(()) => asked.push(item.clone()),
+        }
+    }
+    let mut map = body(asked.clone()).await?;
+    let pairs: Vec<(K, M::Value)> = asked
+        .into_iter()
+        .filter_map(|key| {
+            let value = map.take(&key)?;
+            Some((key, value))
+        })
+        .collect();
+    Ok(M::build(pairs.into_iter()))
 }
 
 /// Each item's key, with items whose keys repeat an earlier one's left out; or why the

@@ -32,11 +32,27 @@ use super::{Call, Engine, ErrorMode};
 use crate::backend::{Budget, REPLACE, Read};
 use crate::envelope::{self, unix_ms};
 use crate::exact::Same;
-use crate::flight::{self, Lead, Outcome, Role, Seen};
+use crate::flight::{self, Lead, Outcome, Role, Seen, Waiting};
 use crate::key::Key;
 use crate::policy::{Freshness, Policy};
 use crate::shape::Store;
 use crate::spec::FnSpec;
+
+/// What step 3 made of a led key.
+enum Leased<V> {
+    Lead(Led),
+    /// Its value, stored by another load meanwhile.
+    Found(usize, Option<V>),
+    /// Another call of this process took its lease: wait for that load, and hand its
+    /// outcome to this call's waiters.
+    Relay(usize, Lead, Waiting),
+}
+
+/// The load of another call of this process that holds a key's lease.
+enum Relay {
+    Wait(Waiting),
+    Done(Outcome),
+}
 
 /// A key this call leads the load of: its index, its flight, and its lease if it took one.
 struct Led {
@@ -102,31 +118,52 @@ impl Engine {
         }
         // 3. lease
         let leases = led.into_iter().map(|(index, lead, seen)| {
-            self.lease_one::<V>(&keys[index], spec, policy, left, index, lead, seen)
+            let key = &keys[index];
+            self.lease_one::<V>(key, spec, policy, (left, budget.started), index, lead, seen)
         });
-        let mut leading = Vec::new();
+        let (mut leading, mut relays) = (Vec::new(), Vec::new());
         for leased in join_all(leases).await {
             match leased {
-                Ok(led) => leading.push(led),
-                Err((index, value)) => values[index] = value,
+                Leased::Lead(led) => leading.push(led),
+                Leased::Found(index, value) => values[index] = value,
+                Leased::Relay(index, lead, waiting) => relays.push((index, lead, waiting)),
             }
         }
-        // 4. load, beside the waits
-        let asked: Vec<usize> = leading.iter().map(|l| l.index).collect();
-        let held: Vec<&Held> = leading.iter().filter_map(|l| l.held.as_ref()).collect();
-        let body = async {
+        // 4. and 5. load and store, beside the waits. A led key's flight finishes as soon
+        // as its value is stored, whatever this call still waits for: two batches each
+        // waiting for a key the other loads must not wait for each other's waits.
+        let loading = async {
+            let asked: Vec<usize> = leading.iter().map(|l| l.index).collect();
             if asked.is_empty() {
                 return Ok(Vec::new());
             }
+            let held: Vec<&Held> = leading.iter().filter_map(|l| l.held.as_ref()).collect();
             self.events.of(spec).load();
             let loaded = self
                 .run_body(&held, spec, policy, load(asked.clone()))
                 .await;
-            loaded.map(|mut loaded| {
-                // One answer per key asked (the private layer builds them so).
-                loaded.resize_with(asked.len(), || None);
-                loaded
-            })
+            drop(held);
+            let mut loaded = match loaded {
+                Ok(loaded) => loaded,
+                Err(error) => {
+                    let releases = leading.into_iter().map(|led| async move {
+                        if let Some(held) = &led.held {
+                            let call = self.call(&keys[led.index], spec, left);
+                            self.write(&call, policy, None, Some(held)).await.ok();
+                        }
+                        led.lead.finish(Outcome::NotStored);
+                    });
+                    join_all(releases).await;
+                    return Err(error);
+                }
+            };
+            // One answer per key asked (the private layer builds them so).
+            loaded.resize_with(asked.len(), || None);
+            let stores = leading.into_iter().zip(loaded).map(|(led, value)| {
+                let call = self.call(&keys[led.index], spec, left);
+                self.store_one(call, policy, led, value, same)
+            });
+            Ok(join_all(stores).await)
         };
         let waited = join_all(waits.into_iter().map(|(index, waiting)| async move {
             let outcome = tokio::time::timeout(policy.flight_wait, flight::wait(waiting)).await;
@@ -135,35 +172,25 @@ impl Engine {
             }
             (index, outcome.ok().and_then(taken::<V>))
         }));
-        let (loaded, waited) = tokio::join!(body, waited);
-        drop(held);
-        for (index, value) in waited {
+        // A key another call leased after this one chose to load it: its load answers this
+        // call and the callers waiting for this call's load of the key.
+        let relayed = join_all(relays.into_iter().map(|(index, lead, waiting)| async move {
+            let outcome = tokio::time::timeout(policy.flight_wait, flight::wait(waiting))
+                .await
+                .unwrap_or(Outcome::NotStored);
+            let value = taken::<V>(outcome.clone());
+            lead.finish(outcome);
+            (index, value)
+        }));
+        let (loaded, waited, relayed) = tokio::join!(loading, waited, relayed);
+        for (index, value) in loaded? {
+            values[index] = value;
+        }
+        for (index, value) in waited.into_iter().chain(relayed) {
             match value {
                 Some(value) => values[index] = value,
                 None => again.push(index),
             }
-        }
-        // 5. store
-        let loaded = match loaded {
-            Ok(loaded) => loaded,
-            Err(error) => {
-                let releases = leading.into_iter().map(|led| async move {
-                    if let Some(held) = &led.held {
-                        let call = self.call(&keys[led.index], spec, left);
-                        self.write(&call, policy, None, Some(held)).await.ok();
-                    }
-                    led.lead.finish(Outcome::NotStored);
-                });
-                join_all(releases).await;
-                return Err(error);
-            }
-        };
-        let stores = leading.into_iter().zip(loaded).map(|(led, value)| {
-            let call = self.call(&keys[led.index], spec, left);
-            self.store_one(call, policy, led, value, same)
-        });
-        for (index, value) in join_all(stores).await {
-            values[index] = value;
         }
         #[cfg(feature = "metrics")]
         self.batch_took(spec, crate::metrics::Outcome::Miss, budget);
@@ -269,24 +296,25 @@ impl Engine {
         }
     }
 
-    /// Step 3 for one led key: its lease, as a one-key miss takes it; `Err` with its value
-    /// if another load stored one meanwhile (its flight then finished with it).
+    /// Step 3 for one led key: its lease, as a one-key miss takes it; its value if another
+    /// load stored one meanwhile (its flight then finished with it); or the load to wait
+    /// for, if another call of this process took the lease meanwhile.
     #[allow(clippy::too_many_arguments)]
     async fn lease_one<V: DeserializeOwned>(
         self: &Arc<Self>,
         key: &Key,
         spec: &'static FnSpec,
         policy: &Policy,
-        left: std::time::Duration,
+        (left, read_at): (std::time::Duration, tokio::time::Instant),
         index: usize,
         lead: Lead,
         seen: Seen,
-    ) -> Result<Led, (usize, Option<V>)> {
+    ) -> Leased<V> {
         // Another load's lease, or a failed read: load without one (the value is returned,
         // not stored).
         if !matches!(seen, Seen::Free) || !self.settings.fenced {
             lead.starting(0);
-            return Ok(Led {
+            return Leased::Lead(Led {
                 index,
                 lead,
                 held: None,
@@ -302,13 +330,23 @@ impl Engine {
                 Ok(Acquired::Value(entry)) => match envelope::decode_raw::<V>(&entry) {
                     Ok((value, _)) => {
                         lead.finish(Outcome::Stored(entry));
-                        return Err((index, value));
+                        return Leased::Found(index, value);
                     }
                     // Fresh but unreadable: lease it anyway, and replace it.
                     Err(_) if point != REPLACE => point = REPLACE,
                     Err(_) => break None,
                 },
-                Ok(Acquired::Busy) => break None,
+                Ok(Acquired::Busy) => match self.relay(key, left, read_at).await {
+                    Some(Relay::Wait(waiting)) => return Leased::Relay(index, lead, waiting),
+                    Some(Relay::Done(outcome)) => match taken::<V>(outcome.clone()) {
+                        Some(value) => {
+                            lead.finish(outcome);
+                            return Leased::Found(index, value);
+                        }
+                        None => break None,
+                    },
+                    None => break None,
+                },
                 Err(error) => {
                     // A lease is a load's first write: a full Redis refuses it.
                     let events = self.events.of(spec);
@@ -318,7 +356,33 @@ impl Engine {
                 }
             }
         };
-        Ok(Led { index, lead, held })
+        Leased::Lead(Led { index, lead, held })
+    }
+
+    /// After finding `key`'s lease taken by another load: if that load is this process's
+    /// (a one-key read that took the lease in its read after this batch chose to load the
+    /// key), the load to wait for, or its outcome; `None` to load without the lease.
+    async fn relay(
+        &self,
+        key: &Key,
+        left: std::time::Duration,
+        read_at: tokio::time::Instant,
+    ) -> Option<Relay> {
+        let entry = self
+            .backend
+            .read(key.as_str(), None, Budget::from_now(left))
+            .await
+            .ok()??;
+        let seen @ Seen::Leased(_) = Seen::of(entry.as_slice()) else {
+            return None;
+        };
+        match self.flights.join(key.as_str(), read_at, seen, self.epoch()) {
+            Role::Waiter(waiting) => Some(Relay::Wait(waiting)),
+            Role::Done(outcome) => Some(Relay::Done(outcome)),
+            // Another process's load: this call loads for itself. The flight just made is
+            // given up at once, leaving the key's slot to whoever comes next.
+            Role::Leader(_) => None,
+        }
     }
 
     /// Step 5 for one led key: encodes and stores its value under its lease, and tells its

@@ -63,9 +63,10 @@ use crate::error::Error;
 /// Longest `arguments` part written out in full; longer ones are hashed.
 pub const MAX_ARGS_LEN: usize = 160;
 
-/// A finished cache key.
+/// A finished cache key, and the storage keys of the tags its entry carries (see
+/// [`tag`](crate::tag); none for a function without `tags`).
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Key(String);
+pub struct Key(String, Option<Box<[String]>>);
 
 impl Key {
     /// The key as stored in the backend.
@@ -76,6 +77,18 @@ impl Key {
     /// The key as an owned string.
     pub fn into_string(mut self) -> String {
         std::mem::take(&mut self.0)
+    }
+
+    /// The storage keys of the sets of the tags this entry carries.
+    #[inline]
+    pub(crate) fn tags(&self) -> &[String] {
+        self.1.as_deref().unwrap_or(&[])
+    }
+
+    /// The key, carrying `tags`.
+    pub(crate) fn tagged(mut self, tags: Box<[String]>) -> Key {
+        self.1 = (!tags.is_empty()).then_some(tags);
+        self
     }
 }
 
@@ -164,6 +177,20 @@ impl KeyBuilder {
         KeyBuilder { buf, args_start }
     }
 
+    /// A builder over `text`, with no namespace or prefix of its own: a tag's text.
+    pub(crate) fn bare(text: String) -> Self {
+        let args_start = text.len();
+        KeyBuilder {
+            buf: text,
+            args_start,
+        }
+    }
+
+    /// What was written, as is (never hashed).
+    pub(crate) fn into_text(self) -> String {
+        self.buf
+    }
+
     /// Appends fixed template text verbatim (checked by the macro to hold no reserved
     /// character but `:`, and at most one value between two `:`).
     pub fn lit(&mut self, text: &str) {
@@ -188,7 +215,7 @@ impl KeyBuilder {
             self.buf.push_str(&layout.tag());
             self.buf.push_str(&digest);
         }
-        Key(self.buf)
+        Key(self.buf, None)
     }
 }
 

@@ -98,6 +98,67 @@ impl Template {
         })
     }
 
+    /// A tag template: a bare name (`"catalog"`), or a key template whose placeholders
+    /// each fill a whole `:`-separated segment (`"team:{t}:user:{u}"`), so that
+    /// `Tag::new(..).value(..).text(..)` can name every tag one renders.
+    pub fn parse_tag(lit: &LitStr) -> syn::Result<Template> {
+        let text = lit.value();
+        if is_valid_segment(&text) {
+            return Ok(Template {
+                lit: lit.clone(),
+                prefix: text,
+                parts: Vec::new(),
+            });
+        }
+        if !text.contains(':') {
+            return Err(syn::Error::new(
+                lit.span(),
+                format!(
+                    "a tag is a name of letters, digits, `_`, `.`, `-` and `/`, then `:`-separated \
+                     segments if any, like \"user:{{id}}\" or \"catalog\" (got {text:?})"
+                ),
+            ));
+        }
+        let template = Template::parse(lit).map_err(|e| {
+            syn::Error::new(
+                lit.span(),
+                e.to_string()
+                    .replace("`key`", "a tag")
+                    .replace("key template", "tag"),
+            )
+        })?;
+        let mut last_ends_segment = true;
+        for (i, part) in template.parts.iter().enumerate() {
+            let next_starts_segment = match template.parts.get(i + 1) {
+                None => true,
+                Some(Part::Text(t)) => t.starts_with(':'),
+                Some(Part::Arg { .. }) => false,
+            };
+            match part {
+                Part::Arg { .. } if !(last_ends_segment && next_starts_segment) => {
+                    return Err(syn::Error::new(
+                        lit.span(),
+                        format!(
+                            "in a tag each `{{value}}` fills a whole segment between `:`s (got {text:?}), \
+                             so that `Tag::new(..).value(..)` can name it from code"
+                        ),
+                    ));
+                }
+                Part::Arg { .. } => last_ends_segment = false,
+                Part::Text(t) => {
+                    last_ends_segment = t.ends_with(':');
+                    if t.contains("::") || t.starts_with(':') && i == 0 {
+                        return Err(syn::Error::new(
+                            lit.span(),
+                            format!("a tag has no empty segment (got {text:?})"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(template)
+    }
+
     /// The argument names the template reads, in order.
     pub fn roots(&self) -> impl Iterator<Item = &str> {
         self.parts.iter().filter_map(|part| match part {

@@ -55,6 +55,8 @@ pub struct Options {
     pub on_cache_error: Option<Spanned<OnCacheError>>,
     pub prefix: Option<Spanned<LitStr>>,
     pub key: Option<Spanned<Template>>,
+    /// `tags = ["user:{id}", ..]`: the tags each entry carries (see the runtime's `tag`).
+    pub tags: Option<Spanned<Vec<Template>>>,
     pub skip: Option<Spanned<Vec<Ident>>>,
     pub cache: Option<Spanned<Expr>>,
     /// `companions = false`: no `{fn}_cache_key` / `_invalidate` / `_invalidate_all` (a
@@ -124,7 +126,7 @@ const fn background(entry: Entry) -> Entry {
 }
 
 /// Every option, in the order the "expected one of" list gives them.
-const TABLE: [Entry; 19] = [
+const TABLE: [Entry; 20] = [
     entry("ttl", |o, name, input, _| {
         o.ttl = Some(values::duration(input, name, &settings::TTL)?);
         Ok(())
@@ -198,6 +200,10 @@ const TABLE: [Entry; 19] = [
     }),
     entry("crate", |o, name, input, _| {
         o.krate = Some(values::krate(input, name)?);
+        Ok(())
+    }),
+    entry("tags", |o, name, input, _| {
+        o.tags = Some(values::tags(input, name)?);
         Ok(())
     }),
     entry("batch", |o, name, input, _| {

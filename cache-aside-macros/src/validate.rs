@@ -33,6 +33,7 @@ pub fn validate(func: &Func, options: &Options, errors: &mut Errors) {
         }
     }
     check_template(func, options, &names, errors);
+    check_tags(func, options, &names, errors);
     check_shape(func, options, errors);
     if let (Some(_), Some(key)) = (&options.prefix, &options.key) {
         errors.push(
@@ -177,6 +178,7 @@ fn check_batch(func: &Func, options: &Options, errors: &mut Errors) {
             .as_ref()
             .filter(|o| o.value)
             .map(|o| &o.name),
+        options.tags.as_ref().map(|o| &o.name),
     ];
     for name in unsupported.into_iter().flatten() {
         errors.push(
@@ -336,6 +338,36 @@ fn check_key_type(ty: &Type, errors: &mut Errors) {
         false
     }
     walk(ty.to_token_stream(), errors);
+}
+
+/// Each tag names key arguments or `self`: an entry's tags are a function of its key, so
+/// that every write of it (a load, a `#[cache_put]`) carries the same ones.
+fn check_tags(func: &Func, options: &Options, names: &str, errors: &mut Errors) {
+    let Some(tags) = &options.tags else {
+        return;
+    };
+    for tag in &tags.value {
+        for root in tag.roots() {
+            if root == "self" && func.receiver.is_some() {
+                continue;
+            }
+            match func.named().find(|a| a.ident == root) {
+                Some(arg) if options.skips(arg.ident) => errors.push(
+                    tag.lit.span(),
+                    format_args!(
+                        "`{{{root}}}` in the tag is skipped: tags are rendered from the key's \
+                         arguments (or `self`), so that every write of an entry carries the same \
+                         tags; key on it, or tag by another argument"
+                    ),
+                ),
+                Some(_) => {}
+                None => errors.push(
+                    tag.lit.span(),
+                    format_args!("`{{{root}}}` in the tag is not an argument; {names}"),
+                ),
+            }
+        }
+    }
 }
 
 /// The template names each key argument, and nothing else.

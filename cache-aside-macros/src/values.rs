@@ -245,6 +245,26 @@ pub fn key(input: ParseStream, name: &Ident) -> syn::Result<Spanned<Template>> {
     Ok(Spanned::new(template, name, lit.span()))
 }
 
+/// `= ["user:{id}", "catalog"]`: tag templates. A tag is a name, then `:`-separated
+/// segments, each fixed text or one placeholder filling it whole.
+pub fn tags(input: ParseStream, name: &Ident) -> syn::Result<Spanned<Vec<Template>>> {
+    equals(input)?;
+    let content;
+    let brackets = syn::bracketed!(content in input);
+    let lits = content.parse_terminated(|i: ParseStream| i.parse::<LitStr>(), Token![,])?;
+    let mut tags = Vec::new();
+    for lit in &lits {
+        tags.push(Template::parse_tag(lit)?);
+    }
+    if tags.is_empty() {
+        return Err(syn::Error::new(
+            brackets.span.open(),
+            "`tags` lists at least one tag, like `tags = [\"user:{id}\"]`",
+        ));
+    }
+    Ok(Spanned::new(tags, name, brackets.span.open()))
+}
+
 /// `(db, self)`: the arguments left out of the key.
 pub fn skip(input: ParseStream, name: &Ident) -> syn::Result<Spanned<Vec<Ident>>> {
     let content;

@@ -171,6 +171,11 @@ impl Events {
         FunctionCounters::Listed(counters)
     }
 
+    /// A `#[cache_evict(tag = ..)]` target evicted: counted for the cache, no function's.
+    pub(crate) fn tag_evicted(&self) {
+        Counters::bump(&self.counters.evictions);
+    }
+
     /// A kept entry marked fresh for the back-off.
     pub(crate) fn backing_off(&self, key: &str, until: SystemTime) {
         tracing::trace!(key, until = unix_ms(until), "cache-aside: backing off");

@@ -32,6 +32,8 @@
 //! | flight | concurrent misses on one key share one load (single-flight) |
 //! | lease | one loader per key across processes, and loads overtaken by an invalidation or a put store nothing (a token in the entry) |
 //! | write | [`#[cache_evict]`](cache_evict) and [`#[cache_put]`](cache_put): a write evicts or stores the entries of the reads it names, with the reads' own keys |
+//! | tags | entries carry tags (`tags = ["user:{id}"]`); one invalidation removes every entry of a tag, race-free ([`tag`]) |
+//! | batch | many keys in one round trip, one body call for the misses ([`batch`]) |
 //! | refresh | bounded background refreshes: stale-while-revalidate, refresh-ahead, XFetch |
 //! | envelope | JSON inside a small versioned header with a fresh-until time ([`inspect`]) |
 //! | backend | Redis, one node or a cluster (breaker, deadlines, scans of every primary), or the embedded store |
@@ -69,6 +71,7 @@ mod settings;
 mod shape;
 mod spec;
 mod stats;
+pub mod tag;
 
 #[doc(hidden)]
 #[path = "private/mod.rs"]

@@ -77,6 +77,7 @@ fn cluster_suite() {
         a_put_wins_over_an_older_load(&cluster).await;
         evictions_reach_every_entry(&cluster).await;
         a_batch_reads_every_slot_in_one_call(&cluster).await;
+        a_tag_reaches_entries_on_every_primary(&cluster).await;
     });
     let tally = [
         runtime.block_on(migrating_a_slot_loses_no_call(&cluster)),
@@ -91,6 +92,36 @@ fn cluster_suite() {
         "cluster fault suite: {} (calls/failed/wrong)",
         line.join(", ")
     );
+}
+
+#[cached(ttl = 60, prefix = "tagged", tags = ["group:{group}"], cache = cache, skip(cache, db))]
+async fn tagged(cache: &Cache, db: &Db, group: u64, id: u64) -> String {
+    db.loads.fetch_add(1, SeqCst);
+    expected(group * 1000 + id)
+}
+
+/// A tag's set lives in one slot, its entries in every slot: the invalidation deletes them
+/// all (redis-rs splits the `UNLINK` by slot), and a load overtaken by it stores nothing.
+async fn a_tag_reaches_entries_on_every_primary(cluster: &RedisCluster) {
+    use cache_aside_runtime::tag::Tag;
+    let cache = cache(cluster, "c-tags");
+    let db = Db::new(Duration::ZERO);
+    for id in 0..40 {
+        tagged(&cache, &db, 1, id).await;
+        tagged(&cache, &db, 2, id).await;
+    }
+    let owners: BTreeSet<usize> = (0..40)
+        .map(|id| cluster.primary_of(&tagged_cache_key(&cache, 1, id).unwrap()))
+        .collect();
+    assert_eq!(owners.len(), 3, "entries on every primary: {owners:?}");
+    let tag = Tag::new("group").unwrap().value(&1).unwrap();
+    assert_eq!(cache.invalidate_tag(&tag).await.unwrap(), 40);
+    for id in 0..40 {
+        assert_eq!(tagged(&cache, &db, 1, id).await, expected(1000 + id));
+        assert_eq!(tagged(&cache, &db, 2, id).await, expected(2000 + id));
+    }
+    assert_eq!(db.loads(), 120, "group 1 reloaded, group 2 still cached");
+    assert_eq!(cache.stats().errors, 0, "{:?}", cache.stats());
 }
 
 /// `item`'s entries, many at a time.

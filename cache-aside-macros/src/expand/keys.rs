@@ -44,13 +44,66 @@ pub fn prepare(source: &KeySource, cache: &Ident, spec: &Ident) -> TokenStream {
     let builder = local("__ca_b");
     let steps = key_steps(source, &builder);
     let prepared = local("__ca_prepared");
+    let Some(tags) = &source.options.tags else {
+        return quote! {
+            let #prepared = #private::prepare(#cache, #spec, #identity,
+                |#builder: &mut #private::KeyBuilder| -> ::core::result::Result<(), #private::Error> {
+                    #(#steps)*
+                    ::core::result::Result::Ok(())
+                });
+        };
+    };
+    let writer = local("__ca_t");
+    let tag_steps = tags.value.iter().map(|tag| {
+        let name = &tag.prefix;
+        let parts = tag.parts.iter().map(|part| match part {
+            Part::Text(text) => {
+                let segments = text.split(':').filter(|s| !s.is_empty());
+                quote!(#(#writer.text(#segments);)*)
+            }
+            Part::Arg { .. } => {
+                let value = arg_expr(source, part);
+                quote!(#writer.value(&#value)?;)
+            }
+        });
+        quote!(#writer.begin(#name); #(#parts)*)
+    });
     quote! {
-        let #prepared = #private::prepare(#cache, #spec, #identity,
+        let #prepared = #private::prepare_tagged(#cache, #spec, #identity,
             |#builder: &mut #private::KeyBuilder| -> ::core::result::Result<(), #private::Error> {
                 #(#steps)*
                 ::core::result::Result::Ok(())
+            },
+            |#writer: &mut #private::TagWriter<'_>| -> ::core::result::Result<(), #private::Error> {
+                #(#tag_steps)*
+                ::core::result::Result::Ok(())
             });
     }
+}
+
+/// The expression of a template's placeholder: the argument (or `self`) and its fields.
+fn arg_expr(source: &KeySource, part: &Part) -> TokenStream {
+    let Part::Arg { root, fields } = part else {
+        return TokenStream::new();
+    };
+    let root = match source.func.named().find(|a| a.ident == root) {
+        Some(arg) => {
+            let ident = arg.ident;
+            quote!(#ident)
+        }
+        None => quote!(self),
+    };
+    let fields = fields.iter().map(|f| match f.parse::<u32>() {
+        Ok(index) => {
+            let index = syn::Index::from(index as usize);
+            quote!(.#index)
+        }
+        Err(_) => {
+            let field = Ident::new(f, Span::call_site());
+            quote!(.#field)
+        }
+    });
+    quote!(#root #(#fields)*)
 }
 
 /// `path, generics`: which instantiation of the function runs (see the runtime's
@@ -110,25 +163,9 @@ fn key_steps(source: &KeySource, b: &Ident) -> Vec<TokenStream> {
         .iter()
         .map(|part| match part {
             Part::Text(text) => quote!(#b.lit(#text);),
-            Part::Arg { root, fields } => {
-                let root = match source.func.named().find(|a| a.ident == root) {
-                    Some(arg) => {
-                        let ident = arg.ident;
-                        quote!(#ident)
-                    }
-                    None => quote!(self),
-                };
-                let fields = fields.iter().map(|f| match f.parse::<u32>() {
-                    Ok(index) => {
-                        let index = syn::Index::from(index as usize);
-                        quote!(.#index)
-                    }
-                    Err(_) => {
-                        let field = Ident::new(f, Span::call_site());
-                        quote!(.#field)
-                    }
-                });
-                quote!(#b.value(&#root #(#fields)*)?;)
+            part @ Part::Arg { .. } => {
+                let value = arg_expr(source, part);
+                quote!(#b.value(&#value)?;)
             }
         })
         .collect()

@@ -299,7 +299,7 @@ fn the_table_lists_each_option_once() {
         expected(),
         "`ttl`, `none_ttl`, `stale`, `refresh_ahead`, `xfetch`, `fail_safe`, `jitter`, `lock`, \
          `flight_wait`, `timeout`, `max_value_bytes`, `on_cache_error`, `prefix`, `key`, `skip`, \
-         `cache`, `companions`, `crate`, `batch`"
+         `cache`, `companions`, `crate`, `tags`, `batch`"
     );
 }
 

@@ -29,9 +29,19 @@ pub fn expand(kind: Kind, func: &Func, options: &WriteOptions) -> TokenStream {
     let (attrs, vis, sig, inner_attrs) = (&func.attrs, &func.vis, &func.sig, &func.inner_attrs);
     let entries = local("__ca_entries");
     let result = local("__ca_result");
-    let calls = options.targets.iter().map(|t| &t.call);
+    let private_path = private(options);
+    let calls = options
+        .targets
+        .iter()
+        .map(|t| t.call.to_token_stream())
+        .chain(
+            options
+                .tags
+                .iter()
+                .map(|tag| tag_target(&private_path, options, tag)),
+        );
     let each = |op: TokenStream| -> Vec<TokenStream> {
-        (0..options.targets.len())
+        (0..options.targets.len() + options.tags.len())
             .map(|i| {
                 let i = Index::from(i);
                 quote!(#entries.#i.#op.await;)
@@ -109,6 +119,50 @@ fn put(func: &Func, options: &WriteOptions, entries: &Ident, result: &Ident) -> 
     let success = success(&private, result);
     quote! {
         if let ::core::option::Option::Some(#ok) = #success { #(#puts)* }
+    }
+}
+
+/// `tag = "user:{id}"`: the tag rendered now, from the write's arguments as given, in the
+/// cache `cache = ..` names (or the default one).
+fn tag_target(
+    private: &TokenStream,
+    options: &WriteOptions,
+    tag: &crate::key::Template,
+) -> TokenStream {
+    use crate::key::Part;
+    let cache = match &options.cache {
+        Some(expr) => quote!(#private::resolve(&(#expr))),
+        None => quote!(#private::default_cache()),
+    };
+    let writer = local("__ca_t");
+    let name = &tag.prefix;
+    let parts = tag.parts.iter().map(|part| match part {
+        Part::Text(text) => {
+            let segments = text.split(':').filter(|s| !s.is_empty());
+            quote!(#(#writer.text(#segments);)*)
+        }
+        Part::Arg { root, fields } => {
+            let root = Ident::new(root, Span::call_site());
+            let fields = fields.iter().map(|f| match f.parse::<u32>() {
+                Ok(index) => {
+                    let index = Index::from(index as usize);
+                    quote!(.#index)
+                }
+                Err(_) => {
+                    let field = Ident::new(f, Span::call_site());
+                    quote!(.#field)
+                }
+            });
+            quote!(#writer.value(&#root #(#fields)*)?;)
+        }
+    });
+    quote! {
+        #private::tag_target(#cache,
+            |#writer: &mut #private::TagWriter<'_>| -> ::core::result::Result<(), #private::Error> {
+                #writer.begin(#name);
+                #(#parts)*
+                ::core::result::Result::Ok(())
+            })
     }
 }
 

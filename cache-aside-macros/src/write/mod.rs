@@ -40,7 +40,7 @@ impl Kind {
     /// The options after the targets, for "unknown option".
     fn options(self) -> &'static [&'static str] {
         match self {
-            Kind::Evict => &["before", "always", "crate"],
+            Kind::Evict => &["before", "always", "tag", "cache", "crate"],
             Kind::Put => &["crate"],
         }
     }
@@ -61,6 +61,11 @@ pub struct WriteOptions {
     pub always: Option<(bool, Span)>,
     /// `crate = ::path`: where the runtime is, as `#[cached]`'s.
     pub krate: Option<Path>,
+    /// `tag = "user:{id}"` (any number): every entry carrying the tag, over the write's own
+    /// arguments.
+    pub tags: Vec<crate::key::Template>,
+    /// `cache = EXPR`: the cache the tags are invalidated in (default: the default cache).
+    pub cache: Option<Expr>,
 }
 
 /// The attribute's entry point: `kind` on `item`.
@@ -88,11 +93,21 @@ fn parse(kind: Kind, tokens: TokenStream, errors: &mut Errors) -> WriteOptions {
         before: None,
         always: None,
         krate: None,
+        tags: Vec::new(),
+        cache: None,
     };
     let mut written = 0;
     let parser = |input: ParseStream| {
         while !input.is_empty() {
             if input.peek(Ident::peek_any) && input.peek2(Token![=]) && !input.peek2(Token![==]) {
+                // A `tag = ..` is a target, even one whose template has a mistake.
+                if input
+                    .fork()
+                    .call(Ident::parse_any)
+                    .is_ok_and(|i| i == "tag")
+                {
+                    written += 1;
+                }
                 if let Err(e) = option(kind, input, &mut options) {
                     errors.push_error(e);
                     while !input.is_empty() && !input.peek(Token![,]) {
@@ -149,6 +164,19 @@ fn option(kind: Kind, input: ParseStream, options: &mut WriteOptions) -> syn::Re
         ));
     }
     let duplicate = || syn::Error::new(name.span(), format_args!("duplicate `{name}` option"));
+    if name == "tag" {
+        input.parse::<Token![=]>()?;
+        let lit: syn::LitStr = input.parse()?;
+        options.tags.push(crate::key::Template::parse_tag(&lit)?);
+        return Ok(());
+    }
+    if name == "cache" {
+        let cache = values::cache(input, &name)?;
+        if options.cache.replace(cache.value).is_some() {
+            return Err(duplicate());
+        }
+        return Ok(());
+    }
     if name == "crate" {
         let path = values::krate(input, &name)?;
         if options.krate.replace(path.value).is_some() {
@@ -244,6 +272,28 @@ fn validate(kind: Kind, func: &Func, options: &WriteOptions, errors: &mut Errors
                 kind.name()
             ),
         );
+    }
+    for tag in &options.tags {
+        for root in tag.roots() {
+            let known = (root == "self" && func.receiver.is_some())
+                || func.named().any(|a| a.ident == root);
+            if !known {
+                errors.push(
+                    tag.lit.span(),
+                    format_args!(
+                        "`{{{root}}}` in the tag is not an argument of `{}`",
+                        func.sig.ident
+                    ),
+                );
+            }
+        }
+    }
+    if let (Some(cache), true) = (&options.cache, options.tags.is_empty()) {
+        errors.push_error(syn::Error::new_spanned(
+            cache,
+            "`cache` names where `tag = ..` targets are invalidated; the read functions' \
+             entries use their own cache",
+        ));
     }
     if let (Some((true, before)), Some((true, _))) = (options.before, options.always) {
         errors.push(

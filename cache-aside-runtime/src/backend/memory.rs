@@ -46,7 +46,20 @@ impl moka::Expiry<String, Stored> for PerEntryTtl {
 
 pub(crate) struct MemoryBackend {
     store: moka::sync::Cache<String, Stored>,
+    /// Tag sets (see [`crate::tag`]): each tag's entry keys, with when they expire (Unix ms).
+    tags: std::sync::Mutex<Tags>,
 }
+
+/// The tag sets, and how many additions since the last sweep of expired members.
+#[derive(Default)]
+struct Tags {
+    sets: std::collections::HashMap<String, std::collections::HashMap<String, u64>>,
+    added: u64,
+}
+
+/// A sweep of every tag set's expired members every this many additions: the sets forget
+/// expired entries even for tags that are never added to again.
+const TAG_SWEEP_EVERY: u64 = 1024;
 
 impl MemoryBackend {
     pub(crate) fn new(max_bytes: u64) -> Self {
@@ -57,7 +70,36 @@ impl MemoryBackend {
             })
             .expire_after(PerEntryTtl)
             .build();
-        MemoryBackend { store }
+        MemoryBackend {
+            store,
+            tags: std::sync::Mutex::new(Tags::default()),
+        }
+    }
+
+    /// Adds `member` to the tag set `set`, expiring at `until_ms` (never earlier than it
+    /// already did); drops expired members.
+    pub(crate) fn tag(&self, set: &str, member: &str, until_ms: u64, now_ms: u64) {
+        let mut tags = self.tags.lock().unwrap_or_else(|e| e.into_inner());
+        tags.added += 1;
+        if tags.added.is_multiple_of(TAG_SWEEP_EVERY) {
+            tags.sets.retain(|_, members| {
+                members.retain(|_, until| *until >= now_ms);
+                !members.is_empty()
+            });
+        }
+        let members = tags.sets.entry(set.to_owned()).or_default();
+        members.retain(|_, until| *until >= now_ms);
+        let until = members.entry(member.to_owned()).or_insert(until_ms);
+        *until = (*until).max(until_ms);
+    }
+
+    /// Removes the tag set `set` and deletes its members' entries; how many existed.
+    pub(crate) fn invalidate_tag(&self, set: &str) -> u64 {
+        let members = {
+            let mut tags = self.tags.lock().unwrap_or_else(|e| e.into_inner());
+            tags.sets.remove(set).unwrap_or_default()
+        };
+        members.keys().filter(|key| self.delete(key)).count() as u64
     }
 
     fn live(&self, key: &str) -> Option<Stored> {

@@ -314,6 +314,70 @@ impl Backend {
         }
     }
 
+    /// Adds `member` to each tag set of `sets`, expiring at `until_ms` (see
+    /// [`crate::tag`]), all at once.
+    pub(crate) async fn tag(
+        &self,
+        sets: &[String],
+        member: &str,
+        until_ms: u64,
+        now_ms: u64,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        match self {
+            Backend::Redis(b) => {
+                let each = sets
+                    .iter()
+                    .map(|set| b.tag(set, member, until_ms, now_ms, timeout));
+                futures_util::future::join_all(each)
+                    .await
+                    .into_iter()
+                    .collect()
+            }
+            Backend::Memory(b) => {
+                for set in sets {
+                    b.tag(set, member, until_ms, now_ms);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Deletes every entry in the tag set `set`, and the set; how many entries existed.
+    /// On Redis, a thousand members at a time: read them, delete them, take them out of the
+    /// set (members added meanwhile stay). Each step is bounded by `timeout`; the steps by
+    /// how many members the set can have had.
+    pub(crate) async fn invalidate_tag(&self, set: &str, timeout: Duration) -> Result<u64, Error> {
+        const STEP: usize = 1000;
+        const MAX_STEPS: usize = 100_000;
+        match self {
+            Backend::Redis(b) => {
+                let mut removed = 0;
+                for _ in 0..MAX_STEPS {
+                    let members = b.tag_members(set, STEP, timeout).await?;
+                    if members.is_empty() {
+                        break;
+                    }
+                    let unlinked = futures_util::future::join_all(
+                        members
+                            .chunks(MGET_KEYS)
+                            .map(|part| b.unlink(part, timeout)),
+                    )
+                    .await;
+                    for part in unlinked {
+                        removed += part?;
+                    }
+                    b.untag(set, &members, timeout).await?;
+                    if members.len() < STEP {
+                        break;
+                    }
+                }
+                Ok(removed)
+            }
+            Backend::Memory(b) => Ok(b.invalidate_tag(set)),
+        }
+    }
+
     /// Time left before `key` expires; `None` if it does not exist.
     pub(crate) async fn ttl(
         &self,

@@ -134,6 +134,14 @@ impl Cache {
         self.engine.publish_call_times();
     }
 
+    /// Deletes every entry carrying `tag` (see [`tag`](crate::tag)), whichever function
+    /// wrote it, and revokes the leases of loads of them under way; how many entries there
+    /// were. Fails like any cache operation when Redis does (the entries then stay until
+    /// they expire: retry, or invalidate by prefix).
+    pub async fn invalidate_tag(&self, tag: &crate::tag::Tag) -> Result<u64, Error> {
+        self.engine.invalidate_tag(tag).await
+    }
+
     /// Deletes one key (as returned by a `{fn}_cache_key` companion); `true` if it existed.
     ///
     /// Only keys of this cache's namespace: any other key is [`Error::OutsideNamespace`]

@@ -190,6 +190,17 @@ impl Engine {
         same: Same<S::Value>,
     ) -> (Result<R, Error>, Outcome) {
         self.events.of(call.spec).load();
+        // A tagged entry joins its tags' sets before its body runs (see `tags`); if it
+        // cannot, the load stores nothing.
+        let mut held = held;
+        let tagged = call.key.tags().is_empty()
+            || (held.is_none() && self.settings.fenced)
+            || self
+                .tag_entry(call.key, call.spec, policy, call.write_left)
+                .await;
+        if !tagged && let Some(held) = held.take() {
+            self.release(&held, call.write_left).await.ok();
+        }
         let loaded = self
             .run_body(held.as_ref().as_slice(), call.spec, policy, load)
             .await;
@@ -208,7 +219,10 @@ impl Engine {
             self.fall_back(&mut call, policy, &kept.entry, held).await;
             return (Ok(kept.value), Outcome::Stale(kept.entry));
         }
-        let encoded = self.encode::<S, R>(&call, policy, &loaded, same, held.as_ref());
+        let encoded = match tagged {
+            true => self.encode::<S, R>(&call, policy, &loaded, same, held.as_ref()),
+            false => Ok(None),
+        };
         let (entry, written) = self.store(&call, policy, encoded, held.as_ref()).await;
         let outcome = match (entry, &written) {
             (Some(entry), Ok(Written::Dropped)) => Outcome::Dropped(entry),

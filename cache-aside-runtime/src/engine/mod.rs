@@ -34,6 +34,7 @@ mod put;
 mod read;
 mod refresh;
 mod store;
+mod tags;
 
 use std::pin::Pin;
 use std::sync::Arc;

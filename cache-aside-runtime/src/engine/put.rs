@@ -56,15 +56,19 @@ impl Engine {
         policy: &Policy,
         encoded: Result<Option<(bytes::Bytes, std::time::Duration)>, Error>,
     ) -> Result<(), Error> {
+        // A tagged entry joins its tags' sets before it is written (see `tags`); if it
+        // cannot, the old entry is deleted instead.
+        let tagged =
+            key.tags().is_empty() || self.tag_entry(key, spec, policy, policy.timeout).await;
         let key = key.as_str();
         let events = self.events.of(spec);
         self.invalidating();
         let result = match encoded {
-            Ok(Some((bytes, ttl))) if bytes.len() as u64 <= policy.max_value_bytes => {
+            Ok(Some((bytes, ttl))) if tagged && bytes.len() as u64 <= policy.max_value_bytes => {
                 self.backend.set(key, &bytes, ttl, policy.timeout).await
             }
             other => {
-                if let Ok(Some((bytes, _))) = &other {
+                if let (Ok(Some((bytes, _))), true) = (&other, tagged) {
                     events.oversized_value(key, bytes.len());
                 }
                 self.backend.delete(key, policy.timeout).await.map(drop)

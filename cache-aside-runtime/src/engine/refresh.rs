@@ -119,6 +119,17 @@ impl Engine {
         } else {
             None
         };
+        // A tagged entry joins its tags' sets before its body runs (see `tags`).
+        if !call.key.tags().is_empty()
+            && !self
+                .tag_entry(call.key, call.spec, &policy, call.write_left)
+                .await
+        {
+            if let Some(held) = held {
+                self.release(&held, call.write_left).await.ok();
+            }
+            return lead.finish(Outcome::NotStored);
+        }
         self.events.of(call.spec).load();
         let mut guard = FailureGuard(Some(self.events.of(call.spec)));
         let loaded = self

@@ -15,7 +15,7 @@ pub use self::probes::{
     WriteProbe,
 };
 pub use self::run::{get_or_load, try_get_or_load};
-pub use self::write::{Entries, Entry, entries, entry};
+pub use self::write::{Entries, Entry, TagTarget, entries, entry, tag_target};
 pub use crate::batch::{BatchKeys, BatchMap, Rebind};
 pub use crate::error::Error;
 pub use crate::exact::Same;
@@ -23,6 +23,7 @@ pub use crate::flight::Share;
 pub use crate::key::{KeyBuilder, Layout, Map, Seq};
 pub use crate::shape::{Opt, Plain, Res, Shape};
 pub use crate::spec::FnSpec;
+pub use crate::tag::TagWriter;
 
 use crate::cache::Cache;
 use crate::key::Key;
@@ -107,6 +108,28 @@ pub fn prepare<'c>(
     match args(&mut builder) {
         Ok(()) => Prepared::Ready(cache, builder.finish(&spec.layout)),
         Err(error) => Prepared::BadKey(cache, error),
+    }
+}
+
+/// [`prepare`] for a function with `tags`: `tags` renders the call's tags, which the key
+/// then carries (see [`crate::tag`]). A tag that does not render makes the call uncached.
+pub fn prepare_tagged<'c>(
+    cache: Result<&'c Cache, Error>,
+    spec: &'static FnSpec,
+    path: &'static str,
+    generics: &'static str,
+    args: impl FnOnce(&mut KeyBuilder) -> Result<(), Error>,
+    tags: impl FnOnce(&mut TagWriter<'_>) -> Result<(), Error>,
+) -> Prepared<'c> {
+    match prepare(cache, spec, path, generics, args) {
+        Prepared::Ready(cache, key) => {
+            let mut writer = TagWriter::new(cache.namespace());
+            match tags(&mut writer) {
+                Ok(()) => Prepared::Ready(cache, key.tagged(writer.finish())),
+                Err(error) => Prepared::BadKey(cache, error),
+            }
+        }
+        other => other,
     }
 }
 

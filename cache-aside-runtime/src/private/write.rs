@@ -160,3 +160,48 @@ impl Entries {
         }
     }
 }
+
+/// Every entry carrying one tag: `#[cache_evict(tag = "user:{id}")]`. The tag is rendered
+/// when the write starts, from its arguments as given.
+pub struct TagTarget {
+    cache: Result<Cache, Error>,
+    /// The storage keys of the tag's set (one), or why the tag did not render.
+    sets: Result<Box<[String]>, Error>,
+}
+
+/// A `tag = ..` target of `#[cache_evict]`.
+pub fn tag_target(
+    cache: Result<&Cache, Error>,
+    render: impl FnOnce(&mut crate::tag::TagWriter<'_>) -> Result<(), Error>,
+) -> TagTarget {
+    let cache = cache.cloned();
+    let sets = match &cache {
+        Ok(cache) => {
+            let mut writer = crate::tag::TagWriter::new(cache.namespace());
+            render(&mut writer).map(|()| writer.finish())
+        }
+        Err(error) => Err(Error::Config(error.to_string())),
+    };
+    TagTarget { cache, sets }
+}
+
+impl TagTarget {
+    /// Deletes every entry carrying the tag, revoking their leases; fails open.
+    pub async fn evict(&self) {
+        let cache = match &self.cache {
+            Ok(cache) => cache,
+            Err(error) => return events::uncached("evict tag", error),
+        };
+        let engine = cache.engine();
+        let sets = match &self.sets {
+            Ok(sets) => sets,
+            Err(error) => return engine.events().failed("evict tag", "", error),
+        };
+        for set in sets.iter() {
+            match engine.invalidate_tag_set(set).await {
+                Ok(_) => engine.events().tag_evicted(),
+                Err(error) => engine.events().failed("evict tag", set, &error),
+            }
+        }
+    }
+}

@@ -27,7 +27,7 @@ use redis::Value;
 use self::breaker::Breaker;
 pub(crate) use self::connection::Reach;
 use self::connection::{Command, Connection, Eval};
-use self::scripts::{DROP_IF_LARGER, EXTEND, FILL, LEASE, RELEASE, TTL};
+use self::scripts::{DROP_IF_LARGER, EXTEND, FILL, LEASE, RELEASE, TAG, TTL};
 use super::{Ask, Budget, LeaseAttempt, REPLACE, Restore};
 use crate::envelope::{self, HEADER_LEN, unix_ms};
 use crate::error::Error;
@@ -221,6 +221,55 @@ impl RedisBackend {
             cmd.arg(*key);
         }
         self.run(budget, true, &cmd).await
+    }
+
+    /// Adds `member` to the tag set `set`, scored `until_ms` (see [`TAG`]).
+    pub(crate) async fn tag(
+        &self,
+        set: &str,
+        member: &str,
+        until_ms: u64,
+        now_ms: u64,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        let mut call = Eval::new(&TAG, set, 3, member.len() + 40);
+        call.arg(member).arg(until_ms).arg(now_ms);
+        // Idempotent: retried after a dropped connection like a read.
+        let _: i64 = self.run(timeout, true, &call).await?;
+        Ok(())
+    }
+
+    /// Up to `count` members of the tag set `set`.
+    pub(crate) async fn tag_members(
+        &self,
+        set: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<Vec<String>, Error> {
+        let cmd = redis::cmd("ZRANGE")
+            .arg(set)
+            .arg(0)
+            .arg(count.saturating_sub(1))
+            .to_owned();
+        self.run(timeout, true, &cmd).await
+    }
+
+    /// Deletes `keys` (on a cluster, redis-rs splits the command by slot); how many existed.
+    pub(crate) async fn unlink(&self, keys: &[String], timeout: Duration) -> Result<u64, Error> {
+        let cmd = redis::cmd("UNLINK").arg(keys).to_owned();
+        self.run(timeout, true, &cmd).await
+    }
+
+    /// Takes `members` out of the tag set `set`.
+    pub(crate) async fn untag(
+        &self,
+        set: &str,
+        members: &[String],
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        let cmd = redis::cmd("ZREM").arg(set).arg(members).to_owned();
+        let _: i64 = self.run(timeout, true, &cmd).await?;
+        Ok(())
     }
 
     pub(crate) async fn set(

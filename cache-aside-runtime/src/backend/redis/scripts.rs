@@ -194,6 +194,26 @@ return redis.call('PTTL', KEYS[1])
     )
 }
 
+/// Adds an entry's key to a tag's set (see [`crate::tag`]), scored by when the entry
+/// expires (never lowering a score already there); drops the keys whose entries expired;
+/// pushes the set's own expiry out to its last entry's, so the set lives exactly as long as
+/// something may carry the tag. Touches the set only, so it runs on any node of a cluster.
+/// KEYS: the set. ARGV: member, expiry (Unix ms), now (Unix ms).
+pub(crate) static TAG: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('ZADD', KEYS[1], 'GT', ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
+local last = redis.call('ZRANGE', KEYS[1], 0, 0, 'REV', 'WITHSCORES')
+local expiry = tonumber(last[2] or ARGV[2])
+if redis.call('PEXPIRETIME', KEYS[1]) < expiry then
+  redis.call('PEXPIREAT', KEYS[1], expiry)
+end
+return 1
+",
+    )
+});
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,63 @@
+//! Tags (see [`crate::tag`]): a tagged load records its key in its tags' sets after taking
+//! its lease and before its body runs, so that an invalidation of a tag either finds the
+//! key (and revokes the lease) or comes before the body reads anything; invalidating a tag
+//! deletes every entry its set holds.
+
+use std::time::{Duration, SystemTime};
+
+use super::Engine;
+use crate::envelope::unix_ms;
+use crate::error::Error;
+use crate::key::Key;
+use crate::policy::Policy;
+use crate::spec::FnSpec;
+use crate::tag::{Tag, set_key};
+
+impl Engine {
+    /// Records `key` in the sets of the tags it carries, scored by the latest its entry can
+    /// expire. `false` if that failed: the entry must then not be stored, or an
+    /// invalidation of its tags could miss it.
+    pub(super) async fn tag_entry(
+        &self,
+        key: &Key,
+        spec: &'static FnSpec,
+        policy: &Policy,
+        timeout: Duration,
+    ) -> bool {
+        let tags = key.tags();
+        if tags.is_empty() {
+            return true;
+        }
+        let now = SystemTime::now();
+        let longest = policy.ttl.max(policy.none_ttl.unwrap_or_default());
+        let until = now + longest.mul_f64(1.0 + policy.jitter) + policy.keep();
+        let (until, now) = (unix_ms(until), unix_ms(now));
+        match self
+            .backend
+            .tag(tags, key.as_str(), until, now, timeout)
+            .await
+        {
+            Ok(()) => true,
+            Err(error) => {
+                let events = self.events.of(spec);
+                events.store_failed();
+                events.failed("tag", key.as_str(), &error);
+                false
+            }
+        }
+    }
+
+    /// Deletes every entry carrying `tag`, leases included; how many there were.
+    pub(crate) async fn invalidate_tag(&self, tag: &Tag) -> Result<u64, Error> {
+        self.invalidate_tag_set(&set_key(&self.namespace, tag.as_str()))
+            .await
+    }
+
+    /// [`invalidate_tag`](Self::invalidate_tag) by the storage key of the tag's set.
+    pub(crate) async fn invalidate_tag_set(&self, set: &str) -> Result<u64, Error> {
+        self.invalidating();
+        self.backend
+            .invalidate_tag(set, self.settings.timeout)
+            .await
+    }
+}

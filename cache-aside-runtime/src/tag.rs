@@ -1,0 +1,175 @@
+//! Tags: invalidating every entry that depends on one thing at once.
+//!
+//! `#[cached(tags = ["user:{id}", "team:{team}"])]` gives each entry of a function the tags
+//! its arguments render: `get_user(7)` carries `user:7`, `team_members(3)` with `tags =
+//! ["team:{team}"]` carries `team:3`. [`Cache::invalidate_tag`](crate::Cache::invalidate_tag)
+//! then removes every entry carrying a tag, whichever function wrote it, in a few round trips
+//! whatever their number; `#[cache_evict(tag = "user:{id}")]` does it after a write.
+//!
+//! ```no_run
+//! use cache_aside_runtime::{Cache, cached, tag::Tag};
+//! # #[derive(Debug)] struct DbError;
+//! # async fn load_posts(user: u64, page: u32) -> Result<Vec<String>, DbError> { Ok(vec![]) }
+//!
+//! #[cached(ttl = 60, tags = ["user:{user}"])]
+//! async fn posts(user: u64, page: u32) -> Result<Vec<String>, DbError> {
+//!     load_posts(user, page).await
+//! }
+//!
+//! # async fn demo(cache: &Cache) -> Result<(), cache_aside_runtime::Error> {
+//! // Every page of user 7's posts, and whatever else carries `user:7`.
+//! let removed = cache.invalidate_tag(&Tag::new("user")?.value(&7)?).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Templates
+//!
+//! A tag template is a name (`[A-Za-z0-9_.-/]`), then `:`-separated segments, each fixed
+//! text or one `{argument}` (`{arg.field}`, `{self.field}`) filling the whole segment:
+//! `"user:{id}"`, `"team:{team}:role:{role}"`, or a bare `"catalog"`. Values are written in the
+//! key encoding (see the keys guide), so `Tag::new("user")?.value(&id)?` names the same tag
+//! as the template `"user:{id}"` for the same `id`, and user input cannot forge a tag.
+//!
+//! # How it works, and what it costs
+//!
+//! Each tag is a sorted set next to the entries (`{namespace}:#tag:{tag}` on Redis; a map in
+//! the embedded backend), holding the keys of the entries that carry it, scored by when they
+//! expire. A load of a tagged function adds its key to its tags' sets **after taking the
+//! key's lease and before its body runs**; an invalidation of a tag takes the set's keys and
+//! deletes them, leases and all. So a load that began before the invalidation either is in
+//! the set (and its lease is revoked: it stores nothing) or adds itself after, when its body
+//! starts after the invalidation and reads what the write wrote. The race leases close for
+//! one key is closed for a tag too.
+//!
+//! - A hit costs nothing more, beyond rendering the tags from the arguments (one string per
+//!   tag per call, for tagged functions only).
+//! - A miss of a tagged function costs one more round trip (its tags' sets updated at once,
+//!   a small script each: add the key, drop keys that expired, push the set's own expiry out
+//!   to its last entry's). A function without tags pays nothing.
+//! - `invalidate_tag` costs three round trips per thousand entries carrying the tag (read
+//!   them, delete them, take them out of the set).
+//! - Memory: a set lives as long as its longest-lived entry and forgets expired keys as new
+//!   ones come, so sets do not grow with entries that expired.
+//!
+//! Tags are not supported on `batch` functions yet.
+
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::key::{self, KeyBuilder};
+
+/// One tag, as a template renders it: `user:7`. See the [module](self).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Tag {
+    text: String,
+}
+
+impl Tag {
+    /// A tag with the name `name`; add its segments with [`value`](Self::value) and
+    /// [`text`](Self::text). `Error::Config` unless `name` is non-empty and only
+    /// `[A-Za-z0-9_.-/]`.
+    pub fn new(name: &str) -> Result<Tag, Error> {
+        if !key::is_valid_segment(name) {
+            return Err(Error::Config(format!(
+                "tag name {name:?}: use only letters, digits, `_`, `.`, `-` and `/`"
+            )));
+        }
+        Ok(Tag {
+            text: name.to_owned(),
+        })
+    }
+
+    /// Appends `:` and `value` in the key encoding: the `{argument}` of a template.
+    pub fn value<T: Serialize + ?Sized>(mut self, value: &T) -> Result<Tag, Error> {
+        self.text.push(':');
+        let mut builder = KeyBuilder::bare(std::mem::take(&mut self.text));
+        builder.value(value)?;
+        self.text = builder.into_text();
+        Ok(self)
+    }
+
+    /// Appends `:` and fixed text: a segment of a template without a value. `Error::Config`
+    /// unless `segment` is non-empty and only `[A-Za-z0-9_.-/]`.
+    pub fn text(mut self, segment: &str) -> Result<Tag, Error> {
+        if !key::is_valid_segment(segment) {
+            return Err(Error::Config(format!(
+                "tag segment {segment:?}: use only letters, digits, `_`, `.`, `-` and `/`"
+            )));
+        }
+        self.text.push(':');
+        self.text.push_str(segment);
+        Ok(self)
+    }
+
+    /// The tag as rendered: `user:7`.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl std::fmt::Display for Tag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// The storage key of the set of `tag` in `namespace`: `{namespace}:#tag:{tag}`. `#` cannot
+/// start a prefix, so no entry key, prefix pattern or other namespace can meet it.
+pub(crate) fn set_key(namespace: &str, tag: &str) -> String {
+    format!("{namespace}:#tag:{tag}")
+}
+
+/// Renders the tags of one call: what generated code for `tags = [..]` calls.
+#[doc(hidden)]
+pub struct TagWriter<'n> {
+    namespace: &'n str,
+    tags: Vec<String>,
+    current: Option<KeyBuilder>,
+}
+
+impl<'n> TagWriter<'n> {
+    pub(crate) fn new(namespace: &'n str) -> TagWriter<'n> {
+        TagWriter {
+            namespace,
+            tags: Vec::new(),
+            current: None,
+        }
+    }
+
+    /// Starts the next tag, named `name` (checked by the macro).
+    pub fn begin(&mut self, name: &str) {
+        self.end();
+        self.current = Some(KeyBuilder::bare(set_key(self.namespace, name)));
+    }
+
+    /// Appends `:` and fixed text (checked by the macro).
+    pub fn text(&mut self, segment: &str) {
+        if let Some(b) = &mut self.current {
+            b.lit(":");
+            b.lit(segment);
+        }
+    }
+
+    /// Appends `:` and one value in the key encoding.
+    pub fn value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+        match &mut self.current {
+            Some(b) => {
+                b.lit(":");
+                b.value(value)
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn end(&mut self) {
+        if let Some(b) = self.current.take() {
+            self.tags.push(b.into_text());
+        }
+    }
+
+    /// The storage keys of the tags' sets.
+    pub(crate) fn finish(mut self) -> Box<[String]> {
+        self.end();
+        self.tags.into_boxed_slice()
+    }
+}

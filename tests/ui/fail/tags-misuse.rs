@@ -1,0 +1,37 @@
+// `tags` mistakes, each reported at the tag.
+use std::collections::HashMap;
+
+use cache_aside_runtime::cached;
+
+#[cached(ttl = 60, tags = ["user:{uid}"])]
+async fn unknown_argument(id: u64) -> u64 {
+    id
+}
+
+#[cached(ttl = 60, tags = ["doc:v{version}"])]
+async fn value_inside_a_segment(version: u64) -> u64 {
+    version
+}
+
+#[cached(ttl = 60, tags = ["a b"])]
+async fn bad_name(id: u64) -> u64 {
+    id
+}
+
+#[cached(ttl = 60, tags = [])]
+async fn no_tags(id: u64) -> u64 {
+    id
+}
+
+#[cached(ttl = 60, tags = ["tenant:{tenant}"], skip(tenant))]
+async fn skipped_argument(tenant: &str, id: u64) -> u64 {
+    let _ = tenant;
+    id
+}
+
+#[cached(batch, ttl = 60, tags = ["user:{ids}"])]
+async fn on_a_batch(ids: &[u64]) -> HashMap<u64, u64> {
+    ids.iter().map(|&id| (id, id)).collect()
+}
+
+fn main() {}

@@ -318,7 +318,7 @@ impl Backend {
     /// [`crate::tag`]), all at once.
     pub(crate) async fn tag(
         &self,
-        sets: &[String],
+        sets: &[&str],
         member: &str,
         until_ms: u64,
         now_ms: u64,

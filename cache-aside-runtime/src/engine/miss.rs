@@ -193,7 +193,7 @@ impl Engine {
         // A tagged entry joins its tags' sets before its body runs (see `tags`); if it
         // cannot, the load stores nothing.
         let mut held = held;
-        let tagged = call.key.tags().is_empty()
+        let tagged = !call.key.has_tags()
             || (held.is_none() && self.settings.fenced)
             || self
                 .tag_entry(call.key, call.spec, policy, call.write_left)

@@ -59,7 +59,7 @@ impl Engine {
         // A tagged entry joins its tags' sets before it is written (see `tags`); if it
         // cannot, the old entry is deleted instead.
         let tagged =
-            key.tags().is_empty() || self.tag_entry(key, spec, policy, policy.timeout).await;
+            !key.has_tags() || self.tag_entry(key, spec, policy, policy.timeout).await;
         let key = key.as_str();
         let events = self.events.of(spec);
         self.invalidating();

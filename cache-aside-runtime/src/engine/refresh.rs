@@ -120,7 +120,7 @@ impl Engine {
             None
         };
         // A tagged entry joins its tags' sets before its body runs (see `tags`).
-        if !call.key.tags().is_empty()
+        if call.key.has_tags()
             && !self
                 .tag_entry(call.key, call.spec, &policy, call.write_left)
                 .await

@@ -24,17 +24,17 @@ impl Engine {
         policy: &Policy,
         timeout: Duration,
     ) -> bool {
-        let tags = key.tags();
-        if tags.is_empty() {
+        if !key.has_tags() {
             return true;
         }
+        let tags: Vec<&str> = key.tags().collect();
         let now = SystemTime::now();
         let longest = policy.ttl.max(policy.none_ttl.unwrap_or_default());
         let until = now + longest.mul_f64(1.0 + policy.jitter) + policy.keep();
         let (until, now) = (unix_ms(until), unix_ms(now));
         match self
             .backend
-            .tag(tags, key.as_str(), until, now, timeout)
+            .tag(&tags, key.as_str(), until, now, timeout)
             .await
         {
             Ok(()) => true,

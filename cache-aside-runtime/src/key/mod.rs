@@ -64,9 +64,9 @@ use crate::error::Error;
 pub const MAX_ARGS_LEN: usize = 160;
 
 /// A finished cache key, and the storage keys of the tags its entry carries (see
-/// [`tag`](crate::tag); none for a function without `tags`).
+/// [`tag`](crate::tag); none for a function without `tags`), one per line.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Key(String, Option<Box<[String]>>);
+pub struct Key(String, Option<String>);
 
 impl Key {
     /// The key as stored in the backend.
@@ -79,17 +79,27 @@ impl Key {
         std::mem::take(&mut self.0)
     }
 
-    /// The storage keys of the sets of the tags this entry carries.
+    /// Does its entry carry tags?
     #[inline]
-    pub(crate) fn tags(&self) -> &[String] {
-        self.1.as_deref().unwrap_or(&[])
+    pub(crate) fn has_tags(&self) -> bool {
+        self.1.is_some()
     }
 
-    /// The key, carrying `tags`.
-    pub(crate) fn tagged(mut self, tags: Box<[String]>) -> Key {
-        self.1 = (!tags.is_empty()).then_some(tags);
+    /// The storage keys of the sets of the tags its entry carries.
+    pub(crate) fn tags(&self) -> impl Iterator<Item = &str> {
+        self.1.as_deref().into_iter().flat_map(|tags| tags.split('\n'))
+    }
+
+    /// The key, carrying `tags` (set keys separated by `\n`, which no key holds).
+    pub(crate) fn tagged(mut self, tags: Option<String>) -> Key {
+        self.1 = tags;
         self
     }
+}
+
+/// A buffer from the key pool, for text built per call (a call's tags).
+pub(crate) fn pooled(capacity: usize) -> String {
+    pool::take(capacity)
 }
 
 /// Key buffers go back to a small per-thread pool when their key is dropped, and the next
@@ -127,6 +137,9 @@ mod pool {
 impl Drop for Key {
     fn drop(&mut self) {
         pool::give(std::mem::take(&mut self.0));
+        if let Some(tags) = self.1.take() {
+            pool::give(tags);
+        }
     }
 }
 

@@ -165,8 +165,8 @@ impl Entries {
 /// when the write starts, from its arguments as given.
 pub struct TagTarget {
     cache: Result<Cache, Error>,
-    /// The storage keys of the tag's set (one), or why the tag did not render.
-    sets: Result<Box<[String]>, Error>,
+    /// The storage key of the tag's set, or why the tag did not render.
+    sets: Result<Option<String>, Error>,
 }
 
 /// A `tag = ..` target of `#[cache_evict]`.
@@ -197,7 +197,7 @@ impl TagTarget {
             Ok(sets) => sets,
             Err(error) => return engine.events().failed("evict tag", "", error),
         };
-        for set in sets.iter() {
+        for set in sets.iter().flat_map(|sets| sets.split('\n')) {
             match engine.invalidate_tag_set(set).await {
                 Ok(_) => engine.events().tag_evicted(),
                 Err(error) => engine.events().failed("evict tag", set, &error),

@@ -28,7 +28,7 @@
 //! [pairs]` runs the 150 B one and prints, per sample, where the time went (this process's
 //! user and system CPU, context switches, and redis-server's reads, replies and CPU per
 //! command); `bench --profile ours|raw [secs]` loops one side of the 150 B row, for `perf
-//! record`; `bench --count ours|raw|embedded|miss|rawmiss|ours64|raw64|rawu64|batch|rawbatch|timed|untimed [times]` runs
+//! record`; `bench --count ours|raw|embedded|miss|rawmiss|ours64|raw64|rawu64|batch|rawbatch|timed|untimed|tagged [times]` runs
 //! `times` rows of one side and nothing else, for `valgrind --tool=callgrind`: instructions
 //! per call are the difference between `times` = 2 and 1, divided by the row's calls
 //! (1,000 sequential hits, 500 misses, 9,600 for the 64-task rows, 50 batches of 100 keys
@@ -190,6 +190,12 @@ async fn untimed_small(cache: &Cache, id: u64) -> Small {
     small(id)
 }
 
+/// `untimed_small` with a tag, for `--count tagged`: what rendering a tag costs a hit.
+#[cached(ttl = 600, prefix = "tagged", tags = ["item:{id}"], cache = cache, skip(cache))]
+async fn tagged_small(cache: &Cache, id: u64) -> Small {
+    small(id)
+}
+
 #[cached(ttl = 600, prefix = "miss", cache = cache, skip(cache))]
 async fn cached_miss(cache: &Cache, id: u64) -> Small {
     small(id)
@@ -261,6 +267,7 @@ enum Job {
     EmbeddedLarge,
     TimedSmall,
     UntimedSmall,
+    TaggedSmall,
 }
 
 /// Runs the sequential rows on a thread of its own, with a current-thread runtime and its
@@ -294,6 +301,12 @@ impl OneCaller {
                     .expect("url");
                 timed_small(timed, 1).await;
                 untimed_small(untimed, 1).await;
+                let tagged = &Cache::builder()
+                    .timeout(TIMEOUT)
+                    .__without_call_times()
+                    .redis(&url)
+                    .expect("url");
+                tagged_small(tagged, 1).await;
                 while let Some((job, done)) = rx.recv().await {
                     let ops = match job {
                         Job::OursSmall => {
@@ -353,6 +366,12 @@ impl OneCaller {
                         Job::UntimedSmall => {
                             sequential(SEQUENTIAL_OPS, |_| async move {
                                 untimed_small(untimed, 1).await;
+                            })
+                            .await
+                        }
+                        Job::TaggedSmall => {
+                            sequential(SEQUENTIAL_OPS, |_| async move {
+                                tagged_small(tagged, 1).await;
                             })
                             .await
                         }
@@ -902,6 +921,7 @@ async fn main() {
             Some("miss") => Job::OursMiss(0),
             Some("timed") => Job::TimedSmall,
             Some("untimed") => Job::UntimedSmall,
+            Some("tagged") => Job::TaggedSmall,
             Some("rawmiss") => Job::RawMiss(0),
             _ => Job::OursSmall,
         };

@@ -83,12 +83,19 @@ impl Engine {
         let (mut values, missing) = self.read_all::<V>(keys, spec, policy, budget).await;
         if missing.is_empty() {
             #[cfg(feature = "metrics")]
-            self.batch_took(spec, crate::metrics::Outcome::Hit, budget);
+            self.batch_took(
+                spec,
+                crate::metrics::Outcome::Hit,
+                budget,
+                &Default::default(),
+            );
             return Ok(values);
         }
         // What the read left of `timeout` for the writes, as for a one-key miss: the body's
         // own time is not the cache's.
         let left = budget.left();
+        // Microseconds the body ran: the call's time on the cache is the rest.
+        let body_us = std::sync::atomic::AtomicU64::new(0);
         // 2. join
         let epoch = self.epoch();
         let (mut led, mut waits, mut again) = (Vec::new(), Vec::new(), Vec::new());
@@ -140,7 +147,7 @@ impl Engine {
             let held: Vec<&Held> = leading.iter().filter_map(|l| l.held.as_ref()).collect();
             self.events.of(spec).load();
             let loaded = self
-                .run_body(&held, spec, policy, load(asked.clone()))
+                .run_body(&held, (spec, Some(&body_us)), policy, load(asked.clone()))
                 .await;
             drop(held);
             let mut loaded = match loaded {
@@ -193,12 +200,12 @@ impl Engine {
             }
         }
         #[cfg(feature = "metrics")]
-        self.batch_took(spec, crate::metrics::Outcome::Miss, budget);
+        self.batch_took(spec, crate::metrics::Outcome::Miss, budget, &body_us);
         // 6. what the waits left
         if !again.is_empty() {
             self.events.of(spec).load();
             let loaded = self
-                .run_body(&[], spec, policy, load(again.clone()))
+                .run_body(&[], (spec, Some(&body_us)), policy, load(again.clone()))
                 .await?;
             for (index, value) in again.into_iter().zip(loaded) {
                 values[index] = value;
@@ -209,10 +216,18 @@ impl Engine {
 
     /// A batch call's time, for the `metrics` feature's histogram: a hit if every key hit.
     #[cfg(feature = "metrics")]
-    fn batch_took(&self, spec: &'static FnSpec, outcome: crate::metrics::Outcome, budget: Budget) {
+    fn batch_took(
+        &self,
+        spec: &'static FnSpec,
+        outcome: crate::metrics::Outcome,
+        budget: Budget,
+        body_us: &std::sync::atomic::AtomicU64,
+    ) {
         let events = self.events.of(spec);
         if events.timed() {
-            events.call_took(outcome, budget.started.elapsed());
+            let body = body_us.load(std::sync::atomic::Ordering::Relaxed);
+            let body = std::time::Duration::from_micros(body);
+            events.call_took(outcome, budget.started.elapsed().saturating_sub(body));
         }
     }
 
@@ -293,6 +308,7 @@ impl Engine {
             spec,
             mode: ErrorMode::FailOpen,
             write_left: left,
+            body_us: None,
         }
     }
 

@@ -212,7 +212,7 @@ impl Engine {
     pub(super) async fn run_body<F: Future>(
         &self,
         held: &[&Held],
-        spec: &'static FnSpec,
+        (spec, body_us): (&'static FnSpec, Option<&std::sync::atomic::AtomicU64>),
         policy: &Policy,
         load: F,
     ) -> F::Output {
@@ -227,6 +227,10 @@ impl Engine {
             held => self.hold(held, policy, load).await,
         };
         let took = started.elapsed();
+        if let Some(body_us) = body_us {
+            let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+            body_us.fetch_add(us, Relaxed);
+        }
         if policy.xfetch.is_some() {
             spec.load_time.loaded_in(took);
         }

@@ -202,7 +202,12 @@ impl Engine {
             self.release(&held, call.write_left).await.ok();
         }
         let loaded = self
-            .run_body(held.as_ref().as_slice(), call.spec, policy, load)
+            .run_body(
+                held.as_ref().as_slice(),
+                (call.spec, call.body_us),
+                policy,
+                load,
+            )
             .await;
         // A bool first: a `Store` borrowing `loaded` must not live across the awaits below,
         // or the call's future stops being `Send` for return types holding a `dyn Trait`

@@ -96,6 +96,9 @@ pub(crate) struct Call<'k> {
     /// `timeout` on the cache, so a hung Redis costs `timeout` once, not per operation.
     /// Reduced by each lock attempt and back-off; a refresh starts with a whole `timeout`.
     pub(crate) write_left: Duration,
+    /// Where the call adds the microseconds its body ran, when it times itself (feature
+    /// `metrics`: its time on the cache is its whole time less its body's).
+    pub(crate) body_us: Option<&'k std::sync::atomic::AtomicU64>,
 }
 
 impl Call<'_> {

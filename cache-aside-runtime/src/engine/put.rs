@@ -58,8 +58,7 @@ impl Engine {
     ) -> Result<(), Error> {
         // A tagged entry joins its tags' sets before it is written (see `tags`); if it
         // cannot, the old entry is deleted instead.
-        let tagged =
-            !key.has_tags() || self.tag_entry(key, spec, policy, policy.timeout).await;
+        let tagged = !key.has_tags() || self.tag_entry(key, spec, policy, policy.timeout).await;
         let key = key.as_str();
         let events = self.events.of(spec);
         self.invalidating();

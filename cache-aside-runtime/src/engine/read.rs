@@ -164,25 +164,37 @@ impl Engine {
         } else {
             Seen::Unknown
         };
-        let call = Call {
-            key,
-            spec,
-            mode,
-            write_left: budget.left(),
-        };
+        let write_left = budget.left();
         let policy = *policy;
         #[cfg(not(feature = "metrics"))]
         return Cold::build(move || {
+            let call = Call {
+                key,
+                spec,
+                mode,
+                write_left,
+                body_us: None,
+            };
             self.miss::<S, R, F>(call, policy, load, kept, ops, budget.started, seen)
         });
+        // The call's time on the cache: all of it but its body's.
         #[cfg(feature = "metrics")]
         Cold::build(move || async move {
+            let body_us = std::sync::atomic::AtomicU64::new(0);
+            let call = Call {
+                key,
+                spec,
+                mode,
+                write_left,
+                body_us: Some(&body_us),
+            };
             let result = self
                 .miss::<S, R, F>(call, policy, load, kept, ops, budget.started, seen)
                 .await;
             let events = self.events.of(spec);
             if events.timed() {
-                events.call_took(Outcome::Miss, budget.started.elapsed());
+                let body = std::time::Duration::from_micros(body_us.into_inner());
+                events.call_took(Outcome::Miss, budget.started.elapsed().saturating_sub(body));
             }
             result
         })

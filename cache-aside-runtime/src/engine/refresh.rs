@@ -75,6 +75,7 @@ where
             spec,
             mode: ErrorMode::FailOpen,
             write_left: policy.timeout,
+            body_us: None,
         };
         engine
             .refresh::<S, R, F>(call, policy, load, current, lead, same)
@@ -133,7 +134,7 @@ impl Engine {
         self.events.of(call.spec).load();
         let mut guard = FailureGuard(Some(self.events.of(call.spec)));
         let loaded = self
-            .run_body(held.as_ref().as_slice(), call.spec, &policy, load)
+            .run_body(held.as_ref().as_slice(), (call.spec, None), &policy, load)
             .await;
         if matches!(S::store(&loaded), Store::Skip) {
             drop(guard);

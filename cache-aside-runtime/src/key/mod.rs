@@ -87,7 +87,10 @@ impl Key {
 
     /// The storage keys of the sets of the tags its entry carries.
     pub(crate) fn tags(&self) -> impl Iterator<Item = &str> {
-        self.1.as_deref().into_iter().flat_map(|tags| tags.split('\n'))
+        self.1
+            .as_deref()
+            .into_iter()
+            .flat_map(|tags| tags.split('\n'))
     }
 
     /// The key, carrying `tags` (set keys separated by `\n`, which no key holds).

@@ -265,6 +265,31 @@ impl Flights {
     /// and saw `seen`, when the cache had made `epoch` invalidations.
     pub(crate) fn join(&self, key: &str, read_at: Instant, seen: Seen, epoch: u64) -> Role {
         let mut state = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        self.join_locked(&mut state, key, read_at, seen, epoch)
+    }
+
+    /// [`join`](Self::join) for each of `keys`, under one lock: two batches asking for the
+    /// same keys at once never split them between two loads (each leading some keys and
+    /// waiting for the others').
+    pub(crate) fn join_many<'k>(
+        &self,
+        keys: impl Iterator<Item = (&'k str, Seen)>,
+        read_at: Instant,
+        epoch: u64,
+    ) -> Vec<Role> {
+        let mut state = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        keys.map(|(key, seen)| self.join_locked(&mut state, key, read_at, seen, epoch))
+            .collect()
+    }
+
+    fn join_locked(
+        &self,
+        state: &mut State,
+        key: &str,
+        read_at: Instant,
+        seen: Seen,
+        epoch: u64,
+    ) -> Role {
         let found = state
             .slots
             .get(key)
@@ -317,6 +342,11 @@ impl Lead {
     /// whose reads see that lease in the key may join (see [`Seen`]).
     pub(crate) fn starting(&self, token: u64) {
         let _ = self.flight.lease.set(token);
+    }
+
+    /// Is `waiting` a place in this very load?
+    pub(crate) fn leads(&self, waiting: &Waiting) -> bool {
+        Arc::ptr_eq(&self.flight, &waiting.flight)
     }
 
     pub(crate) fn finish(mut self, outcome: Outcome) {

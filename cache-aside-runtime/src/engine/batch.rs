@@ -38,6 +38,10 @@ use crate::policy::{Freshness, Policy};
 use crate::shape::Store;
 use crate::spec::FnSpec;
 
+/// How many times a relay looks for the load that took a key's lease before loading the
+/// key itself: half of them yielding to other tasks, half pausing 1 ms.
+const RELAY_TURNS: usize = 16;
+
 /// What step 3 made of a led key.
 enum Leased<V> {
     Lead(Led),
@@ -99,16 +103,20 @@ impl Engine {
         // 2. join
         let epoch = self.epoch();
         let (mut led, mut waits, mut again) = (Vec::new(), Vec::new(), Vec::new());
-        for (index, seen) in missing {
-            let seen = if self.settings.fenced {
-                seen
-            } else {
-                Seen::Unknown
-            };
-            match self
-                .flights
-                .join(keys[index].as_str(), budget.started, seen, epoch)
-            {
+        let fenced = self.settings.fenced;
+        let missing: Vec<(usize, Seen)> = missing
+            .into_iter()
+            .map(|(index, seen)| (index, if fenced { seen } else { Seen::Unknown }))
+            .collect();
+        let roles = self.flights.join_many(
+            missing
+                .iter()
+                .map(|&(index, seen)| (keys[index].as_str(), seen)),
+            budget.started,
+            epoch,
+        );
+        for ((index, seen), role) in missing.into_iter().zip(roles) {
+            match role {
                 Role::Leader(lead) => led.push((index, lead, seen)),
                 Role::Waiter(waiting) => {
                     self.events.of(spec).waited();
@@ -352,7 +360,7 @@ impl Engine {
                     Err(_) if point != REPLACE => point = REPLACE,
                     Err(_) => break None,
                 },
-                Ok(Acquired::Busy) => match self.relay(key, left, read_at).await {
+                Ok(Acquired::Busy) => match self.relay(key, &lead, policy, left, read_at).await {
                     Some(Relay::Wait(waiting)) => return Leased::Relay(index, lead, waiting),
                     Some(Relay::Done(outcome)) => match taken::<V>(outcome.clone()) {
                         Some(value) => {
@@ -381,6 +389,8 @@ impl Engine {
     async fn relay(
         &self,
         key: &Key,
+        own: &Lead,
+        policy: &Policy,
         left: std::time::Duration,
         read_at: tokio::time::Instant,
     ) -> Option<Relay> {
@@ -390,15 +400,36 @@ impl Engine {
             .await
             .ok()??;
         let seen @ Seen::Leased(_) = Seen::of(entry.as_slice()) else {
-            return None;
+            // That load stored its value already: take it, if it is fresh.
+            let bytes = entry.into_bytes();
+            let fresh = envelope::fresh_until(&bytes).is_some_and(|until| {
+                matches!(
+                    policy.classify(unix_ms(until)),
+                    Freshness::Fresh | Freshness::RefreshDue
+                )
+            });
+            return fresh.then(|| Relay::Done(Outcome::Stored(bytes)));
         };
-        match self.flights.join(key.as_str(), read_at, seen, self.epoch()) {
-            Role::Waiter(waiting) => Some(Relay::Wait(waiting)),
-            Role::Done(outcome) => Some(Relay::Done(outcome)),
-            // Another process's load: this call loads for itself. The flight just made is
-            // given up at once, leaving the key's slot to whoever comes next.
-            Role::Leader(_) => None,
+        // The call holding the lease may not have joined the key's flight yet (its reply is
+        // on its way): then the key's flight is still this call's own. Give it a few turns.
+        for turn in 0..RELAY_TURNS {
+            match self.flights.join(key.as_str(), read_at, seen, self.epoch()) {
+                Role::Waiter(waiting) if own.leads(&waiting) => {
+                    drop(waiting);
+                    if turn < RELAY_TURNS / 2 {
+                        tokio::task::yield_now().await;
+                    } else {
+                        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                    }
+                }
+                Role::Waiter(waiting) => return Some(Relay::Wait(waiting)),
+                Role::Done(outcome) => return Some(Relay::Done(outcome)),
+                // Another process's load: this call loads for itself. The flight just made
+                // is given up at once, leaving the key's slot to whoever comes next.
+                Role::Leader(_) => return None,
+            }
         }
+        None
     }
 
     /// Step 5 for one led key: encodes and stores its value under its lease, and tells its

@@ -346,7 +346,46 @@ fn check_tags(func: &Func, options: &Options, names: &str, errors: &mut Errors) 
     let Some(tags) = &options.tags else {
         return;
     };
+    // With a `key` template, only what it puts in the key: `{q.page}` keys on that field
+    // alone, and `self` is in the key only through its `{self.field}`s.
+    let in_key = |root: &str, fields: &[String]| -> bool {
+        match &options.key {
+            Some(key) => key.value.parts.iter().any(|part| match part {
+                crate::key::Part::Arg { root: r, fields: f } => {
+                    r == root && fields.len() >= f.len() && fields[..f.len()] == f[..]
+                }
+                crate::key::Part::Text(_) => false,
+            }),
+            None => root != "self",
+        }
+    };
     for tag in &tags.value {
+        for part in &tag.parts {
+            let crate::key::Part::Arg { root, fields } = part else {
+                continue;
+            };
+            let known = (root == "self" && func.receiver.is_some())
+                || func.named().any(|a| a.ident == root);
+            if known && !options.skipped().iter().any(|s| s == root) && !in_key(root, fields) {
+                errors.push(
+                    tag.lit.span(),
+                    format_args!(
+                        "`{{{}}}` in the tag is not part of the key: tags are rendered from what \
+                         the key holds, so that every write of an entry carries the same tags; \
+                         tag by a key argument (or put `{{{}}}` in `key`)",
+                        std::iter::once(root.as_str())
+                            .chain(fields.iter().map(String::as_str))
+                            .collect::<Vec<_>>()
+                            .join("."),
+                        std::iter::once(root.as_str())
+                            .chain(fields.iter().map(String::as_str))
+                            .collect::<Vec<_>>()
+                            .join("."),
+                    ),
+                );
+                continue;
+            }
+        }
         for root in tag.roots() {
             if root == "self" && func.receiver.is_some() {
                 continue;

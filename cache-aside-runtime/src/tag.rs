@@ -25,10 +25,13 @@
 //! # Templates
 //!
 //! A tag template is a name (`[A-Za-z0-9_.-/]`), then `:`-separated segments, each fixed
-//! text or one `{argument}` (`{arg.field}`, `{self.field}`) filling the whole segment:
-//! `"user:{id}"`, `"team:{team}:role:{role}"`, or a bare `"catalog"`. Values are written in the
-//! key encoding (see the keys guide), so `Tag::new("user")?.value(&id)?` names the same tag
-//! as the template `"user:{id}"` for the same `id`, and user input cannot forge a tag.
+//! text or one `{argument}` (`{arg.field}`) filling the whole segment: `"user:{id}"`,
+//! `"team:{team}:role:{role}"`, or a bare `"catalog"`. A placeholder names what the key
+//! holds: a key argument (not a `skip`ped one), or with a `key` template one of its
+//! placeholders (`{self.field}` only then), so that every write of an entry carries the same
+//! tags. Values are written in the key encoding (see the keys guide), so
+//! `Tag::new("user")?.value(&id)?` names the same tag as the template `"user:{id}"` for the
+//! same `id`, and no value reaches past its own segment.
 //!
 //! # How it works, and what it costs
 //!
@@ -44,13 +47,19 @@
 //! - A hit costs nothing more, beyond rendering the tags from the arguments into one pooled
 //!   buffer (about 370 instructions for one tag by callgrind, 1.9% of a loopback hit; for
 //!   tagged functions only).
-//! - A miss of a tagged function costs one more round trip (its tags' sets updated at once,
-//!   a small script each: add the key, drop keys that expired, push the set's own expiry out
-//!   to its last entry's). A function without tags pays nothing.
-//! - `invalidate_tag` costs three round trips per thousand entries carrying the tag (read
-//!   them, delete them, take them out of the set).
-//! - Memory: a set lives as long as its longest-lived entry and forgets expired keys as new
-//!   ones come, so sets do not grow with entries that expired.
+//! - A miss of a tagged function costs one more round trip before its body (its tags' sets
+//!   updated at once, a small script each: add the key, drop keys that expired, push the
+//!   set's own expiry out to its last entry's), and scores its key again beside its store,
+//!   so a slow body's entry never outlives its membership. A function without tags pays
+//!   nothing. A `#[cache_put]` tags, writes, and tags again; if an invalidation took the key
+//!   in between, the put's value is deleted (a put has no lease to lose).
+//! - `invalidate_tag` costs two round trips per thousand entries carrying the tag (take them
+//!   out of the set atomically, delete them; put them back if the deletion fails).
+//! - A failure to tag is a cache failure: the value is returned and not stored (with
+//!   `on_cache_error = "fail"`, it is the call's `Err`).
+//! - Memory: a Redis set lives as long as its longest-lived entry and forgets expired keys
+//!   as new ones come; the embedded backend sweeps its sets every 1,024 additions of keys
+//!   that expired or that its byte cap evicted.
 //!
 //! Tags are not supported on `batch` functions yet.
 

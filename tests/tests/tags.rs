@@ -253,18 +253,19 @@ async fn tag_sets_forget_expired_entries_and_expire_with_the_last() {
     let members: u64 = conn.zcard(&set).unwrap();
     assert_eq!(members, 50);
     let ttl: i64 = conn.pttl(&set).unwrap();
+    // Its last entry's TTL, and the second of slack a member's score has.
     assert!(
-        ttl > 0 && ttl <= 300,
+        ttl > 300 && ttl <= 1300,
         "the set lives as long as its last entry: {ttl} ms"
     );
     // Waiting for the TTL itself: what is tested is expiry.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1400)).await;
     let exists: bool = conn.exists(&set).unwrap();
     assert!(!exists, "the set expired with its entries");
     for id in 0..50 {
         short(&cache, 2, id).await;
     }
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1400)).await;
     short(&cache, 2, 99).await;
     let set = format!("{}:#tag:short:2", cache.namespace());
     let members: u64 = conn.zcard(&set).unwrap();

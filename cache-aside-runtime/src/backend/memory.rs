@@ -77,20 +77,29 @@ impl MemoryBackend {
     }
 
     /// Adds `member` to the tag set `set`, expiring at `until_ms` (never earlier than it
-    /// already did); drops expired members.
-    pub(crate) fn tag(&self, set: &str, member: &str, until_ms: u64, now_ms: u64) {
+    /// already did); `true` if the set did not hold it. Every [`TAG_SWEEP_EVERY`]
+    /// additions, every set forgets the members that expired or whose entries the store
+    /// evicted, so the sets stay about as large as the store's live tagged entries.
+    pub(crate) fn tag(&self, set: &str, member: &str, until_ms: u64, now_ms: u64) -> bool {
         let mut tags = self.tags.lock().unwrap_or_else(|e| e.into_inner());
         tags.added += 1;
         if tags.added.is_multiple_of(TAG_SWEEP_EVERY) {
             tags.sets.retain(|_, members| {
-                members.retain(|_, until| *until >= now_ms);
+                members.retain(|key, until| *until >= now_ms && self.store.contains_key(key));
                 !members.is_empty()
             });
         }
         let members = tags.sets.entry(set.to_owned()).or_default();
-        members.retain(|_, until| *until >= now_ms);
-        let until = members.entry(member.to_owned()).or_insert(until_ms);
-        *until = (*until).max(until_ms);
+        match members.get_mut(member) {
+            Some(until) => {
+                *until = (*until).max(until_ms);
+                false
+            }
+            None => {
+                members.insert(member.to_owned(), until_ms);
+                true
+            }
+        }
     }
 
     /// Removes the tag set `set` and deletes its members' entries; how many existed.

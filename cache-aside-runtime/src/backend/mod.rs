@@ -315,7 +315,7 @@ impl Backend {
     }
 
     /// Adds `member` to each tag set of `sets`, expiring at `until_ms` (see
-    /// [`crate::tag`]), all at once.
+    /// [`crate::tag`]), all at once; `true` if some set did not hold it.
     pub(crate) async fn tag(
         &self,
         sets: &[&str],
@@ -323,30 +323,33 @@ impl Backend {
         until_ms: u64,
         now_ms: u64,
         timeout: Duration,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         match self {
             Backend::Redis(b) => {
                 let each = sets
                     .iter()
                     .map(|set| b.tag(set, member, until_ms, now_ms, timeout));
-                futures_util::future::join_all(each)
-                    .await
-                    .into_iter()
-                    .collect()
+                let mut added = false;
+                for tagged in futures_util::future::join_all(each).await {
+                    added |= tagged?;
+                }
+                Ok(added)
             }
             Backend::Memory(b) => {
+                let mut added = false;
                 for set in sets {
-                    b.tag(set, member, until_ms, now_ms);
+                    added |= b.tag(set, member, until_ms, now_ms);
                 }
-                Ok(())
+                Ok(added)
             }
         }
     }
 
-    /// Deletes every entry in the tag set `set`, and the set; how many entries existed.
-    /// On Redis, a thousand members at a time: read them, delete them, take them out of the
-    /// set (members added meanwhile stay). Each step is bounded by `timeout`; the steps by
-    /// how many members the set can have had.
+    /// Deletes every key in the tag set `set`, and the set; how many keys it deleted
+    /// (entries, and placeholders of loads under way). On Redis, a thousand members at a
+    /// time: taken out of the set atomically (`ZPOPMIN`), then deleted; a member added
+    /// meanwhile stays, and if the deletion fails the members taken go back. Each step is
+    /// bounded by `timeout`; the steps by how many members the set can have had.
     pub(crate) async fn invalidate_tag(&self, set: &str, timeout: Duration) -> Result<u64, Error> {
         const STEP: usize = 1000;
         const MAX_STEPS: usize = 100_000;
@@ -354,20 +357,27 @@ impl Backend {
             Backend::Redis(b) => {
                 let mut removed = 0;
                 for _ in 0..MAX_STEPS {
-                    let members = b.tag_members(set, STEP, timeout).await?;
+                    let members = b.take_members(set, STEP, timeout).await?;
                     if members.is_empty() {
                         break;
                     }
+                    let keys: Vec<String> = members.iter().map(|(k, _)| k.clone()).collect();
                     let unlinked = futures_util::future::join_all(
-                        members
-                            .chunks(MGET_KEYS)
-                            .map(|part| b.unlink(part, timeout)),
+                        keys.chunks(MGET_KEYS).map(|part| b.unlink(part, timeout)),
                     )
                     .await;
+                    let mut failed = None;
                     for part in unlinked {
-                        removed += part?;
+                        match part {
+                            Ok(n) => removed += n,
+                            Err(error) => failed = Some(error),
+                        }
                     }
-                    b.untag(set, &members, timeout).await?;
+                    if let Some(error) = failed {
+                        // Best effort: a later invalidation then finds them again.
+                        b.retag(set, &members, timeout).await.ok();
+                        return Err(error);
+                    }
                     if members.len() < STEP {
                         break;
                     }

@@ -135,8 +135,8 @@ impl Cache {
     }
 
     /// Deletes every entry carrying `tag` (see [`tag`](crate::tag)), whichever function
-    /// wrote it, and revokes the leases of loads of them under way; how many entries there
-    /// were. Fails like any cache operation when Redis does (the entries then stay until
+    /// wrote it, and revokes the leases of loads of them under way; how many keys it deleted
+    /// (entries, and the placeholders of loads under way). Fails like any cache operation when Redis does (the entries then stay until
     /// they expire: retry, or invalidate by prefix).
     pub async fn invalidate_tag(&self, tag: &crate::tag::Tag) -> Result<u64, Error> {
         self.engine.invalidate_tag(tag).await

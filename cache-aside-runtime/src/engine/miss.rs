@@ -190,16 +190,30 @@ impl Engine {
         same: Same<S::Value>,
     ) -> (Result<R, Error>, Outcome) {
         self.events.of(call.spec).load();
-        // A tagged entry joins its tags' sets before its body runs (see `tags`); if it
-        // cannot, the load stores nothing.
+        // A tagged entry joins its tags' sets before its body runs (see `tags`), whether or
+        // not this call holds the lease (a waiter holding it may store this load's entry);
+        // if it cannot, the load stores nothing.
         let mut held = held;
-        let tagged = !call.key.has_tags()
-            || (held.is_none() && self.settings.fenced)
-            || self
+        let tag_failed = match call.key.has_tags() {
+            false => None,
+            true => self
                 .tag_entry(call.key, call.spec, policy, call.write_left)
-                .await;
-        if !tagged && let Some(held) = held.take() {
-            self.release(&held, call.write_left).await.ok();
+                .await
+                .err(),
+        };
+        let tagged = match (call.key.has_tags(), &tag_failed) {
+            (false, _) => Tagged::Untagged,
+            (true, Some(_)) => Tagged::No,
+            (true, None) if held.is_some() || !self.settings.fenced => Tagged::Yes,
+            (true, None) => Tagged::Untagged,
+        };
+        if let Some(error) = tag_failed {
+            if let Some(held) = held.take() {
+                self.release(&held, call.write_left).await.ok();
+            }
+            if call.surfaces() {
+                return (Err(error), Outcome::NotStored);
+            }
         }
         let loaded = self
             .run_body(
@@ -225,10 +239,19 @@ impl Engine {
             return (Ok(kept.value), Outcome::Stale(kept.entry));
         }
         let encoded = match tagged {
-            true => self.encode::<S, R>(&call, policy, &loaded, same, held.as_ref()),
-            false => Ok(None),
+            Tagged::No => Ok(None),
+            _ => self.encode::<S, R>(&call, policy, &loaded, same, held.as_ref()),
         };
-        let (entry, written) = self.store(&call, policy, encoded, held.as_ref()).await;
+        let (entry, written) = match tagged {
+            // Again as it is stored: its sets keep it for as long as the entry lives from
+            // now (the body may have run longer than the first score allowed for).
+            Tagged::Yes => {
+                let store = self.store(&call, policy, encoded, held.as_ref());
+                let retag = self.tag_entry(call.key, call.spec, policy, call.write_left);
+                tokio::join!(store, retag).0
+            }
+            _ => self.store(&call, policy, encoded, held.as_ref()).await,
+        };
         let outcome = match (entry, &written) {
             (Some(entry), Ok(Written::Dropped)) => Outcome::Dropped(entry),
             (Some(entry), _) => Outcome::Stored(entry),
@@ -268,4 +291,15 @@ impl Engine {
             self.events.backing_off(key, until);
         }
     }
+}
+
+/// Whether a load may store, as far as its tags go.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tagged {
+    /// No tags: nothing to do.
+    Untagged,
+    /// Tagged before the body, and it may store: tagged again with its store.
+    Yes,
+    /// Tagging failed: it stores nothing.
+    No,
 }

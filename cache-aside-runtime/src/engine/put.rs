@@ -58,13 +58,32 @@ impl Engine {
     ) -> Result<(), Error> {
         // A tagged entry joins its tags' sets before it is written (see `tags`); if it
         // cannot, the old entry is deleted instead.
-        let tagged = !key.has_tags() || self.tag_entry(key, spec, policy, policy.timeout).await;
+        let tagged = !key.has_tags()
+            || self
+                .tag_entry(key, spec, policy, policy.timeout)
+                .await
+                .is_ok();
+        let entry = key;
         let key = key.as_str();
         let events = self.events.of(spec);
         self.invalidating();
         let result = match encoded {
             Ok(Some((bytes, ttl))) if tagged && bytes.len() as u64 <= policy.max_value_bytes => {
-                self.backend.set(key, &bytes, ttl, policy.timeout).await
+                let set = self.backend.set(key, &bytes, ttl, policy.timeout).await;
+                // A put has no lease: an invalidation of one of its tags between the first
+                // tagging and the `SET` took the key out of the set, and the value may
+                // predate it. Tagging again says so (the key was missing): delete it.
+                match (set, entry.has_tags()) {
+                    (Ok(()), true) => {
+                        match self.tag_entry(entry, spec, policy, policy.timeout).await {
+                            Ok(false) => Ok(()),
+                            Ok(true) | Err(_) => {
+                                self.backend.delete(key, policy.timeout).await.map(drop)
+                            }
+                        }
+                    }
+                    (set, _) => set,
+                }
             }
             other => {
                 if let (Ok(Some((bytes, _))), true) = (&other, tagged) {

@@ -122,9 +122,10 @@ impl Engine {
         };
         // A tagged entry joins its tags' sets before its body runs (see `tags`).
         if call.key.has_tags()
-            && !self
+            && self
                 .tag_entry(call.key, call.spec, &policy, call.write_left)
                 .await
+                .is_err()
         {
             if let Some(held) = held {
                 self.release(&held, call.write_left).await.ok();
@@ -145,7 +146,14 @@ impl Engine {
         guard.0 = None;
         let encoded = self.encode::<S, R>(&call, &policy, &loaded, same, held.as_ref());
         drop(loaded);
-        let (entry, written) = self.store(&call, &policy, encoded, held.as_ref()).await;
+        let (entry, written) = if call.key.has_tags() {
+            // Again as it is stored: its sets keep it as long as the new entry lives.
+            let store = self.store(&call, &policy, encoded, held.as_ref());
+            let retag = self.tag_entry(call.key, call.spec, &policy, call.write_left);
+            tokio::join!(store, retag).0
+        } else {
+            self.store(&call, &policy, encoded, held.as_ref()).await
+        };
         lead.finish(match (entry, written) {
             (Some(entry), Ok(Written::Dropped)) => Outcome::Dropped(entry),
             (Some(entry), _) => Outcome::Stored(entry),

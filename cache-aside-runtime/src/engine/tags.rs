@@ -13,38 +13,40 @@ use crate::policy::Policy;
 use crate::spec::FnSpec;
 use crate::tag::{Tag, set_key};
 
+/// How much later than its entry's latest expiry a member's score is.
+const SLACK: Duration = Duration::from_secs(1);
+
 impl Engine {
-    /// Records `key` in the sets of the tags it carries, scored by the latest its entry can
-    /// expire. `false` if that failed: the entry must then not be stored, or an
-    /// invalidation of its tags could miss it.
+    /// Records `key` in the sets of the tags it carries, scored by the latest an entry
+    /// written from now can expire. An error if that failed: the entry must then not be
+    /// stored, or an invalidation of its tags could miss it. `Ok(true)` if some set did not
+    /// hold the key already (an invalidation may have taken it since it was last added).
     pub(super) async fn tag_entry(
         &self,
         key: &Key,
         spec: &'static FnSpec,
         policy: &Policy,
         timeout: Duration,
-    ) -> bool {
+    ) -> Result<bool, Error> {
         if !key.has_tags() {
-            return true;
+            return Ok(false);
         }
         let tags: Vec<&str> = key.tags().collect();
         let now = SystemTime::now();
         let longest = policy.ttl.max(policy.none_ttl.unwrap_or_default());
-        let until = now + longest.mul_f64(1.0 + policy.jitter) + policy.keep();
+        // A second of slack: the entry's TTL starts when its write runs, a moment after.
+        let until = now + longest.mul_f64(1.0 + policy.jitter) + policy.keep() + SLACK;
         let (until, now) = (unix_ms(until), unix_ms(now));
-        match self
+        let tagged = self
             .backend
             .tag(&tags, key.as_str(), until, now, timeout)
-            .await
-        {
-            Ok(()) => true,
-            Err(error) => {
-                let events = self.events.of(spec);
-                events.store_failed();
-                events.failed("tag", key.as_str(), &error);
-                false
-            }
+            .await;
+        if let Err(error) = &tagged {
+            let events = self.events.of(spec);
+            events.store_failed();
+            events.failed("tag", key.as_str(), error);
         }
+        tagged
     }
 
     /// Deletes every entry carrying `tag`, leases included; how many there were.

@@ -34,4 +34,28 @@ async fn on_a_batch(ids: &[u64]) -> HashMap<u64, u64> {
     ids.iter().map(|&id| (id, id)).collect()
 }
 
+struct Repo {
+    tenant: u64,
+}
+
+impl Repo {
+    // `self` is not in the key: two repos would share entries tagged differently.
+    #[cached(ttl = 60, tags = ["tenant:{self.tenant}"])]
+    async fn count(&self, kind: u8) -> u64 {
+        u64::from(kind) + self.tenant
+    }
+}
+
+#[derive(serde::Serialize)]
+struct Query {
+    team: u32,
+    page: u32,
+}
+
+// The key holds `q.page` only.
+#[cached(ttl = 60, key = "list:{q.page}", tags = ["team:{q.team}"])]
+async fn listing(q: &Query) -> u32 {
+    q.team
+}
+
 fn main() {}

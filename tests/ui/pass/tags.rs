@@ -24,7 +24,12 @@ struct Repo {
 }
 
 impl Repo {
-    #[cached(ttl = 60, cache = self.cache, tags = ["region:{self.region}"])]
+    #[cached(
+        ttl = 60,
+        cache = self.cache,
+        key = "count:{self.region}:{kind}",
+        tags = ["region:{self.region}"]
+    )]
     async fn count(&self, kind: u8) -> u64 {
         u64::from(kind)
     }

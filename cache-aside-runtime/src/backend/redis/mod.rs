@@ -223,7 +223,8 @@ impl RedisBackend {
         self.run(budget, true, &cmd).await
     }
 
-    /// Adds `member` to the tag set `set`, scored `until_ms` (see [`TAG`]).
+    /// Adds `member` to the tag set `set`, scored `until_ms` (see [`TAG`]); `true` if the
+    /// set did not hold it.
     pub(crate) async fn tag(
         &self,
         set: &str,
@@ -231,45 +232,46 @@ impl RedisBackend {
         until_ms: u64,
         now_ms: u64,
         timeout: Duration,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         let mut call = Eval::new(&TAG, set, 3, member.len() + 40);
         call.arg(member).arg(until_ms).arg(now_ms);
         // Idempotent: retried after a dropped connection like a read.
-        let _: i64 = self.run(timeout, true, &call).await?;
-        Ok(())
+        let added: i64 = self.run(timeout, true, &call).await?;
+        Ok(added > 0)
     }
 
-    /// Up to `count` members of the tag set `set`.
-    pub(crate) async fn tag_members(
+    /// Takes up to `count` members out of the tag set `set`, with their scores.
+    pub(crate) async fn take_members(
         &self,
         set: &str,
         count: usize,
         timeout: Duration,
-    ) -> Result<Vec<String>, Error> {
-        let cmd = redis::cmd("ZRANGE")
-            .arg(set)
-            .arg(0)
-            .arg(count.saturating_sub(1))
-            .to_owned();
-        self.run(timeout, true, &cmd).await
+    ) -> Result<Vec<(String, f64)>, Error> {
+        let cmd = redis::cmd("ZPOPMIN").arg(set).arg(count).to_owned();
+        // Not retried: a lost reply's members are gone from the set.
+        self.run(timeout, false, &cmd).await
+    }
+
+    /// Puts `members` back into the tag set `set` (never lowering a score).
+    pub(crate) async fn retag(
+        &self,
+        set: &str,
+        members: &[(String, f64)],
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(set).arg("GT");
+        for (member, score) in members {
+            cmd.arg(*score).arg(member);
+        }
+        let _: i64 = self.run(timeout, true, &cmd).await?;
+        Ok(())
     }
 
     /// Deletes `keys` (on a cluster, redis-rs splits the command by slot); how many existed.
     pub(crate) async fn unlink(&self, keys: &[String], timeout: Duration) -> Result<u64, Error> {
         let cmd = redis::cmd("UNLINK").arg(keys).to_owned();
         self.run(timeout, true, &cmd).await
-    }
-
-    /// Takes `members` out of the tag set `set`.
-    pub(crate) async fn untag(
-        &self,
-        set: &str,
-        members: &[String],
-        timeout: Duration,
-    ) -> Result<(), Error> {
-        let cmd = redis::cmd("ZREM").arg(set).arg(members).to_owned();
-        let _: i64 = self.run(timeout, true, &cmd).await?;
-        Ok(())
     }
 
     pub(crate) async fn set(

@@ -198,18 +198,19 @@ return redis.call('PTTL', KEYS[1])
 /// expires (never lowering a score already there); drops the keys whose entries expired;
 /// pushes the set's own expiry out to its last entry's, so the set lives exactly as long as
 /// something may carry the tag. Touches the set only, so it runs on any node of a cluster.
-/// KEYS: the set. ARGV: member, expiry (Unix ms), now (Unix ms).
+/// Replies 1 if the set did not hold the member. KEYS: the set. ARGV: member, expiry
+/// (Unix ms), now (Unix ms).
 pub(crate) static TAG: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-redis.call('ZADD', KEYS[1], 'GT', ARGV[2], ARGV[1])
+local added = redis.call('ZADD', KEYS[1], 'GT', ARGV[2], ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
 local last = redis.call('ZRANGE', KEYS[1], 0, 0, 'REV', 'WITHSCORES')
 local expiry = tonumber(last[2] or ARGV[2])
 if redis.call('PEXPIRETIME', KEYS[1]) < expiry then
   redis.call('PEXPIREAT', KEYS[1], expiry)
 end
-return 1
+return added
 ",
     )
 });

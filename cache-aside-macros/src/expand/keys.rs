@@ -54,20 +54,10 @@ pub fn prepare(source: &KeySource, cache: &Ident, spec: &Ident) -> TokenStream {
         };
     };
     let writer = local("__ca_t");
-    let tag_steps = tags.value.iter().map(|tag| {
-        let name = &tag.prefix;
-        let parts = tag.parts.iter().map(|part| match part {
-            Part::Text(text) => {
-                let segments = text.split(':').filter(|s| !s.is_empty());
-                quote!(#(#writer.text(#segments);)*)
-            }
-            Part::Arg { .. } => {
-                let value = arg_expr(source, part);
-                quote!(#writer.value(&#value)?;)
-            }
-        });
-        quote!(#writer.begin(#name); #(#parts)*)
-    });
+    let tag_steps = tags
+        .value
+        .iter()
+        .map(|tag| tag_steps(source.func, tag, &writer));
     quote! {
         let #prepared = #private::prepare_tagged(#cache, #spec, #identity,
             |#builder: &mut #private::KeyBuilder| -> ::core::result::Result<(), #private::Error> {
@@ -81,12 +71,29 @@ pub fn prepare(source: &KeySource, cache: &Ident, spec: &Ident) -> TokenStream {
     }
 }
 
+/// The statements writing one tag into the `TagWriter` `writer`: its name, then each
+/// segment. `#[cached(tags = ..)]` and `#[cache_evict(tag = ..)]` both render tags so.
+pub(crate) fn tag_steps(func: &Func, tag: &crate::key::Template, writer: &Ident) -> TokenStream {
+    let name = &tag.prefix;
+    let parts = tag.parts.iter().map(|part| match part {
+        Part::Text(text) => {
+            let segments = text.split(':').filter(|s| !s.is_empty());
+            quote!(#(#writer.text(#segments);)*)
+        }
+        Part::Arg { .. } => {
+            let value = placeholder(func, part);
+            quote!(#writer.value(&#value)?;)
+        }
+    });
+    quote!(#writer.begin(#name); #(#parts)*)
+}
+
 /// The expression of a template's placeholder: the argument (or `self`) and its fields.
-fn arg_expr(source: &KeySource, part: &Part) -> TokenStream {
+pub(crate) fn placeholder(func: &Func, part: &Part) -> TokenStream {
     let Part::Arg { root, fields } = part else {
         return TokenStream::new();
     };
-    let root = match source.func.named().find(|a| a.ident == root) {
+    let root = match func.named().find(|a| a.ident == root) {
         Some(arg) => {
             let ident = arg.ident;
             quote!(#ident)
@@ -164,7 +171,7 @@ fn key_steps(source: &KeySource, b: &Ident) -> Vec<TokenStream> {
         .map(|part| match part {
             Part::Text(text) => quote!(#b.lit(#text);),
             part @ Part::Arg { .. } => {
-                let value = arg_expr(source, part);
+                let value = placeholder(source.func, part);
                 quote!(#b.value(&#value)?;)
             }
         })

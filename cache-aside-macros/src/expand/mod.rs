@@ -28,7 +28,7 @@
 mod batch;
 mod companions;
 mod fallback;
-mod keys;
+pub(crate) mod keys;
 mod spec;
 pub(crate) mod tokens;
 mod wrapper;

@@ -38,7 +38,7 @@ pub fn expand(kind: Kind, func: &Func, options: &WriteOptions) -> TokenStream {
             options
                 .tags
                 .iter()
-                .map(|tag| tag_target(&private_path, options, tag)),
+                .map(|tag| tag_target(&private_path, func, options, tag)),
         );
     let each = |op: TokenStream| -> Vec<TokenStream> {
         (0..options.targets.len() + options.tags.len())
@@ -123,44 +123,23 @@ fn put(func: &Func, options: &WriteOptions, entries: &Ident, result: &Ident) -> 
 }
 
 /// `tag = "user:{id}"`: the tag rendered now, from the write's arguments as given, in the
-/// cache `cache = ..` names (or the default one).
+/// cache `cache = ..` names (or the default one), as `#[cached(tags = ..)]` renders tags.
 fn tag_target(
     private: &TokenStream,
+    func: &Func,
     options: &WriteOptions,
     tag: &crate::key::Template,
 ) -> TokenStream {
-    use crate::key::Part;
     let cache = match &options.cache {
         Some(expr) => quote!(#private::resolve(&(#expr))),
         None => quote!(#private::default_cache()),
     };
     let writer = local("__ca_t");
-    let name = &tag.prefix;
-    let parts = tag.parts.iter().map(|part| match part {
-        Part::Text(text) => {
-            let segments = text.split(':').filter(|s| !s.is_empty());
-            quote!(#(#writer.text(#segments);)*)
-        }
-        Part::Arg { root, fields } => {
-            let root = Ident::new(root, Span::call_site());
-            let fields = fields.iter().map(|f| match f.parse::<u32>() {
-                Ok(index) => {
-                    let index = Index::from(index as usize);
-                    quote!(.#index)
-                }
-                Err(_) => {
-                    let field = Ident::new(f, Span::call_site());
-                    quote!(.#field)
-                }
-            });
-            quote!(#writer.value(&#root #(#fields)*)?;)
-        }
-    });
+    let steps = crate::expand::keys::tag_steps(func, tag, &writer);
     quote! {
         #private::tag_target(#cache,
             |#writer: &mut #private::TagWriter<'_>| -> ::core::result::Result<(), #private::Error> {
-                #writer.begin(#name);
-                #(#parts)*
+                #steps
                 ::core::result::Result::Ok(())
             })
     }

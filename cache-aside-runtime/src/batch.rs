@@ -60,7 +60,7 @@
 //!   stored (when it is the rare second call, the first call's keys were stored already).
 //!
 //! What a batch does not do (yet): `stale`, `refresh_ahead`, `xfetch`, `fail_safe`,
-//! `lock`, `key = "..."` templates and `on_cache_error = "fail"` are refused on a batch
+//! `lock`, `key = "..."` templates, `tags` and `on_cache_error = "fail"` are refused on a batch
 //! function, and it has no companions: invalidate its entries through the one-key function
 //! sharing them, [`Cache::invalidate`](crate::Cache::invalidate) or a prefix.
 

@@ -58,8 +58,9 @@
 //! - A failure to tag is a cache failure: the value is returned and not stored (with
 //!   `on_cache_error = "fail"`, it is the call's `Err`).
 //! - Memory: a Redis set lives as long as its longest-lived entry and forgets expired keys
-//!   as new ones come; the embedded backend sweeps its sets every 1,024 additions of keys
-//!   that expired or that its byte cap evicted.
+//!   as new ones come; the embedded backend sweeps its sets of keys that expired or that
+//!   its byte cap evicted whenever they have doubled since the last sweep (from 1,024
+//!   members), so they hold at most about twice its live tagged entries.
 //!
 //! Tags are not supported on `batch` functions yet.
 

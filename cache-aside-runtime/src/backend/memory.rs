@@ -5,6 +5,7 @@
 //! runs in moka's per-key compute, so that it sees and replaces a key's entry in one step,
 //! as a script does on Redis. Reads take no lock.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -50,16 +51,90 @@ pub(crate) struct MemoryBackend {
     tags: std::sync::Mutex<Tags>,
 }
 
-/// The tag sets, and how many additions since the last sweep of expired members.
+/// The tag sets, how many members they hold, and at how many the next sweep of expired
+/// and evicted members runs.
 #[derive(Default)]
 struct Tags {
-    sets: std::collections::HashMap<String, std::collections::HashMap<String, u64>>,
-    added: u64,
+    sets: HashMap<Box<str>, Members>,
+    members: usize,
+    sweep_at: usize,
+    /// Members the sweeps have looked at, in all: what the sweeps cost.
+    swept: u64,
 }
 
-/// A sweep of every tag set's expired members every this many additions: the sets forget
-/// expired entries even for tags that are never added to again.
-const TAG_SWEEP_EVERY: u64 = 1024;
+/// One tag set's entry keys, each with when it expires (Unix ms). Most tags name one entry
+/// (`user:{id}`), so a set of one holds it inline: no table of its own, about half the
+/// bytes per tagged entry.
+enum Members {
+    One(Box<str>, u64),
+    Many(HashMap<Box<str>, u64>),
+}
+
+impl Members {
+    /// Adds `member` expiring at `until_ms`, or moves its expiry later; `true` if new.
+    fn add(&mut self, member: &str, until_ms: u64) -> bool {
+        match self {
+            Members::One(key, until) if **key == *member => {
+                *until = (*until).max(until_ms);
+                false
+            }
+            Members::One(..) => {
+                let Members::One(key, until) =
+                    std::mem::replace(self, Members::Many(HashMap::new()))
+                else {
+                    unreachable!("matched One above")
+                };
+                *self = Members::Many(HashMap::from([(key, until), (member.into(), until_ms)]));
+                true
+            }
+            Members::Many(map) => match map.get_mut(member) {
+                Some(until) => {
+                    *until = (*until).max(until_ms);
+                    false
+                }
+                None => {
+                    map.insert(member.into(), until_ms);
+                    true
+                }
+            },
+        }
+    }
+
+    /// Keeps the members `keep` accepts; `false` if none is left.
+    fn retain(&mut self, mut keep: impl FnMut(&str, u64) -> bool) -> bool {
+        match self {
+            Members::One(key, until) => keep(key, *until),
+            Members::Many(map) => {
+                map.retain(|key, until| keep(key, *until));
+                if map.capacity() > 4 * map.len() + 8 {
+                    map.shrink_to_fit();
+                }
+                !map.is_empty()
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Members::One(..) => 1,
+            Members::Many(map) => map.len(),
+        }
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        match self {
+            Members::One(key, _) => vec![key],
+            Members::Many(map) => map.keys().map(|k| &**k).collect(),
+        }
+    }
+}
+
+/// The sets are swept once they hold twice the members the last sweep left, and at least
+/// this many: each sweep costs what the additions since the previous one did (a tag of a
+/// hundred thousand entries does not make every thousandth miss scan it), and the sets
+/// hold at most about twice the store's live tagged entries. A sweep covers every set, so
+/// the sets forget expired entries even of tags that are never added to again.
+const TAG_SWEEP_MIN: usize = 1024;
 
 impl MemoryBackend {
     pub(crate) fn new(max_bytes: u64) -> Self {
@@ -77,38 +152,50 @@ impl MemoryBackend {
     }
 
     /// Adds `member` to the tag set `set`, expiring at `until_ms` (never earlier than it
-    /// already did); `true` if the set did not hold it. Every [`TAG_SWEEP_EVERY`]
-    /// additions, every set forgets the members that expired or whose entries the store
-    /// evicted, so the sets stay about as large as the store's live tagged entries.
+    /// already did); `true` if the set did not hold it. At each sweep (see
+    /// [`TAG_SWEEP_MIN`]) every set forgets the members that expired or whose entries the
+    /// store evicted.
     pub(crate) fn tag(&self, set: &str, member: &str, until_ms: u64, now_ms: u64) -> bool {
         let mut tags = self.tags.lock().unwrap_or_else(|e| e.into_inner());
-        tags.added += 1;
-        if tags.added.is_multiple_of(TAG_SWEEP_EVERY) {
+        if tags.members >= tags.sweep_at.max(TAG_SWEEP_MIN) {
+            tags.swept += tags.members as u64;
             tags.sets.retain(|_, members| {
-                members.retain(|key, until| *until >= now_ms && self.store.contains_key(key));
-                !members.is_empty()
+                members.retain(|key, until| until >= now_ms && self.store.contains_key(key))
             });
-        }
-        let members = tags.sets.entry(set.to_owned()).or_default();
-        match members.get_mut(member) {
-            Some(until) => {
-                *until = (*until).max(until_ms);
-                false
+            tags.members = tags.sets.values().map(Members::len).sum();
+            tags.sweep_at = 2 * tags.members;
+            // A burst of tags leaves a table sized for it: give it back once it is mostly
+            // empty, so the map stays about as large as the store's live tagged entries.
+            if tags.sets.capacity() > 4 * tags.sets.len() + 64 {
+                tags.sets.shrink_to_fit();
             }
+        }
+        let added = match tags.sets.get_mut(set) {
+            Some(members) => members.add(member, until_ms),
             None => {
-                members.insert(member.to_owned(), until_ms);
+                let members = Members::One(member.into(), until_ms);
+                tags.sets.insert(set.into(), members);
                 true
             }
-        }
+        };
+        tags.members += usize::from(added);
+        added
     }
 
     /// Removes the tag set `set` and deletes its members' entries; how many existed.
     pub(crate) fn invalidate_tag(&self, set: &str) -> u64 {
         let members = {
             let mut tags = self.tags.lock().unwrap_or_else(|e| e.into_inner());
-            tags.sets.remove(set).unwrap_or_default()
+            let members = tags.sets.remove(set);
+            tags.members -= members.as_ref().map_or(0, Members::len);
+            members
         };
-        members.keys().filter(|key| self.delete(key)).count() as u64
+        let Some(members) = members else { return 0 };
+        members
+            .keys()
+            .into_iter()
+            .filter(|key| self.delete(key))
+            .count() as u64
     }
 
     fn live(&self, key: &str) -> Option<Stored> {
@@ -294,5 +381,57 @@ impl MemoryBackend {
         self.live(key)
             .filter(|s| !envelope::head(&s.bytes).is_some_and(|h| h.empty))
             .map(|s| s.expires_at.saturating_duration_since(Instant::now()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn swept(backend: &MemoryBackend) -> u64 {
+        backend.tags.lock().unwrap().swept
+    }
+
+    #[test]
+    fn sweeps_cost_what_the_additions_since_the_last_one_did() {
+        // One tag whose entries all stay live: no sweep can shrink it, so sweeping every
+        // thousand additions would scan it 100 times over.
+        let backend = MemoryBackend::new(1 << 30);
+        let until = u64::MAX;
+        for i in 0..100_000u32 {
+            let key = format!("ns:k:{i}");
+            backend.set(&key, Bytes::from_static(b"v"), Duration::from_secs(3600));
+            assert!(backend.tag("ns:#tag:hot", &key, until, 0));
+        }
+        let swept = swept(&backend);
+        assert!(
+            swept <= 2 * 100_000,
+            "100,000 additions to one live tag made the sweeps look at {swept} members"
+        );
+        assert!(swept > 0, "no sweep ran");
+    }
+
+    #[test]
+    fn a_sweep_forgets_evicted_and_expired_members() {
+        let backend = MemoryBackend::new(1 << 30);
+        for i in 0..TAG_SWEEP_MIN as u32 {
+            // Members whose entries are not in the store, or that have expired.
+            backend.tag(
+                &format!("ns:#tag:t{i}"),
+                &format!("ns:gone:{i}"),
+                u64::MAX,
+                10,
+            );
+            backend.tag("ns:#tag:old", &format!("ns:old:{i}"), 5, 0);
+        }
+        backend.set(
+            "ns:live",
+            Bytes::from_static(b"v"),
+            Duration::from_secs(3600),
+        );
+        backend.tag("ns:#tag:live", "ns:live", u64::MAX, 10);
+        let tags = backend.tags.lock().unwrap();
+        assert_eq!((tags.sets.len(), tags.members), (1, 1));
+        assert!(tags.sets.contains_key("ns:#tag:live"));
     }
 }

@@ -86,6 +86,9 @@ impl CacheBuilder {
     /// of bookkeeping per entry, so that what the store holds stays within the cap whatever
     /// the entries' sizes. The allocator may keep more of what evicted entries freed (glibc,
     /// many threads, large values); see [the performance guide](crate::guide::performance).
+    /// Tags are kept beside the store, outside the cap: one member per live tagged entry
+    /// and tag (a few hundred bytes each), swept of evicted entries whenever they have
+    /// doubled since the last sweep.
     pub fn memory_max_bytes(mut self, bytes: u64) -> Self {
         self.memory_bytes = bytes;
         self

@@ -22,8 +22,9 @@
 //! that lease). It also joins a load no invalidation by this cache has followed (this
 //! process's `_invalidate`, `invalidate_prefix`, ...), but takes its value only if the load
 //! stored it: a load whose fill was dropped lost its lease to an invalidation, perhaps
-//! another process's, that the caller may have started after, so the caller loads for itself
-//! ([`Outcome::Dropped`]). Otherwise the caller leads a load of its own, which takes the
+//! another process's, that the caller may have started after, and a load without a lease
+//! (another held it) is worth no more than that lease; so the caller reads the key again,
+//! and loads for itself if it is still empty ([`Outcome::Dropped`], [`Outcome::Reread`]). Otherwise the caller leads a load of its own, which takes the
 //! key's slot; the older one still answers its own waiters.
 
 use std::any::Any;
@@ -54,10 +55,14 @@ pub(crate) enum Outcome {
     NotStored,
     /// The leader was cancelled before finishing.
     Abandoned,
-    /// The leader's value was not stored because its lease was revoked (an invalidation or
-    /// a put overtook it): only waiters that saw its lease take it; the others get
-    /// `NotStored`, never this.
+    /// The leader's value was not stored: its lease was revoked (an invalidation or a put
+    /// overtook it), or it had none (another load held it). Only waiters that saw the
+    /// lease it held or saw take it; the others get `Reread`, never this.
     Dropped(Bytes),
+    /// For a waiter that joined by this cache's invalidation count, a load that was not
+    /// stored: its value may predate an invalidation the waiter must see (another
+    /// process's). The waiter reads the key again: whatever is stored there now is current.
+    Reread,
 }
 
 /// The loads under way and just finished, by key. Hashed with foldhash: SipHash cost a few
@@ -183,7 +188,7 @@ impl Flight {
     fn outcome_for(outcome: &Outcome, trust: Trust) -> Outcome {
         match (outcome, trust) {
             (Outcome::Dropped(entry), Trust::Lease) => Outcome::Stored(entry.clone()),
-            (Outcome::Dropped(_), Trust::Epoch) => Outcome::NotStored,
+            (Outcome::Dropped(_), Trust::Epoch) => Outcome::Reread,
             (outcome, _) => outcome.clone(),
         }
     }
@@ -463,7 +468,7 @@ mod tests {
         ));
         lead.finish(Outcome::Dropped(Bytes::from_static(b"old")));
         assert!(matches!(wait(by_lease).await, Outcome::Stored(b) if b == "old"));
-        assert!(matches!(wait(by_epoch).await, Outcome::NotStored));
+        assert!(matches!(wait(by_epoch).await, Outcome::Reread));
     }
 
     #[tokio::test]

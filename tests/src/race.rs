@@ -246,6 +246,58 @@ pub async fn invalidation_from_another_process(here: &Cache, there: &Cache, id: 
     }
 }
 
+/// The race across processes, when the other process holds the lease: `there` loads (its
+/// body paused after reading "old", the key under its lease), and `here` misses too: it sees
+/// that lease and runs its own body without one, which pauses after reading "old" as well.
+/// `there` changes the row and invalidates, revoking its own lease. A reader of `here` that
+/// starts after that reads the key empty and joins `here`'s paused load (`here` saw no
+/// invalidation of its own); it is let go once it waits. That load stored nothing (it had no
+/// lease), so its value is only as good as the lease it saw: the reader must not take it.
+pub async fn invalidation_while_another_process_loads(
+    here: &Cache,
+    there: &Cache,
+    id: u64,
+) -> Seen {
+    let reader = Reader::Plain;
+    let (row, first) = reader.paused_load(there, id).await;
+    row.pause_next.store(true, SeqCst);
+    let second = {
+        let here = here.clone();
+        tokio::spawn(async move { reader.read(&here, row, id).await })
+    };
+    row.paused.notified().await;
+    row.set("new");
+    reader.invalidate(there, id).await;
+    // The two misses made the function's reads take the lease; two hits make the later
+    // read a `GET` again (see `Reader::prepare`), which finds the key empty.
+    reader.prepare(here).await;
+    let waited = here.stats().waited;
+    let later = {
+        let here = here.clone();
+        tokio::spawn(async move { reader.read(&here, row, id).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while here.stats().waited == waited {
+        assert!(
+            Instant::now() < deadline && !later.is_finished(),
+            "the later reader did not join the paused load"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    row.resume.add_permits(2);
+    let paused_load = first.await.unwrap();
+    assert_eq!(
+        second.await.unwrap(),
+        "old",
+        "the second paused load read the old row"
+    );
+    Seen {
+        paused_load,
+        later_reader: Some(later.await.unwrap()),
+        next_read: reader.read(here, row, id).await,
+    }
+}
+
 #[cached(ttl = "300ms", fail_safe = 60, prefix = "race-fs", cache = cache, skip(cache, row))]
 pub async fn guarded(cache: &Cache, row: &Row, id: u64) -> Result<String, String> {
     let value = row.read().await;

@@ -8,6 +8,7 @@ use cache_aside_tests::RedisServer;
 use cache_aside_tests::race::{
     Reader, Seen, invalidation_during_a_failing_load, invalidation_during_a_load,
     invalidation_during_a_refresh, invalidation_from_another_process,
+    invalidation_while_another_process_loads,
 };
 
 /// What a race-free cache gives: the paused load's caller gets the row it read, everyone
@@ -62,6 +63,17 @@ async fn a_reader_after_another_process_invalidated_never_gets_the_old_row() {
     let here = Cache::redis(&server.url()).unwrap();
     let there = Cache::redis(&server.url()).unwrap();
     let seen = invalidation_from_another_process(&here, &there, 1).await;
+    assert_eq!(seen, fixed(true));
+}
+
+/// A load that ran without a lease (another process held it) stored nothing: a reader that
+/// joins it after that process invalidated, having read the key empty, loads for itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_never_takes_an_unleased_load_that_another_process_invalidated() {
+    let server = RedisServer::start();
+    let here = Cache::redis(&server.url()).unwrap();
+    let there = Cache::redis(&server.url()).unwrap();
+    let seen = invalidation_while_another_process_loads(&here, &there, 1).await;
     assert_eq!(seen, fixed(true));
 }
 

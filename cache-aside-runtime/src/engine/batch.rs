@@ -29,7 +29,7 @@ use serde::de::DeserializeOwned;
 use super::lease::{Acquired, Held};
 use super::store::{Entry, Written};
 use super::{Call, Engine, ErrorMode};
-use crate::backend::{Budget, REPLACE, Read};
+use crate::backend::{Budget, REPLACE};
 use crate::envelope::{self, unix_ms};
 use crate::exact::Same;
 use crate::flight::{self, Lead, Outcome, Role, Seen, Waiting};
@@ -58,11 +58,13 @@ enum Relay {
     Done(Outcome),
 }
 
-/// A key this call leads the load of: its index, its flight, and its lease if it took one.
+/// A key this call leads the load of: its index, its flight, its lease if it took one,
+/// and the lease of another load its read found if it loads without one (0: none).
 struct Led {
     index: usize,
     lead: Lead,
     held: Option<Held>,
+    saw: u64,
 }
 
 impl Engine {
@@ -175,7 +177,8 @@ impl Engine {
             // One answer per key asked (the private layer builds them so).
             loaded.resize_with(asked.len(), || None);
             let stores = leading.into_iter().zip(loaded).map(|(led, value)| {
-                let call = self.call(&keys[led.index], spec, left);
+                let mut call = self.call(&keys[led.index], spec, left);
+                call.saw = led.saw;
                 self.store_one(call, policy, led, value, same)
             });
             Ok(join_all(stores).await)
@@ -282,33 +285,6 @@ impl Engine {
         (values, missing)
     }
 
-    /// Step 1 for one entry, as a one-key read decides it: `Ok` with the hit's value
-    /// (`None`: an absence marker), or `Err` with what a miss saw.
-    fn decide<V: DeserializeOwned>(
-        &self,
-        key: &Key,
-        spec: &'static FnSpec,
-        policy: &Policy,
-        entry: Option<Read>,
-    ) -> Result<Option<V>, Seen> {
-        let Some(entry) = entry.filter(|e| self.fits(key, spec, e.as_slice(), policy)) else {
-            return Err(Seen::Free);
-        };
-        let bytes = entry.as_slice();
-        match envelope::decode_raw::<V>(bytes) {
-            Ok((value, fresh_ms)) => match policy.classify(fresh_ms) {
-                Freshness::Fresh | Freshness::RefreshDue => Ok(value),
-                Freshness::Stale | Freshness::Expired => Err(Seen::of(bytes)),
-            },
-            // Another load's placeholder: a miss, not a corrupt entry.
-            Err(_) if envelope::head(bytes).is_some_and(|h| h.empty) => Err(Seen::of(bytes)),
-            Err(error) => {
-                self.events.of(spec).corrupt(key.as_str(), &error);
-                Err(Seen::of(bytes))
-            }
-        }
-    }
-
     /// A call of one key of a batch, with `left` of its time budget for writes.
     fn call<'k>(&self, key: &'k Key, spec: &'static FnSpec, left: std::time::Duration) -> Call<'k> {
         Call {
@@ -317,6 +293,7 @@ impl Engine {
             mode: ErrorMode::FailOpen,
             write_left: left,
             body_us: None,
+            saw: 0,
         }
     }
 
@@ -342,6 +319,10 @@ impl Engine {
                 index,
                 lead,
                 held: None,
+                saw: match seen {
+                    Seen::Leased(token) => token,
+                    _ => 0,
+                },
             });
         }
         let token = super::lease::token();
@@ -380,7 +361,12 @@ impl Engine {
                 }
             }
         };
-        Leased::Lead(Led { index, lead, held })
+        Leased::Lead(Led {
+            index,
+            lead,
+            held,
+            saw: 0,
+        })
     }
 
     /// After finding `key`'s lease taken by another load: if that load is this process's
@@ -442,7 +428,9 @@ impl Engine {
         value: Option<V>,
         same: Same<V>,
     ) -> (usize, Option<V>) {
-        let Led { index, lead, held } = led;
+        let Led {
+            index, lead, held, ..
+        } = led;
         let store = match &value {
             Some(value) => Store::Value(value),
             None => Store::Absent,
@@ -474,6 +462,10 @@ fn taken<V: DeserializeOwned>(outcome: Outcome) -> Option<Option<V>> {
             .ok()
             .map(|(value, _)| value),
         Outcome::Absent => Some(None),
-        Outcome::Shared(_) | Outcome::NotStored | Outcome::Abandoned | Outcome::Dropped(_) => None,
+        Outcome::Shared(_)
+        | Outcome::NotStored
+        | Outcome::Abandoned
+        | Outcome::Dropped(_)
+        | Outcome::Reread => None,
     }
 }

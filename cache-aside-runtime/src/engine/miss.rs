@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use super::lease::{self, Acquired, Held};
 use super::store::Written;
 use super::{Call, Engine, Found, ValueOps, decode_entry};
-use crate::backend::REPLACE;
+use crate::backend::{Budget, REPLACE};
 use crate::envelope::unix_ms;
 use crate::error::Error;
 use crate::exact::Same;
@@ -28,8 +28,8 @@ impl Engine {
         load: F,
         kept: Option<Found<R>>,
         ops: ValueOps<R, S::Value>,
-        read_at: tokio::time::Instant,
-        seen: Seen,
+        mut read_at: tokio::time::Instant,
+        mut seen: Seen,
     ) -> Result<R, Error> {
         let key = call.key.as_str();
         // The read took the lease, and callers that saw it already began a load: this
@@ -38,6 +38,7 @@ impl Engine {
             Seen::Taken(token) => Some(Held::new(self, key, token, &policy)),
             _ => None,
         };
+        let mut reread = false;
         loop {
             let outcome = match self.flights.join(key, read_at, seen, self.epoch()) {
                 Role::Leader(lead) => {
@@ -96,9 +97,26 @@ impl Engine {
                 }
                 // The leader was cancelled: try to lead (or wait for whoever does).
                 Outcome::Abandoned => continue,
+                // A load this caller may not trust stored nothing: what the key holds now
+                // is current (a value another load stored meanwhile); else join or lead a
+                // load by what this read sees. Once: a second time, it loads for itself.
+                Outcome::Reread if !reread && own.is_none() => {
+                    reread = true;
+                    read_at = tokio::time::Instant::now();
+                    let budget = Budget::from_now(call.write_left);
+                    let entry = self.backend.read(key, None, budget).await.ok().flatten();
+                    match self.decide::<S::Value>(call.key, call.spec, &policy, entry) {
+                        Ok(value) => match S::hit(value) {
+                            Some(value) => return Ok(value),
+                            None => seen = Seen::Free,
+                        },
+                        Err(now) => seen = now,
+                    }
+                    continue;
+                }
                 // Waiters never get `Dropped`: `flight` turns it into `Stored` or
                 // `NotStored` by what the waiter saw.
-                Outcome::NotStored | Outcome::Dropped(_) => {}
+                Outcome::NotStored | Outcome::Dropped(_) | Outcome::Reread => {}
             }
             // Nothing shareable: this caller loads for itself.
             let (result, _) = self
@@ -126,7 +144,10 @@ impl Engine {
         match seen {
             Seen::Taken(_) => held = own,
             // Another load stores the key; this one answers its own callers.
-            Seen::Leased(_) if !lock => lead.starting(0),
+            Seen::Leased(token) if !lock => {
+                call.saw = token;
+                lead.starting(0);
+            }
             // The read failed: no lease to take. With leases off, the lock still is one.
             Seen::Unknown if self.settings.fenced || !lock => lead.starting(0),
             Seen::Free | Seen::Leased(_) | Seen::Unknown => {

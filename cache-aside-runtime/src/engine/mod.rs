@@ -99,6 +99,10 @@ pub(crate) struct Call<'k> {
     /// Where the call adds the microseconds its body ran, when it times itself (feature
     /// `metrics`: its time on the cache is its whole time less its body's).
     pub(crate) body_us: Option<&'k std::sync::atomic::AtomicU64>,
+    /// The lease of another load that the call's read found, when the call loads without
+    /// one (0: none): what its value is worth to the callers waiting for it (see
+    /// `store.rs::unleased`).
+    pub(crate) saw: u64,
 }
 
 impl Call<'_> {

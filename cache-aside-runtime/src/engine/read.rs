@@ -4,8 +4,10 @@
 
 use std::sync::Arc;
 
+use serde::de::DeserializeOwned;
+
 use super::{Call, Cold, Detach, Engine, ErrorMode, Found, ValueOps, decode_entry};
-use crate::backend::Budget;
+use crate::backend::{Budget, Read};
 use crate::envelope;
 use crate::error::Error;
 use crate::flight::Seen;
@@ -174,6 +176,7 @@ impl Engine {
                 mode,
                 write_left,
                 body_us: None,
+                saw: 0,
             };
             self.miss::<S, R, F>(call, policy, load, kept, ops, budget.started, seen)
         });
@@ -187,6 +190,7 @@ impl Engine {
                 mode,
                 write_left,
                 body_us: Some(&body_us),
+                saw: 0,
             };
             let result = self
                 .miss::<S, R, F>(call, policy, load, kept, ops, budget.started, seen)
@@ -198,6 +202,33 @@ impl Engine {
             }
             result
         })
+    }
+
+    /// Step 2 for an entry read apart from a call's first read (a batch's, a re-read):
+    /// `Ok` with the hit's value (`None`: an absence marker), or `Err` with what a miss saw.
+    pub(super) fn decide<V: DeserializeOwned>(
+        &self,
+        key: &Key,
+        spec: &'static FnSpec,
+        policy: &Policy,
+        entry: Option<Read>,
+    ) -> Result<Option<V>, Seen> {
+        let Some(entry) = entry.filter(|e| self.fits(key, spec, e.as_slice(), policy)) else {
+            return Err(Seen::Free);
+        };
+        let bytes = entry.as_slice();
+        match envelope::decode_raw::<V>(bytes) {
+            Ok((value, fresh_ms)) => match policy.classify(fresh_ms) {
+                Freshness::Fresh | Freshness::RefreshDue => Ok(value),
+                Freshness::Stale | Freshness::Expired => Err(Seen::of(bytes)),
+            },
+            // Another load's placeholder: a miss, not a corrupt entry.
+            Err(_) if envelope::head(bytes).is_some_and(|h| h.empty) => Err(Seen::of(bytes)),
+            Err(error) => {
+                self.events.of(spec).corrupt(key.as_str(), &error);
+                Err(Seen::of(bytes))
+            }
+        }
     }
 
     /// Is an entry as read within `max_value_bytes`? One that is not was written by someone

@@ -76,6 +76,7 @@ where
             mode: ErrorMode::FailOpen,
             write_left: policy.timeout,
             body_us: None,
+            saw: 0,
         };
         engine
             .refresh::<S, R, F>(call, policy, load, current, lead, same)

@@ -7,9 +7,11 @@ use bytes::Bytes;
 
 use super::lease::Held;
 use super::{Call, Engine};
+use crate::backend::Budget;
 use crate::envelope;
 use crate::error::Error;
 use crate::exact::{self, Same};
+use crate::flight::Seen;
 use crate::key::Key;
 use crate::policy::Policy;
 use crate::shape::{Shape, Store};
@@ -28,9 +30,11 @@ pub(super) struct Entry<'a> {
 /// What a write did with a value that was to be stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Written {
-    /// Stored, or nothing was to be stored (the lease is given up).
+    /// Stored, or nothing was to be stored (the lease is given up), or, loaded without a
+    /// lease, the lease the read saw still holds the key (see `unleased`).
     Done,
-    /// Not stored: the call's lease was revoked while its body ran.
+    /// Not stored: the call's lease was revoked while its body ran, or it had none and
+    /// the lease its read saw is gone.
     Dropped,
 }
 
@@ -174,11 +178,31 @@ impl Engine {
                 let released = self.release(held, call.write_left).await;
                 ("release", released.map(|()| Written::Done))
             }
-            (None, _) => return Ok(Written::Done),
+            (None, Some(_)) => return Ok(self.unleased(call).await),
+            (None, None) => return Ok(Written::Done),
         };
         if let Err(error) = &result {
             self.events.of(call.spec).failed(op, key, error);
         }
         result
+    }
+
+    /// What a value loaded without a lease (another load holds it, or the read failed) is
+    /// worth to the callers waiting for it: nothing is written, and an invalidation may
+    /// have revoked the lease the call's read saw while the body ran, so the value may
+    /// predate it. If that lease still holds the key, no invalidation came since the read
+    /// (it would have taken the key, lease and all): `Done`, any waiter may take the value.
+    /// Else `Dropped`: only the waiters that saw the same take it (see `flight`).
+    async fn unleased(&self, call: &Call<'_>) -> Written {
+        if call.saw == 0 || call.write_left.is_zero() {
+            return Written::Dropped;
+        }
+        let budget = Budget::from_now(call.write_left);
+        match self.backend.read(call.key.as_str(), None, budget).await {
+            Ok(Some(entry)) if Seen::of(entry.as_slice()) == Seen::Leased(call.saw) => {
+                Written::Done
+            }
+            _ => Written::Dropped,
+        }
     }
 }

@@ -88,7 +88,11 @@ fn cluster_suite() {
         .iter()
         .map(|(name, calls, failed, wrong)| format!("{name} {calls}/{failed}/{wrong}"))
         .collect();
-    println!(
+    // Straight to stderr, past the test harness's capture, as `faults.rs`'s line: it shows
+    // in every run.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
         "cluster fault suite: {} (calls/failed/wrong)",
         line.join(", ")
     );

@@ -109,20 +109,11 @@ where
             return uncached(items, body).await;
         }
     };
-    let resolved;
-    let policy = match engine.remembered_policy(spec) {
-        Some(policy) => policy,
-        None => match engine.resolve_policy(spec) {
-            Some(policy) => {
-                resolved = policy;
-                &resolved
-            }
-            None => {
-                let first = keys.first().map_or("", Key::as_str);
-                engine.events().of(spec).failed("ttl", first, &Error::NoTtl);
-                return uncached(items, body).await;
-            }
-        },
+    let mut resolved = None;
+    let Some(policy) = engine.policy(spec, &mut resolved) else {
+        let first = keys.first().map_or("", Key::as_str);
+        engine.events().of(spec).failed("ttl", first, &Error::NoTtl);
+        return uncached(items, body).await;
     };
     // Another function writing these keys with another type (see `keyspace`), or, for a
     // `Batch` of `get_many`, the same static used with a second value type.

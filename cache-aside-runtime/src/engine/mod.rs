@@ -232,6 +232,24 @@ impl Engine {
         (*of == self.id).then_some(policy)
     }
 
+    /// `spec`'s policy for a call: the one remembered for it, or else resolved into `slot`
+    /// (the function is used with a second cache); `None` if neither its options nor this
+    /// cache's settings give a TTL.
+    #[inline]
+    pub(crate) fn policy<'a>(
+        &self,
+        spec: &'static FnSpec,
+        slot: &'a mut Option<Policy>,
+    ) -> Option<&'a Policy> {
+        match self.remembered_policy(spec) {
+            Some(policy) => Some(policy),
+            None => {
+                *slot = self.resolve_policy(spec);
+                slot.as_ref()
+            }
+        }
+    }
+
     /// `spec`'s options over this cache's settings; `None` if neither gives a TTL.
     pub(crate) fn resolve_policy(&self, spec: &'static FnSpec) -> Option<Policy> {
         Policy::resolve(&spec.options, &spec.load_time, &self.settings)

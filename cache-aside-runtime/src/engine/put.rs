@@ -26,27 +26,22 @@ impl Engine {
         success: &S::Success,
         same: Same<S::Value>,
     ) -> Result<(), Error> {
-        let policy = match self.remembered_policy(spec) {
-            Some(policy) => *policy,
-            None => match self.resolve_policy(spec) {
-                Some(policy) => policy,
-                // The read caches nothing either: nothing to write or delete.
-                None => {
-                    self.events
-                        .of(spec)
-                        .failed("ttl", key.as_str(), &Error::NoTtl);
-                    return Err(Error::NoTtl);
-                }
-            },
+        let mut resolved = None;
+        let Some(policy) = self.policy(spec, &mut resolved) else {
+            // The read caches nothing either: nothing to write or delete.
+            self.events
+                .of(spec)
+                .failed("ttl", key.as_str(), &Error::NoTtl);
+            return Err(Error::NoTtl);
         };
         let entry = Entry {
             key,
             spec,
-            policy: &policy,
+            policy,
             token: 0,
         };
         let encoded = self.encode_store(&entry, S::store_success(success), same);
-        self.put_encoded(key, spec, &policy, encoded).await
+        self.put_encoded(key, spec, policy, encoded).await
     }
 
     async fn put_encoded(

@@ -98,22 +98,13 @@ where
             break 'cached error;
         }
         let engine = cache.engine();
-        let resolved;
-        let policy = match engine.remembered_policy(spec) {
-            Some(policy) => policy,
-            None => match engine.resolve_policy(spec) {
-                Some(policy) => {
-                    resolved = policy;
-                    &resolved
-                }
-                None => {
-                    engine
-                        .events()
-                        .of(spec)
-                        .failed("ttl", key.as_str(), &Error::NoTtl);
-                    break 'cached Error::NoTtl;
-                }
-            },
+        let mut resolved = None;
+        let Some(policy) = engine.policy(spec, &mut resolved) else {
+            engine
+                .events()
+                .of(spec)
+                .failed("ttl", key.as_str(), &Error::NoTtl);
+            break 'cached Error::NoTtl;
         };
         let mode = match surface {
             Some(_) => ErrorMode::Surface,

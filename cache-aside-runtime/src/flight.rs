@@ -307,7 +307,12 @@ impl Flights {
                 }
                 // It finished between this caller's read and now: the read may have missed
                 // the very entry that load stored. Loading again would double the load.
-                Some((outcome, at)) if *at > read_at => {
+                // Or the read, though later, still found the lease that load went by: its
+                // holder has yet to store that load's value (it waited for it).
+                Some((outcome, at))
+                    if *at > read_at
+                        || (trust == Trust::Lease && matches!(seen, Seen::Leased(_))) =>
+                {
                     return Role::Done(Flight::outcome_for(outcome, trust));
                 }
                 // It finished before this read: its outcome is what the read saw. Lead anew.

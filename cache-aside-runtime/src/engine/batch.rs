@@ -212,7 +212,26 @@ impl Engine {
         }
         #[cfg(feature = "metrics")]
         self.batch_took(spec, crate::metrics::Outcome::Miss, budget, &body_us);
-        // 6. what the waits left
+        // 6. what the waits left: a value stored meanwhile is current (a load this call
+        // could not trust, `Outcome::Reread`, stored nothing, but the lease's holder may
+        // have); the rest in one more body call, not stored.
+        if !again.is_empty() {
+            let names: Vec<&str> = again.iter().map(|&i| keys[i].as_str()).collect();
+            let entries = self
+                .backend
+                .read_many(&names, Budget::from_now(left))
+                .await
+                .unwrap_or_default();
+            let mut found = vec![false; again.len()];
+            for ((slot, &index), entry) in found.iter_mut().zip(&again).zip(entries) {
+                if let Ok(value) = self.decide::<V>(&keys[index], spec, policy, entry) {
+                    values[index] = value;
+                    *slot = true;
+                }
+            }
+            let mut found = found.into_iter();
+            again.retain(|_| !found.next().unwrap_or(false));
+        }
         if !again.is_empty() {
             self.events.of(spec).load();
             let loaded = self

@@ -2,7 +2,8 @@
 //!
 //! The first caller to miss becomes the leader and runs its own body; the others wait for
 //! the leader's outcome instead of running theirs. The leader hands over the encoded entry
-//! it stored, so waiters are served even when the backend write failed (Redis down).
+//! it stored, or tried to: waiters whose own reads failed too are served by it when Redis
+//! is down.
 //!
 //! No task is spawned: the leader's body borrows the caller's arguments, so it runs in the
 //! caller's future. If that future is dropped mid-load, its guard marks the flight
@@ -56,8 +57,9 @@ pub(crate) enum Outcome {
     /// The leader was cancelled before finishing.
     Abandoned,
     /// The leader's value was not stored: its lease was revoked (an invalidation or a put
-    /// overtook it), or it had none (another load held it). Only waiters that saw the
-    /// lease it held or saw take it; the others get `Reread`, never this.
+    /// overtook it), it had none (another load held it), or the write failed (perhaps
+    /// after an invalidation revoked the lease). Only waiters that saw the lease it held or
+    /// saw, or whose reads failed, take it; the others get `Reread`, never this.
     Dropped(Bytes),
     /// For a waiter that joined by this cache's invalidation count, a load that was not
     /// stored: its value may predate an invalidation the waiter must see (another
@@ -134,6 +136,10 @@ pub(crate) struct Flight {
     epoch: u64,
     /// The lease the leader took or asks for (0: it runs its body without one).
     lease: OnceLock<u64>,
+    /// When the leader sent its store (or the check of the lease it went by): a caller
+    /// whose read began later may have started after an invalidation that came between
+    /// that store and the outcome (see [`Flight::outcome_for`]).
+    storing: OnceLock<Instant>,
 }
 
 /// What a call's read saw of its key's lease: whether the call holds it, must take it, or
@@ -146,8 +152,11 @@ pub(crate) enum Seen {
     Free,
     /// Another load's lease, live.
     Leased(u64),
-    /// The read failed, or leases are off: nothing known; any load of the key may answer.
+    /// Leases are off: nothing known; any load of the key may answer.
     Unknown,
+    /// The read failed: nothing known of the key. A load may answer if this cache made no
+    /// invalidation since it began (another process's cannot be seen without a read).
+    Failed,
 }
 
 impl Seen {
@@ -176,6 +185,7 @@ impl Flight {
         let holds = |token| self.seen == token || self.lease.get() == Some(&token);
         match seen {
             Seen::Unknown => Some(Trust::Lease),
+            Seen::Failed => (self.epoch == epoch).then_some(Trust::Lease),
             // A load begun by callers that saw this caller's own lease (they read the key
             // after it was taken, and joined before this caller did).
             Seen::Taken(token) => (self.seen == token).then_some(Trust::Lease),
@@ -184,11 +194,18 @@ impl Flight {
         }
     }
 
-    /// The outcome as a caller trusting it that far gets it.
-    fn outcome_for(outcome: &Outcome, trust: Trust) -> Outcome {
+    /// The outcome as a caller trusting it that far, whose read began at `read_at`, gets
+    /// it. A stored value is current for a caller whose read began before the store was
+    /// sent: an invalidation finished before that read would have revoked the lease first,
+    /// and the store would have been dropped. A caller that read later (by the count of
+    /// this cache's invalidations only) reads the key again: another process may have
+    /// invalidated it since the store.
+    fn outcome_for(&self, outcome: &Outcome, trust: Trust, read_at: Instant) -> Outcome {
+        let late = || self.storing.get().is_some_and(|sent| read_at >= *sent);
         match (outcome, trust) {
             (Outcome::Dropped(entry), Trust::Lease) => Outcome::Stored(entry.clone()),
             (Outcome::Dropped(_), Trust::Epoch) => Outcome::Reread,
+            (Outcome::Stored(_), Trust::Epoch) if late() => Outcome::Reread,
             (outcome, _) => outcome.clone(),
         }
     }
@@ -254,6 +271,7 @@ pub(crate) enum Role {
 pub(crate) struct Waiting {
     flight: Arc<Flight>,
     trust: Trust,
+    read_at: Instant,
 }
 
 /// Held by the leader; reports `Abandoned` if dropped before [`Lead::finish`] (its future
@@ -303,7 +321,11 @@ impl Flights {
             match flight.outcome.get() {
                 None => {
                     let flight = Arc::clone(flight);
-                    return Role::Waiter(Waiting { flight, trust });
+                    return Role::Waiter(Waiting {
+                        flight,
+                        trust,
+                        read_at,
+                    });
                 }
                 // It finished between this caller's read and now: the read may have missed
                 // the very entry that load stored. Loading again would double the load.
@@ -313,7 +335,7 @@ impl Flights {
                     if *at > read_at
                         || (trust == Trust::Lease && matches!(seen, Seen::Leased(_))) =>
                 {
-                    return Role::Done(Flight::outcome_for(outcome, trust));
+                    return Role::Done(flight.outcome_for(outcome, trust, read_at));
                 }
                 // It finished before this read: its outcome is what the read saw. Lead anew.
                 Some(_) => {}
@@ -352,6 +374,11 @@ impl Lead {
     /// whose reads see that lease in the key may join (see [`Seen`]).
     pub(crate) fn starting(&self, token: u64) {
         let _ = self.flight.lease.set(token);
+    }
+
+    /// The leader sends its store now (see [`Flight::outcome_for`]).
+    pub(crate) fn storing(&self) {
+        let _ = self.flight.storing.set(Instant::now());
     }
 
     /// Is `waiting` a place in this very load?
@@ -403,14 +430,18 @@ impl Drop for Lead {
 
 /// Waits until the leader is done. Every leader ends, if only by being dropped.
 pub(crate) async fn wait(waiting: Waiting) -> Outcome {
-    let Waiting { flight, trust } = waiting;
+    let Waiting {
+        flight,
+        trust,
+        read_at,
+    } = waiting;
     loop {
         let notified = flight.done.notified();
         let mut notified = std::pin::pin!(notified);
         // Registered before looking, so an outcome set in between still wakes this waiter.
         notified.as_mut().enable();
         if let Some((outcome, _)) = flight.outcome.get() {
-            return Flight::outcome_for(outcome, trust);
+            return flight.outcome_for(outcome, trust, read_at);
         }
         notified.await;
     }

@@ -27,7 +27,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::lease::{Acquired, Held};
-use super::store::{Entry, Written};
+use super::store::Entry;
 use super::{Call, Engine, ErrorMode};
 use crate::backend::{Budget, REPLACE};
 use crate::envelope::{self, unix_ms};
@@ -280,10 +280,7 @@ impl Engine {
                 for _ in keys {
                     events.miss();
                 }
-                return (
-                    values,
-                    (0..keys.len()).map(|i| (i, Seen::Unknown)).collect(),
-                );
+                return (values, (0..keys.len()).map(|i| (i, Seen::Failed)).collect());
             }
         };
         let mut missing = Vec::new();
@@ -461,12 +458,12 @@ impl Engine {
             token: held.as_ref().map_or(0, |h| h.token),
         };
         let encoded = self.encode_store(&entry, store, same);
+        lead.storing();
         let (entry, written) = self.store(&call, policy, encoded, held.as_ref()).await;
-        lead.finish(match (entry, written) {
-            (Some(entry), Ok(Written::Dropped)) => Outcome::Dropped(entry),
-            (Some(entry), _) => Outcome::Stored(entry),
-            (None, _) if value.is_none() => Outcome::Absent,
-            (None, _) => Outcome::NotStored,
+        lead.finish(match entry {
+            Some(entry) => self.handed(entry, &written),
+            None if value.is_none() => Outcome::Absent,
+            None => Outcome::NotStored,
         });
         (index, value)
     }

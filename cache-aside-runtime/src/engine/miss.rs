@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::lease::{self, Acquired, Held};
-use super::store::Written;
 use super::{Call, Engine, Found, ValueOps, decode_entry};
 use crate::backend::{Budget, REPLACE};
 use crate::envelope::unix_ms;
@@ -120,7 +119,7 @@ impl Engine {
             }
             // Nothing shareable: this caller loads for itself.
             let (result, _) = self
-                .load::<S, R, F>(call, &policy, load, kept, own, ops.same)
+                .load::<S, R, F>(call, &policy, load, kept, own, ops.same, None)
                 .await;
             return result;
         }
@@ -149,8 +148,8 @@ impl Engine {
                 lead.starting(0);
             }
             // The read failed: no lease to take. With leases off, the lock still is one.
-            Seen::Unknown if self.settings.fenced || !lock => lead.starting(0),
-            Seen::Free | Seen::Leased(_) | Seen::Unknown => {
+            Seen::Unknown | Seen::Failed if self.settings.fenced || !lock => lead.starting(0),
+            Seen::Free | Seen::Leased(_) | Seen::Unknown | Seen::Failed => {
                 let token = lease::token();
                 lead.starting(token);
                 let mut point = unix_ms(SystemTime::now());
@@ -187,7 +186,7 @@ impl Engine {
             }
         }
         let (result, outcome) = self
-            .load::<S, R, F>(call, &policy, load, kept, held, ops.same)
+            .load::<S, R, F>(call, &policy, load, kept, held, ops.same, Some(&lead))
             .await;
         let outcome = match (outcome, &result, ops.share) {
             (Outcome::NotStored, Ok(value), Some(share)) => {
@@ -200,7 +199,9 @@ impl Engine {
     }
 
     /// Runs the body and stores its result; with fail-safe, a failed body is answered by
-    /// the kept value. Returns what single-flight waiters should get.
+    /// the kept value. Returns what single-flight waiters should get; `lead` is their
+    /// flight, if any, told when the store is sent.
+    #[allow(clippy::too_many_arguments)]
     async fn load<S: Shape<R>, R, F: Future<Output = R>>(
         &self,
         mut call: Call<'_>,
@@ -209,6 +210,7 @@ impl Engine {
         kept: Option<Found<R>>,
         held: Option<Held>,
         same: Same<S::Value>,
+        lead: Option<&Lead>,
     ) -> (Result<R, Error>, Outcome) {
         self.events.of(call.spec).load();
         // A tagged entry joins its tags' sets before its body runs (see `tags`), whether or
@@ -267,15 +269,18 @@ impl Engine {
             // Again as it is stored: its sets keep it for as long as the entry lives from
             // now (the body may have run longer than the first score allowed for).
             Tagged::Yes => {
+                lead.inspect(|l| l.storing());
                 let store = self.store(&call, policy, encoded, held.as_ref());
                 let retag = self.tag_entry(call.key, call.spec, policy, call.write_left);
                 tokio::join!(store, retag).0
             }
-            _ => self.store(&call, policy, encoded, held.as_ref()).await,
+            _ => {
+                lead.inspect(|l| l.storing());
+                self.store(&call, policy, encoded, held.as_ref()).await
+            }
         };
         let outcome = match (entry, &written) {
-            (Some(entry), Ok(Written::Dropped)) => Outcome::Dropped(entry),
-            (Some(entry), _) => Outcome::Stored(entry),
+            (Some(entry), _) => self.handed(entry, &written),
             // `None` without `none_ttl`: every waiter can make its own, no `Clone` needed.
             (None, _) if absent => Outcome::Absent,
             (None, _) => Outcome::NotStored,

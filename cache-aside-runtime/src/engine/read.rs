@@ -60,7 +60,7 @@ impl Engine {
                         None,
                         ops,
                         budget,
-                        Seen::Unknown,
+                        Seen::Failed,
                     )
                     .await;
             }

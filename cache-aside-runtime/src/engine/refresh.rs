@@ -13,7 +13,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::lease::{self, Acquired};
-use super::store::Written;
 use super::{Call, Engine, ErrorMode};
 use crate::envelope::{self, unix_ms};
 use crate::events::Scoped;
@@ -147,6 +146,7 @@ impl Engine {
         guard.0 = None;
         let encoded = self.encode::<S, R>(&call, &policy, &loaded, same, held.as_ref());
         drop(loaded);
+        lead.storing();
         let (entry, written) = if call.key.has_tags() {
             // Again as it is stored: its sets keep it as long as the new entry lives.
             let store = self.store(&call, &policy, encoded, held.as_ref());
@@ -155,10 +155,9 @@ impl Engine {
         } else {
             self.store(&call, &policy, encoded, held.as_ref()).await
         };
-        lead.finish(match (entry, written) {
-            (Some(entry), Ok(Written::Dropped)) => Outcome::Dropped(entry),
-            (Some(entry), _) => Outcome::Stored(entry),
-            (None, _) => Outcome::NotStored,
+        lead.finish(match entry {
+            Some(entry) => self.handed(entry, &written),
+            None => Outcome::NotStored,
         });
     }
 }

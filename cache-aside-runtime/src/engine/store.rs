@@ -11,7 +11,7 @@ use crate::backend::Budget;
 use crate::envelope;
 use crate::error::Error;
 use crate::exact::{self, Same};
-use crate::flight::Seen;
+use crate::flight::{Outcome, Seen};
 use crate::key::Key;
 use crate::policy::Policy;
 use crate::shape::{Shape, Store};
@@ -185,6 +185,18 @@ impl Engine {
             self.events.of(call.spec).failed(op, key, error);
         }
         result
+    }
+
+    /// What single-flight waiters get of an entry that was to be stored: `Stored` if it
+    /// was, `Dropped` if not (its lease revoked, none held, or the write failed, perhaps
+    /// after an invalidation revoked the lease). With leases off, whatever happened.
+    pub(super) fn handed(&self, entry: Bytes, written: &Result<Written, Error>) -> Outcome {
+        match written {
+            Ok(Written::Done) => Outcome::Stored(entry),
+            Ok(Written::Dropped) => Outcome::Dropped(entry),
+            Err(_) if self.settings.fenced => Outcome::Dropped(entry),
+            Err(_) => Outcome::Stored(entry),
+        }
     }
 
     /// What a value loaded without a lease (another load holds it, or the read failed) is

@@ -206,6 +206,9 @@ impl Flight {
             (Outcome::Dropped(entry), Trust::Lease) => Outcome::Stored(entry.clone()),
             (Outcome::Dropped(_), Trust::Epoch) => Outcome::Reread,
             (Outcome::Stored(_), Trust::Epoch) if late() => Outcome::Reread,
+            // A fail-safe answer is the kept entry the leader's read found: an invalidation
+            // since (this caller may have read the key empty after it) took that entry.
+            (Outcome::Stale(_), Trust::Epoch) => Outcome::Reread,
             (outcome, _) => outcome.clone(),
         }
     }

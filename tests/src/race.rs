@@ -331,6 +331,56 @@ pub async fn invalidation_during_a_failing_load(cache: &Cache, id: u64) -> (Stri
     (answered, guarded(cache, row, id).await.unwrap())
 }
 
+/// Fail-safe against another process's invalidation: an expired entry is kept, the reload's
+/// body on `here` reads and pauses, `there` changes the row and invalidates (the kept entry
+/// goes), and a reader of `here` that starts after that, finding the key empty, joins the
+/// paused load; then the body fails. The paused load's caller gets the kept value
+/// (fail-safe); the later reader must not: after the invalidation there is no last good
+/// value, so it gets the body's error. Returns what each got, and whether the later reader
+/// joined the paused load (rather than finding no load to join).
+pub async fn fail_safe_after_another_process_invalidated(
+    here: &Cache,
+    there: &Cache,
+    id: u64,
+) -> (Result<String, String>, Result<String, String>, bool) {
+    let row: &'static Row = Box::leak(Box::new(Row::new("old")));
+    assert_eq!(guarded(here, row, id).await.unwrap(), "old");
+    // The entry's 300 ms pass: waiting for it is the scenario itself.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    row.failing.store(true, SeqCst);
+    row.pause_next.store(true, SeqCst);
+    let first = {
+        let here = here.clone();
+        tokio::spawn(async move { guarded(&here, row, id).await })
+    };
+    row.paused.notified().await;
+    row.set("new");
+    assert!(guarded_invalidate(there, id).await.unwrap());
+    // The misses made the function's reads take the lease; hits on another id make the
+    // later read a `GET` again (see `Reader::prepare`), which finds the key empty.
+    row.failing.store(false, SeqCst);
+    for _ in 0..8 {
+        guarded(here, row, id + 1).await.unwrap();
+    }
+    row.failing.store(true, SeqCst);
+    let waited = here.stats().waited;
+    let later = {
+        let here = here.clone();
+        tokio::spawn(async move { guarded(&here, row, id).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while here.stats().waited == waited && !later.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "the later reader neither waited nor ended"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let joined = here.stats().waited > waited;
+    row.resume.add_permits(1);
+    (first.await.unwrap(), later.await.unwrap(), joined)
+}
+
 /// The write of the put scenario: the row changes, and the value written becomes the
 /// entry of the reader's function (`#[cache_put]`).
 #[cache_put(plain(cache, id))]

@@ -6,8 +6,8 @@
 use cache_aside_runtime::Cache;
 use cache_aside_tests::RedisServer;
 use cache_aside_tests::race::{
-    Reader, Seen, invalidation_during_a_failing_load, invalidation_during_a_load,
-    invalidation_during_a_refresh, invalidation_from_another_process,
+    Reader, Seen, fail_safe_after_another_process_invalidated, invalidation_during_a_failing_load,
+    invalidation_during_a_load, invalidation_during_a_refresh, invalidation_from_another_process,
     invalidation_while_another_process_loads,
 };
 
@@ -91,6 +91,32 @@ async fn a_fail_safe_back_off_never_brings_an_invalidated_entry_back() {
             cache.backend_name()
         );
     }
+}
+
+/// A fail-safe answer is the last good value before an invalidation: a reader that starts
+/// after another process invalidated, and joins the failing load, gets the body's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fail_safe_answer_never_reaches_a_reader_after_another_process_invalidated() {
+    let server = RedisServer::start();
+    let here = Cache::redis(&server.url()).unwrap();
+    let there = Cache::redis(&server.url()).unwrap();
+    let mut joined = 0;
+    for attempt in 0..5 {
+        let id = 100 + 10 * attempt;
+        let (first, later, waited) =
+            fail_safe_after_another_process_invalidated(&here, &there, id).await;
+        assert_eq!(
+            first,
+            Ok("old".into()),
+            "the paused load's caller: fail-safe"
+        );
+        assert_eq!(later, Err("database down".into()), "the later reader");
+        joined += u32::from(waited);
+    }
+    assert!(
+        joined > 0,
+        "no later reader joined a paused load in 5 attempts"
+    );
 }
 
 /// The old path, to show the scenarios catch the race: the paused load stores the old

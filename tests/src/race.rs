@@ -36,6 +36,15 @@ impl Row {
         *self.value.lock().unwrap() = value.to_owned();
     }
 
+    /// A read that fails while `failing` is set (after reading, and pausing if asked).
+    async fn read_or_fail(&self) -> Result<String, String> {
+        let value = self.read().await;
+        match self.failing.load(SeqCst) {
+            true => Err("database down".into()),
+            false => Ok(value),
+        }
+    }
+
     async fn read(&self) -> String {
         let value = self.value.lock().unwrap().clone();
         if self.pause_next.swap(false, SeqCst) {
@@ -300,11 +309,30 @@ pub async fn invalidation_while_another_process_loads(
 
 #[cached(ttl = "300ms", fail_safe = 60, prefix = "race-fs", cache = cache, skip(cache, row))]
 pub async fn guarded(cache: &Cache, row: &Row, id: u64) -> Result<String, String> {
-    let value = row.read().await;
-    match row.failing.load(SeqCst) {
-        true => Err("database down".into()),
-        false => Ok(value),
-    }
+    row.read_or_fail().await
+}
+
+/// The fail-safe scenarios' start: `read` stores "old", the entry expires (it is kept), and
+/// a second `read`, spawned, has read the row, which now fails, and paused.
+async fn kept_and_paused<F, Fut>(
+    read: F,
+) -> (
+    &'static Row,
+    tokio::task::JoinHandle<Result<String, String>>,
+)
+where
+    F: Fn(&'static Row) -> Fut,
+    Fut: std::future::Future<Output = Result<String, String>> + Send + 'static,
+{
+    let row: &'static Row = Box::leak(Box::new(Row::new("old")));
+    assert_eq!(read(row).await.unwrap(), "old");
+    // The entry's 300 ms pass: waiting for it is the scenario itself.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    row.failing.store(true, SeqCst);
+    row.pause_next.store(true, SeqCst);
+    let first = tokio::spawn(read(row));
+    row.paused.notified().await;
+    (row, first)
 }
 
 /// Fail-safe against an invalidation: an expired entry is kept, the reload's body reads
@@ -312,17 +340,11 @@ pub async fn guarded(cache: &Cache, row: &Row, id: u64) -> Result<String, String
 /// gets the kept value (fail-safe), and its back-off must not bring the invalidated entry
 /// back: returns what the next read gets, with the database up again.
 pub async fn invalidation_during_a_failing_load(cache: &Cache, id: u64) -> (String, String) {
-    let row: &'static Row = Box::leak(Box::new(Row::new("old")));
-    assert_eq!(guarded(cache, row, id).await.unwrap(), "old");
-    // The entry's 300 ms pass: waiting for it is the scenario itself.
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    row.failing.store(true, SeqCst);
-    row.pause_next.store(true, SeqCst);
-    let first = {
+    let (row, first) = kept_and_paused(|row| {
         let cache = cache.clone();
-        tokio::spawn(async move { guarded(&cache, row, id).await })
-    };
-    row.paused.notified().await;
+        async move { guarded(&cache, row, id).await }
+    })
+    .await;
     row.set("new");
     assert!(guarded_invalidate(cache, id).await.unwrap());
     row.resume.add_permits(1);
@@ -335,11 +357,7 @@ pub async fn invalidation_during_a_failing_load(cache: &Cache, id: u64) -> (Stri
 /// recent misses, not by those of the tests that run beside it.
 #[cached(ttl = "300ms", fail_safe = 60, prefix = "race-fs-x", cache = cache, skip(cache, row))]
 pub async fn guarded_across(cache: &Cache, row: &Row, id: u64) -> Result<String, String> {
-    let value = row.read().await;
-    match row.failing.load(SeqCst) {
-        true => Err("database down".into()),
-        false => Ok(value),
-    }
+    row.read_or_fail().await
 }
 
 /// Fail-safe against another process's invalidation: an expired entry is kept, the reload's
@@ -354,17 +372,11 @@ pub async fn fail_safe_after_another_process_invalidated(
     there: &Cache,
     id: u64,
 ) -> (Result<String, String>, Result<String, String>, bool) {
-    let row: &'static Row = Box::leak(Box::new(Row::new("old")));
-    assert_eq!(guarded_across(here, row, id).await.unwrap(), "old");
-    // The entry's 300 ms pass: waiting for it is the scenario itself.
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    row.failing.store(true, SeqCst);
-    row.pause_next.store(true, SeqCst);
-    let first = {
+    let (row, first) = kept_and_paused(|row| {
         let here = here.clone();
-        tokio::spawn(async move { guarded_across(&here, row, id).await })
-    };
-    row.paused.notified().await;
+        async move { guarded_across(&here, row, id).await }
+    })
+    .await;
     row.set("new");
     assert!(guarded_across_invalidate(there, id).await.unwrap());
     // The misses made the function's reads take the lease; hits on another id make the

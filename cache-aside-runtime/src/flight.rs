@@ -73,6 +73,18 @@ pub(crate) enum Outcome {
 type Running = Arc<Mutex<State>>;
 
 impl Outcome {
+    /// What a load hands its own waiters when its outcome is another load's (a batch
+    /// relaying the one-key load that took its key's lease): a value goes only to callers
+    /// that trust this load by lease, the others read the key again. The other load may
+    /// have begun before an invalidation that this load's callers started after (its
+    /// value was taken by lease, which a later invalidation does not void for the taker).
+    pub(crate) fn relayed(self) -> Outcome {
+        match self {
+            Outcome::Stored(entry) | Outcome::Dropped(entry) => Outcome::Dropped(entry),
+            other => other,
+        }
+    }
+
     /// Bytes of entry it holds.
     fn bytes(&self) -> usize {
         match self {
@@ -381,7 +393,14 @@ impl Lead {
 
     /// The leader sends its store now (see [`Flight::outcome_for`]).
     pub(crate) fn storing(&self) {
-        let _ = self.flight.storing.set(Instant::now());
+        self.storing_since(Instant::now());
+    }
+
+    /// The outcome the leader is about to hand over was established by a command sent at
+    /// `sent` (a lease attempt that found a value stored): a caller whose read began
+    /// later reads the key again, as after a store.
+    pub(crate) fn storing_since(&self, sent: Instant) {
+        let _ = self.flight.storing.set(sent);
     }
 
     /// Is `waiting` a place in this very load?
@@ -508,6 +527,52 @@ mod tests {
         lead.finish(Outcome::Dropped(Bytes::from_static(b"old")));
         assert!(matches!(wait(by_lease).await, Outcome::Stored(b) if b == "old"));
         assert!(matches!(wait(by_epoch).await, Outcome::Reread));
+    }
+
+    /// A batch whose key's lease another load took waits for that load, and hands its
+    /// value on: to its own callers that saw its lease, never to one that joined it by the
+    /// count of invalidations (it may have read the key after another process invalidated
+    /// it, and the other load's value, taken by lease, may predate that).
+    #[tokio::test]
+    async fn a_relayed_value_goes_only_to_callers_that_trust_the_relay_by_lease() {
+        let flights = Flights::default();
+        let read = Instant::now();
+        let Role::Leader(relay) = flights.join("k", read, Seen::Free, 0) else {
+            panic!("first is leader")
+        };
+        relay.starting(7);
+        let Role::Waiter(by_epoch) = flights.join("k", read, Seen::Free, 0) else {
+            panic!("no invalidation since: joins")
+        };
+        let Role::Waiter(by_failed) = flights.join("k", read, Seen::Failed, 0) else {
+            panic!("a failed read joins a load with its count")
+        };
+        relay.finish(Outcome::Stored(Bytes::from_static(b"theirs")).relayed());
+        assert!(matches!(wait(by_epoch).await, Outcome::Reread));
+        assert!(matches!(wait(by_failed).await, Outcome::Stored(b) if b == "theirs"));
+        assert!(matches!(Outcome::Absent.relayed(), Outcome::Absent));
+    }
+
+    /// A load that found a value stored by another (its lease attempt answered with it)
+    /// hands it to callers whose reads began before that attempt only.
+    #[tokio::test]
+    async fn a_found_value_goes_only_to_callers_that_read_before_it_was_found() {
+        let flights = Flights::default();
+        let early = Instant::now();
+        let Role::Leader(lead) = flights.join("k", early, Seen::Free, 0) else {
+            panic!("first is leader")
+        };
+        let Role::Waiter(before) = flights.join("k", early, Seen::Free, 0) else {
+            panic!("joins")
+        };
+        let sent = Instant::now();
+        let Role::Waiter(after) = flights.join("k", sent, Seen::Free, 0) else {
+            panic!("joins")
+        };
+        lead.storing_since(sent);
+        lead.finish(Outcome::Stored(Bytes::from_static(b"found")));
+        assert!(matches!(wait(before).await, Outcome::Stored(b) if b == "found"));
+        assert!(matches!(wait(after).await, Outcome::Reread));
     }
 
     #[tokio::test]

@@ -21,6 +21,9 @@ pub(crate) struct Settings {
     pub(crate) flight_wait: Duration,
     /// Loads store only under their lease; `false` only in tests of the race it closes.
     pub(crate) fenced: bool,
+    /// Misses pause at random between the steps where another call's write can slip in;
+    /// `true` only in tests that look for interleavings a quiet machine rarely makes.
+    pub(crate) pauses: bool,
     /// Calls record their time (feature `metrics`); `false` only in the bench's row that
     /// measures what recording costs.
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
@@ -44,6 +47,7 @@ impl Default for Settings {
             lock_wait: defaults::LOCK_WAIT,
             flight_wait: defaults::FLIGHT_WAIT,
             fenced: true,
+            pauses: false,
             timed: true,
         }
     }

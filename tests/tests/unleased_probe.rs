@@ -722,11 +722,15 @@ const IDS: usize = 4;
 /// Per id, the version the database holds and the last whose invalidation returned.
 struct Versions {
     current: [AtomicU64; IDS],
+    /// Per id, the last version whose invalidation returned, times [`HOW`], plus how it
+    /// was invalidated (for the report): the kind of write, and from which handle. One
+    /// word, so that a reader's floor and its report come from the same write.
     done: [AtomicU64; IDS],
-    /// Per id, how the last write invalidated (for the report) and from which handle.
-    how: [AtomicU64; IDS],
     jitter: AtomicU64,
 }
+
+/// `done` packs a version and how its write invalidated (`from * 16 + kind`).
+const HOW: u64 = 256;
 
 impl Versions {
     async fn body(&self, id: u64) -> u64 {
@@ -782,7 +786,6 @@ async fn versioned_run(handles: Vec<Cache>, surface: Surface, secs: f64) -> (u64
     let v = Arc::new(Versions {
         current: Default::default(),
         done: Default::default(),
-        how: Default::default(),
         jitter: AtomicU64::new(0),
     });
     let stop = Arc::new(AtomicBool::new(false));
@@ -800,7 +803,6 @@ async fn versioned_run(handles: Vec<Cache>, surface: Surface, secs: f64) -> (u64
                 i = i.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
                 let id = (i >> 33) % IDS as u64;
                 let floors: Vec<u64> = v.done.iter().map(|d| d.load(SeqCst)).collect();
-                let hows: Vec<u64> = v.how.iter().map(|d| d.load(SeqCst)).collect();
                 let got: Vec<(u64, u64)> = match (surface, (i >> 40) % 3) {
                     (Surface::Tagged, _) => vec![(id, ver_tagged(&cache, &v, id).await)],
                     (Surface::Mixed, 0) => {
@@ -813,13 +815,13 @@ async fn versioned_run(handles: Vec<Cache>, surface: Surface, secs: f64) -> (u64
                 reads.fetch_add(1, SeqCst);
                 tokio::task::yield_now().await;
                 for (id, got) in got {
-                    let floor = floors[id as usize];
+                    let (floor, how) = (floors[id as usize] / HOW, floors[id as usize] % HOW);
                     if got < floor {
                         violations.lock().unwrap().push(format!(
                             "handle {} id {id}: got v{got} after v{floor} was invalidated (write kind {} from handle {}; {} keys read)",
                             r as usize % n_handles,
-                            hows[id as usize] % 16,
-                            hows[id as usize] / 16,
+                            how % 16,
+                            how / 16,
                             if matches!(surface, Surface::Mixed) && (i >> 40) % 3 == 0 { "batch" } else { "one" },
                         ));
                     }
@@ -862,8 +864,7 @@ async fn versioned_run(handles: Vec<Cache>, surface: Surface, secs: f64) -> (u64
                     }
                 };
                 let from = (n >> 20) % handles.len() as u64;
-                v.how[id as usize].store(from * 16 + kind, SeqCst);
-                v.done[id as usize].fetch_max(next, SeqCst);
+                v.done[id as usize].fetch_max(next * HOW + from * 16 + kind, SeqCst);
                 for _ in 0..(n % 4) {
                     tokio::task::yield_now().await;
                 }
@@ -882,7 +883,6 @@ async fn versioned_run(handles: Vec<Cache>, surface: Surface, secs: f64) -> (u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "open bug, in the closing note: a batch read on the invalidating handle got the version before (1 run in ~10); run with --ignored"]
 async fn p11_randomized_two_and_three_handles_never_serve_a_version_older_than_an_invalidation() {
     let server = RedisServer::start();
     let mut all = Vec::new();
@@ -891,8 +891,15 @@ async fn p11_randomized_two_and_three_handles_never_serve_a_version_older_than_a
         (3, Surface::Mixed),
         (3, Surface::Tagged),
     ] {
+        // Pausing at random inside misses: the interleavings a loaded CI machine makes
+        // (this probe found a batch relaying an overtaken load only there, 1 run in 10).
         let caches: Vec<Cache> = (0..handles)
-            .map(|_| Cache::redis(&server.url()).unwrap())
+            .map(|_| {
+                Cache::builder()
+                    .__with_pauses()
+                    .redis(&server.url())
+                    .unwrap()
+            })
             .collect();
         let (reads, violations) = versioned_run(caches, surface, 3.0).await;
         eprintln!(
@@ -903,7 +910,8 @@ async fn p11_randomized_two_and_three_handles_never_serve_a_version_older_than_a
         assert!(reads > 100, "too few reads to mean anything: {reads}");
         all.extend(violations);
     }
-    let (reads, violations) = versioned_run(vec![Cache::memory()], Surface::Mixed, 1.5).await;
+    let memory = Cache::builder().__with_pauses().memory().unwrap();
+    let (reads, violations) = versioned_run(vec![memory], Surface::Mixed, 1.5).await;
     eprintln!("p11 memory: {reads} reads, {} violations", violations.len());
     all.extend(violations);
     assert!(

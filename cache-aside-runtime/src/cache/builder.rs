@@ -182,6 +182,15 @@ impl CacheBuilder {
         self
     }
 
+    /// Not part of the API: misses pause at random (up to 3 ms) between reading a key and
+    /// joining its load, so that randomized tests of invalidation
+    /// races meet the interleavings a loaded machine makes. Never for production.
+    #[doc(hidden)]
+    pub fn __with_pauses(mut self) -> Self {
+        self.settings.pauses = true;
+        self
+    }
+
     /// Not part of the API: calls do not record their time for the `metrics` feature's
     /// histogram, for the bench row that measures what recording costs.
     #[doc(hidden)]

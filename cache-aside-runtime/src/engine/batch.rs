@@ -86,6 +86,9 @@ impl Engine {
         Fut: Future<Output = Result<Vec<Option<V>>, E>>,
     {
         let budget = Budget::from_now(policy.timeout);
+        // Before the read: a load joined by this count began its read after the same
+        // invalidations of this cache (see `flight`).
+        let epoch = self.epoch();
         let (mut values, missing) = self.read_all::<V>(keys, spec, policy, budget).await;
         if missing.is_empty() {
             #[cfg(feature = "metrics")]
@@ -103,7 +106,7 @@ impl Engine {
         // Microseconds the body ran: the call's time on the cache is the rest.
         let body_us = std::sync::atomic::AtomicU64::new(0);
         // 2. join
-        let epoch = self.epoch();
+        self.pause().await;
         let (mut led, mut waits, mut again) = (Vec::new(), Vec::new(), Vec::new());
         let fenced = self.settings.fenced;
         let missing: Vec<(usize, Seen)> = missing
@@ -197,7 +200,7 @@ impl Engine {
                 .await
                 .unwrap_or(Outcome::NotStored);
             let value = taken::<V>(outcome.clone());
-            lead.finish(outcome);
+            lead.finish(outcome.relayed());
             (index, value)
         }));
         let (loaded, waited, relayed) = tokio::join!(loading, waited, relayed);
@@ -346,10 +349,12 @@ impl Engine {
         let mut call = self.call(key, spec, left);
         let mut point = unix_ms(SystemTime::now());
         let held = loop {
+            let sent = tokio::time::Instant::now();
             match self.acquire(&mut call, policy, token, point, false).await {
                 Ok(Acquired::Held(held)) => break Some(held),
                 Ok(Acquired::Value(entry)) => match envelope::decode_raw::<V>(&entry) {
                     Ok((value, _)) => {
+                        lead.storing_since(sent);
                         lead.finish(Outcome::Stored(entry));
                         return Leased::Found(index, value);
                     }
@@ -361,7 +366,7 @@ impl Engine {
                     Some(Relay::Wait(waiting)) => return Leased::Relay(index, lead, waiting),
                     Some(Relay::Done(outcome)) => match taken::<V>(outcome.clone()) {
                         Some(value) => {
-                            lead.finish(outcome);
+                            lead.finish(outcome.relayed());
                             return Leased::Found(index, value);
                         }
                         None => break None,
@@ -396,6 +401,7 @@ impl Engine {
         left: std::time::Duration,
         read_at: tokio::time::Instant,
     ) -> Option<Relay> {
+        let epoch = self.epoch();
         let entry = self
             .backend
             .read(key.as_str(), None, Budget::from_now(left))
@@ -415,7 +421,7 @@ impl Engine {
         // The call holding the lease may not have joined the key's flight yet (its reply is
         // on its way): then the key's flight is still this call's own. Give it a few turns.
         for turn in 0..RELAY_TURNS {
-            match self.flights.join(key.as_str(), read_at, seen, self.epoch()) {
+            match self.flights.join(key.as_str(), read_at, seen, epoch) {
                 Role::Waiter(waiting) if own.leads(&waiting) => {
                     drop(waiting);
                     if turn < RELAY_TURNS / 2 {

@@ -51,7 +51,9 @@ impl Engine {
     }
 
     /// Counted before the deletion is sent: a caller whose read comes after it joins no
-    /// load that began before (see [`flight`](crate::flight)).
+    /// load that began before (see [`flight`](crate::flight)). Callers take the count
+    /// before their reads: a load whose read came before the deletion, its count taken
+    /// after, would otherwise pass for one that began after the invalidation.
     pub(super) fn invalidating(&self) {
         self.invalidations
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);

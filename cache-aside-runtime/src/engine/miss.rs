@@ -27,7 +27,7 @@ impl Engine {
         load: F,
         kept: Option<Found<R>>,
         ops: ValueOps<R, S::Value>,
-        mut read_at: tokio::time::Instant,
+        (mut read_at, mut epoch): (tokio::time::Instant, u64),
         mut seen: Seen,
     ) -> Result<R, Error> {
         let key = call.key.as_str();
@@ -39,7 +39,8 @@ impl Engine {
         };
         let mut reread = false;
         loop {
-            let outcome = match self.flights.join(key, read_at, seen, self.epoch()) {
+            self.pause().await;
+            let outcome = match self.flights.join(key, read_at, seen, epoch) {
                 Role::Leader(lead) => {
                     return self
                         .lead::<S, R, F>(call, policy, load, kept, lead, ops, seen, own)
@@ -102,6 +103,7 @@ impl Engine {
                 Outcome::Reread if !reread && own.is_none() => {
                     reread = true;
                     read_at = tokio::time::Instant::now();
+                    epoch = self.epoch();
                     let budget = Budget::from_now(call.write_left);
                     let entry = self.backend.read(key, None, budget).await.ok().flatten();
                     match self.decide::<S::Value>(call.key, call.spec, &policy, entry) {
@@ -154,10 +156,12 @@ impl Engine {
                 lead.starting(token);
                 let mut point = unix_ms(SystemTime::now());
                 loop {
+                    let sent = tokio::time::Instant::now();
                     match self.acquire(&mut call, &policy, token, point, lock).await {
                         Ok(Acquired::Held(h)) => held = Some(h),
                         Ok(Acquired::Value(entry)) => match decode_entry::<S, R>(&entry) {
                             Ok((value, _)) => {
+                                lead.storing_since(sent);
                                 lead.finish(Outcome::Stored(entry));
                                 return Ok(value);
                             }

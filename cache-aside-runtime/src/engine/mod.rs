@@ -190,6 +190,15 @@ impl Engine {
         &self.namespace
     }
 
+    /// With `__with_pauses` (tests only): a random pause, up to 3 ms, in three calls of
+    /// eight, between a read and the join of its key's load, where a loaded machine may
+    /// deschedule a call and let another's write in.
+    async fn pause(&self) {
+        if self.settings.pauses && fastrand::u8(..) < 96 {
+            tokio::time::sleep(Duration::from_micros(fastrand::u64(0..3000))).await;
+        }
+    }
+
     pub(crate) fn settings(&self) -> &Settings {
         &self.settings
     }

@@ -38,6 +38,9 @@ impl Engine {
         // 1. read
         // One clock read: the read's deadline, and what is left of it for the write.
         let budget = Budget::from_now(policy.timeout);
+        // Before the read, as its time is: a load joined by this count began its read after
+        // the same invalidations of this cache (see `flight`).
+        let epoch = self.epoch();
         // A function that has been missing takes its lease in the read (see `lease`).
         let ask = self.ask_on_read(spec);
         let entry = match self.backend.read(key.as_str(), ask.as_ref(), budget).await {
@@ -59,7 +62,7 @@ impl Engine {
                         load,
                         None,
                         ops,
-                        budget,
+                        (budget, epoch),
                         Seen::Failed,
                     )
                     .await;
@@ -75,7 +78,17 @@ impl Engine {
                 _ => Seen::Free,
             };
             return self
-                .missed::<S, R, F>(key, spec, policy, mode, load, None, ops, budget, seen)
+                .missed::<S, R, F>(
+                    key,
+                    spec,
+                    policy,
+                    mode,
+                    load,
+                    None,
+                    ops,
+                    (budget, epoch),
+                    seen,
+                )
                 .await;
         };
         match decode_entry::<S, R>(entry.as_slice()) {
@@ -119,7 +132,15 @@ impl Engine {
                         let kept = Some(Found { value, entry });
                         return self
                             .missed::<S, R, F>(
-                                key, spec, policy, mode, load, kept, ops, budget, seen,
+                                key,
+                                spec,
+                                policy,
+                                mode,
+                                load,
+                                kept,
+                                ops,
+                                (budget, epoch),
+                                seen,
                             )
                             .await;
                     }
@@ -135,8 +156,18 @@ impl Engine {
             (Seen::Leased(token), Some(ask)) if token == ask.token => Seen::Taken(token),
             (seen, _) => seen,
         };
-        self.missed::<S, R, F>(key, spec, policy, mode, load, None, ops, budget, seen)
-            .await
+        self.missed::<S, R, F>(
+            key,
+            spec,
+            policy,
+            mode,
+            load,
+            None,
+            ops,
+            (budget, epoch),
+            seen,
+        )
+        .await
     }
 
     /// Steps 3-5, out of line: the hit path's future and code stay small (see [`Cold`]).
@@ -151,7 +182,7 @@ impl Engine {
         load: F,
         kept: Option<Found<R>>,
         ops: ValueOps<R, S::Value>,
-        budget: Budget,
+        (budget, epoch): (Budget, u64),
         seen: Seen,
     ) -> Cold<impl Future<Output = Result<R, Error>> + 'a>
     where
@@ -178,7 +209,7 @@ impl Engine {
                 body_us: None,
                 saw: 0,
             };
-            self.miss::<S, R, F>(call, policy, load, kept, ops, budget.started, seen)
+            self.miss::<S, R, F>(call, policy, load, kept, ops, (budget.started, epoch), seen)
         });
         // The call's time on the cache: all of it but its body's.
         #[cfg(feature = "metrics")]
@@ -193,7 +224,7 @@ impl Engine {
                 saw: 0,
             };
             let result = self
-                .miss::<S, R, F>(call, policy, load, kept, ops, budget.started, seen)
+                .miss::<S, R, F>(call, policy, load, kept, ops, (budget.started, epoch), seen)
                 .await;
             let events = self.events.of(spec);
             if events.timed() {

@@ -19,7 +19,7 @@ use crate::envelope::unix_ms;
 use crate::error::{Chain, Error};
 use crate::report::{Reporter, key_prefix};
 use crate::spec::FnSpec;
-use crate::stats::{Counters, FunctionStats, Stats};
+use crate::stats::{Counters, FnCounters, FunctionStats, Stats};
 
 /// One cache's counters and log.
 pub(crate) struct Events {
@@ -34,7 +34,7 @@ pub(crate) struct Events {
     counters: Counters,
     reporter: Reporter,
     /// Every function that counted here, with its counters.
-    functions: Mutex<Vec<(&'static FnSpec, Arc<Counters>)>>,
+    functions: Mutex<Vec<(&'static FnSpec, Arc<FnCounters>)>>,
 }
 
 /// The events of one function's calls: they count for the cache and for the function.
@@ -46,16 +46,16 @@ pub(crate) struct Scoped<'a> {
 
 enum FunctionCounters<'a> {
     /// In the spec: the function's first cache.
-    InSpec(&'a Counters),
+    InSpec(&'a FnCounters),
     /// In the cache's list.
-    Listed(Arc<Counters>),
+    Listed(Arc<FnCounters>),
 }
 
 impl std::ops::Deref for FunctionCounters<'_> {
-    type Target = Counters;
+    type Target = FnCounters;
 
     #[inline]
-    fn deref(&self) -> &Counters {
+    fn deref(&self) -> &FnCounters {
         match self {
             FunctionCounters::InSpec(c) => c,
             FunctionCounters::Listed(c) => c,
@@ -98,7 +98,7 @@ impl Events {
         let functions = self.functions.lock().unwrap_or_else(|e| e.into_inner());
         stats.time_saved_us = functions
             .iter()
-            .map(|(_, c)| c.saving.credit(c.hits.load()))
+            .map(|(_, c)| c.saved())
             .fold(0, u64::saturating_add);
         stats
     }
@@ -164,7 +164,7 @@ impl Events {
         if let Some((_, counters)) = functions.iter().find(|(s, _)| std::ptr::eq(*s, spec)) {
             return FunctionCounters::Listed(Arc::clone(counters));
         }
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(FnCounters::default());
         functions.push((spec, Arc::clone(&counters)));
         // The spec keeps the first cache's counters, so that its calls find them unlocked.
         let _ = spec.counters.set((self.id, Arc::clone(&counters)));

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::key::{Layout, prefix};
 use crate::policy::{LoadTime, MissScore, Options, Policy};
-use crate::stats::Counters;
+use crate::stats::FnCounters;
 
 /// The static description of one cached function. Built by generated code only.
 #[doc(hidden)]
@@ -40,7 +40,7 @@ pub struct FnSpec {
     pub(crate) policy: OnceLock<(u64, Policy)>,
     /// This function's counters in the first cache it counted in (by cache id); see
     /// [`events`](crate::events).
-    pub(crate) counters: OnceLock<(u64, Arc<Counters>)>,
+    pub(crate) counters: OnceLock<(u64, Arc<FnCounters>)>,
     /// `#[cached(batch)]`: its keys are those of a one-key function with its prefix, whose
     /// entries it may share when both store one type (see `keyspace`).
     pub(crate) batch: bool,

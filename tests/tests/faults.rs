@@ -12,7 +12,8 @@
 //!
 //! The scenarios run one after the other inside `fault_suite`, each in its own task with its
 //! own server and cache and a time limit, so one broken scenario is reported without hiding
-//! the others.
+//! the others. The last three rows, `cluster-migrated`, `cluster-paused` and
+//! `cluster-killed`, run on a local Redis Cluster (see `faults/cluster.rs`).
 
 use std::future::Future;
 use std::io::Write;
@@ -27,6 +28,9 @@ use redis::Commands;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::{JoinError, JoinSet};
+
+#[path = "faults/cluster.rs"]
+mod cluster;
 
 /// Scheduling allowance on top of a latency bound (2 cores, shared with builds).
 const SLACK: Duration = Duration::from_millis(150);
@@ -887,6 +891,7 @@ async fn fault_suite() {
     scenario("holder-cancelled", holder_cancelled).await;
     scenario("parked-leader", parked_leader).await;
     scenario("foreign-huge", foreign_huge).await;
+    cluster::scenarios().await;
 
     let rows = ROWS.lock().unwrap();
     let counts: Vec<String> = rows

@@ -4,7 +4,7 @@
 //! Every mistake is collected, not just the first, and each error points at the token at
 //! fault. Values are Rust tokens (`ttl = 60`, `cache = self.cache`, `skip(db)`).
 
-use proc_macro2::{Span, TokenStream, TokenTree};
+use proc_macro2::{TokenStream, TokenTree};
 use syn::ext::IdentExt;
 use syn::parse::{ParseStream, Parser};
 use syn::{Expr, Ident, LitStr, Path, Token};
@@ -13,27 +13,7 @@ use cache_aside_settings as settings;
 
 use crate::errors::Errors;
 use crate::key::Template;
-use crate::values::{self, Dur, OnCacheError, OrCache};
-
-/// An option's value, the option's name as written, and where the value is.
-pub struct Spanned<T> {
-    pub value: T,
-    /// The option's name: errors about where an option applies point here.
-    pub name: Ident,
-    /// The value's first token (the name's, for a bare option): errors about the value
-    /// point here.
-    pub span: Span,
-}
-
-impl<T> Spanned<T> {
-    pub fn new(value: T, name: &Ident, span: Span) -> Self {
-        Spanned {
-            value,
-            name: name.clone(),
-            span,
-        }
-    }
-}
+use crate::values::{self, Dur, OnCacheError, OrCache, Spanned};
 
 /// The parsed attribute: each field is the option of the same name, `None` when not given.
 #[derive(Default)]

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use cache_aside_settings::{LONGEST, Setting};
-use proc_macro2::TokenTree;
+use proc_macro2::{Span, TokenTree};
 use syn::ext::IdentExt;
 use syn::parse::ParseStream;
 use syn::spanned::Spanned as _;
@@ -12,7 +12,26 @@ use syn::{Expr, Ident, Lit, LitBool, LitStr, Path, Token};
 
 use crate::errors::Errors;
 use crate::key::Template;
-use crate::options::Spanned;
+
+/// An option's value, the option's name as written, and where the value is.
+pub struct Spanned<T> {
+    pub value: T,
+    /// The option's name: errors about where an option applies point here.
+    pub name: Ident,
+    /// The value's first token (the name's, for a bare option): errors about the value
+    /// point here.
+    pub span: Span,
+}
+
+impl<T> Spanned<T> {
+    pub fn new(value: T, name: &Ident, span: Span) -> Self {
+        Spanned {
+            value,
+            name: name.clone(),
+            span,
+        }
+    }
+}
 
 /// A duration given as whole seconds (`60`) or a string (`"90s"`, `"5m"`, `"1h30m"`, `"250ms"`).
 #[derive(Clone, Copy)]

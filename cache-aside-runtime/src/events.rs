@@ -18,8 +18,9 @@ use crate::backend::BreakerFigures;
 use crate::envelope::unix_ms;
 use crate::error::{Chain, Error};
 use crate::report::{Reporter, key_prefix};
+use crate::spec::FnCounters;
 use crate::spec::FnSpec;
-use crate::stats::{Counters, FnCounters, FunctionStats, Stats};
+use crate::stats::{Counters, FunctionStats, Stats};
 
 /// One cache's counters and log.
 pub(crate) struct Events {

@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
+use crate::backend::BreakerFigures;
 use crate::key::{Layout, prefix};
 use crate::policy::{LoadTime, MissScore, Options, Policy};
-use crate::stats::FnCounters;
+use crate::stats::{Counters, Saving, Stats};
 
 /// The static description of one cached function. Built by generated code only.
 #[doc(hidden)]
@@ -280,6 +281,40 @@ impl Identity {
             path: (path.as_ptr() as usize, path.len()),
             generics: (generics.as_ptr() as usize, generics.len()),
         }
+    }
+}
+
+/// One function's counters in one cache: the cache's set, and what only a function has.
+#[derive(Default)]
+pub(crate) struct FnCounters {
+    pub(crate) counters: Counters,
+    /// The recent load time and what the hits saved so far (see [`Saving`]).
+    pub(crate) saving: Saving,
+    /// Call times by outcome, for the `metrics` feature's histogram.
+    #[cfg(feature = "metrics")]
+    pub(crate) calls: crate::metrics::CallTimes,
+}
+
+impl std::ops::Deref for FnCounters {
+    type Target = Counters;
+
+    #[inline]
+    fn deref(&self) -> &Counters {
+        &self.counters
+    }
+}
+
+impl FnCounters {
+    /// A snapshot, the hits credited with the function's recent load time.
+    pub(crate) fn snapshot(&self, breaker: BreakerFigures) -> Stats {
+        let mut stats = self.counters.snapshot(breaker);
+        stats.time_saved_us = self.saving.credit(stats.hits);
+        stats
+    }
+
+    /// What the function's hits saved so far.
+    pub(crate) fn saved(&self) -> u64 {
+        self.saving.credit(self.counters.hits.load())
     }
 }
 

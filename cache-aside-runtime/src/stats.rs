@@ -43,7 +43,7 @@ macro_rules! counters {
 
         impl Counters {
             /// A snapshot, `time_saved_us` left at 0: only a function's counters know
-            /// what its hits saved ([`FnCounters::snapshot`]).
+            /// what its hits saved ([`crate::spec::FnCounters::snapshot`]).
             pub(crate) fn snapshot(&self, breaker: BreakerFigures) -> Stats {
                 Stats {
                     hits: self.hits.load(),
@@ -130,40 +130,6 @@ counters! {
     evictions,
     /// Microseconds the loads took, in total: `load_time_us / loads` is the mean body time.
     load_time_us,
-}
-
-/// One function's counters in one cache: the cache's set, and what only a function has.
-#[derive(Default)]
-pub(crate) struct FnCounters {
-    pub(crate) counters: Counters,
-    /// The recent load time and what the hits saved so far (see [`Saving`]).
-    pub(crate) saving: Saving,
-    /// Call times by outcome, for the `metrics` feature's histogram.
-    #[cfg(feature = "metrics")]
-    pub(crate) calls: crate::metrics::CallTimes,
-}
-
-impl std::ops::Deref for FnCounters {
-    type Target = Counters;
-
-    #[inline]
-    fn deref(&self) -> &Counters {
-        &self.counters
-    }
-}
-
-impl FnCounters {
-    /// A snapshot, the hits credited with the function's recent load time.
-    pub(crate) fn snapshot(&self, breaker: BreakerFigures) -> Stats {
-        let mut stats = self.counters.snapshot(breaker);
-        stats.time_saved_us = self.saving.credit(stats.hits);
-        stats
-    }
-
-    /// What the function's hits saved so far.
-    pub(crate) fn saved(&self) -> u64 {
-        self.saving.credit(self.counters.hits.load())
-    }
 }
 
 /// What a function's hits saved: its recent load time (a moving average over loads), and

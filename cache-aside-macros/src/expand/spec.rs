@@ -26,7 +26,7 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
 
 use crate::key::Part;
-use crate::options::Spanned;
+use crate::values::Spanned;
 use crate::values::{Dur, OrCache};
 
 use super::Expander;

@@ -34,15 +34,7 @@ impl Expander<'_> {
     pub(super) fn batch_wrapper(&self) -> TokenStream {
         let func = self.func;
         let (attrs, vis, inner_attrs) = (&func.attrs, &func.vis, &func.inner_attrs);
-        // The wrapper only borrows its arguments: a `mut` is for the body's own bindings.
-        let mut sig = func.sig.clone();
-        for input in &mut sig.inputs {
-            if let syn::FnArg::Typed(typed) = input
-                && let syn::Pat::Ident(pat) = &mut *typed.pat
-            {
-                pat.mutability = None;
-            }
-        }
+        let sig = self.batch_sig();
         let ret = &func.ret;
         let ret_span = first_span(ret);
         let at_ret = Self::private_path(self.options, ret_span);
@@ -70,35 +62,12 @@ impl Expander<'_> {
             local("__ca_owned"),
         );
         let identity = keys::identity(&self.keys());
-        // Every other argument, for each call of the body (references are copied).
-        let clones = func
-            .args
-            .iter()
-            .filter(|a| a.ident.as_ref() != Some(keys_ident))
-            .filter_map(|a| {
-                let ident = a.ident.as_ref()?;
-                let (pat, ty) = (&a.pat, &a.ty);
-                let span = first_span(&quote!(#ty));
-                Some(quote_spanned! {span=>
-                    #[allow(unused_variables, unused_mut)]
-                    let #pat = ::core::clone::Clone::clone(&#ident);
-                })
-            });
+        let clones = self.batch_clones(keys_ident);
         let anchor = return_anchor(ret);
         let mut block = Group::new(Delimiter::Brace, func.body.clone());
         block.set_span(func.brace.join());
         let block = TokenTree::Group(block);
-        let same = {
-            let probe = quote_spanned! {ret_span=>
-                (&&#at_ret::EqProbe::<
-                    <<#shape as #at_ret::BatchShape<#ret>>::Map as #at_ret::BatchMap>::Value
-                >::new()).same()
-            };
-            // The block at the return type (an unmet bound on the value is reported there),
-            // the `use` at the attribute (one of the two traits is always unused).
-            let imports = quote!(use #private::{ByEq as _, NotEq as _};);
-            quote_spanned!(ret_span=> { #imports #probe })
-        };
+        let same = self.batch_same(ret_span, &shape);
         let call = quote_spanned! {ret_span=>
             #at_ret::get_many::<#shape, #ret, <#keys_ty as #at_ret::BatchKeys>::Item, _, _>(
                 #cache, #spec, #identity, #items,
@@ -130,6 +99,54 @@ impl Expander<'_> {
                 #run
             }
         }
+    }
+
+    /// The wrapper's signature: the function's, without `mut` on its arguments (the
+    /// wrapper only borrows them; a `mut` is for the body's own bindings).
+    fn batch_sig(&self) -> syn::Signature {
+        let mut sig = self.func.sig.clone();
+        for input in &mut sig.inputs {
+            if let syn::FnArg::Typed(typed) = input
+                && let syn::Pat::Ident(pat) = &mut *typed.pat
+            {
+                pat.mutability = None;
+            }
+        }
+        sig
+    }
+
+    /// Every argument but the keys, cloned for each call of the body (references are
+    /// copied), each at its type.
+    fn batch_clones(&self, keys_ident: &syn::Ident) -> Vec<TokenStream> {
+        let others = self.func.args.iter();
+        let others = others.filter(|a| a.ident.as_ref() != Some(keys_ident));
+        others
+            .filter_map(|a| {
+                let ident = a.ident.as_ref()?;
+                let (pat, ty) = (&a.pat, &a.ty);
+                let span = first_span(&quote!(#ty));
+                Some(quote_spanned! {span=>
+                    #[allow(unused_variables, unused_mut)]
+                    let #pat = ::core::clone::Clone::clone(&#ident);
+                })
+            })
+            .collect()
+    }
+
+    /// What the store-time check compares a value with its decoded copy by: the value
+    /// type's `PartialEq` if it has one; see `EqProbe`.
+    fn batch_same(&self, ret_span: proc_macro2::Span, shape: &TokenStream) -> TokenStream {
+        let (ret, private) = (&self.func.ret, &self.private);
+        let at_ret = Self::private_path(self.options, ret_span);
+        let probe = quote_spanned! {ret_span=>
+            (&&#at_ret::EqProbe::<
+                <<#shape as #at_ret::BatchShape<#ret>>::Map as #at_ret::BatchMap>::Value
+            >::new()).same()
+        };
+        // The block at the return type (an unmet bound on the value is reported there),
+        // the `use` at the attribute (one of the two traits is always unused).
+        let imports = quote!(use #private::{ByEq as _, NotEq as _};);
+        quote_spanned!(ret_span=> { #imports #probe })
     }
 
     /// `Plain` for a map, `Res<Plain>` for a `Result` of one, every token at `span`.

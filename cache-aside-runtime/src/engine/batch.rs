@@ -20,7 +20,8 @@
 //! batch racing an invalidation stores nothing the invalidation should have removed.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime};
 
 use futures_util::future::join_all;
 use serde::Serialize;
@@ -56,6 +57,14 @@ enum Leased<V> {
 enum Relay {
     Wait(Waiting),
     Done(Outcome),
+}
+
+/// Step 2's roles: the keys this call leads (with what their read saw), the waits for
+/// other calls' loads, and the keys left for step 6.
+struct Joined {
+    led: Vec<(usize, Lead, Seen)>,
+    waits: Vec<(usize, Waiting)>,
+    again: Vec<usize>,
 }
 
 /// A key this call leads the load of: its index, its flight, its lease if it took one,
@@ -104,9 +113,126 @@ impl Engine {
         // own time is not the cache's.
         let left = budget.left();
         // Microseconds the body ran: the call's time on the cache is the rest.
-        let body_us = std::sync::atomic::AtomicU64::new(0);
+        let body_us = AtomicU64::new(0);
         // 2. join
         self.pause().await;
+        let Joined {
+            led,
+            waits,
+            mut again,
+        } = self.join_batch(keys, spec, missing, (budget, epoch), &mut values);
+        // 3. lease
+        let (leading, relays) = self
+            .lease_led(keys, spec, policy, led, (left, budget), &mut values)
+            .await;
+        // 4. and 5. load and store, beside the waits. A led key's flight finishes as soon
+        // as its value is stored, whatever this call still waits for: two batches each
+        // waiting for a key the other loads must not wait for each other's waits.
+        let loading = self.load_led(
+            keys,
+            spec,
+            policy,
+            leading,
+            &mut load,
+            (left, &body_us),
+            same,
+        );
+        let waited = self.wait_others::<V>(keys, spec, policy, waits, relays);
+        let (loaded, waited) = tokio::join!(loading, waited);
+        for (index, value) in loaded? {
+            values[index] = value;
+        }
+        for (index, value) in waited {
+            match value {
+                Some(value) => values[index] = value,
+                None => again.push(index),
+            }
+        }
+        #[cfg(feature = "metrics")]
+        self.batch_took(spec, crate::metrics::Outcome::Miss, budget, &body_us);
+        // 6. what the waits left.
+        self.load_again(
+            keys,
+            spec,
+            policy,
+            again,
+            &mut values,
+            &mut load,
+            (left, &body_us),
+        )
+        .await?;
+        Ok(values)
+    }
+
+    /// Step 3: a lease for each key this call leads, all at once. A key stored by another
+    /// load meanwhile gets its value in `values`; a key leased by another call of this
+    /// process is relayed: that load answers it.
+    async fn lease_led<V: DeserializeOwned>(
+        self: &Arc<Self>,
+        keys: &[Key],
+        spec: &'static FnSpec,
+        policy: &Policy,
+        led: Vec<(usize, Lead, Seen)>,
+        (left, budget): (Duration, Budget),
+        values: &mut [Option<V>],
+    ) -> (Vec<Led>, Vec<(usize, Lead, Waiting)>) {
+        let leases = led.into_iter().map(|(index, lead, seen)| {
+            let key = &keys[index];
+            self.lease_one::<V>(key, spec, policy, (left, budget.started), index, lead, seen)
+        });
+        let (mut leading, mut relays) = (Vec::new(), Vec::new());
+        for leased in join_all(leases).await {
+            match leased {
+                Leased::Lead(led) => leading.push(led),
+                Leased::Found(index, value) => values[index] = value,
+                Leased::Relay(index, lead, waiting) => relays.push((index, lead, waiting)),
+            }
+        }
+        (leading, relays)
+    }
+
+    /// The keys other loads answer: the waits for other calls' flights, and the relays.
+    /// Each key's value, or `None` if its wait ended with nothing to take.
+    async fn wait_others<V: DeserializeOwned>(
+        &self,
+        keys: &[Key],
+        spec: &'static FnSpec,
+        policy: &Policy,
+        waits: Vec<(usize, Waiting)>,
+        relays: Vec<(usize, Lead, Waiting)>,
+    ) -> Vec<(usize, Option<Option<V>>)> {
+        let waited = join_all(waits.into_iter().map(|(index, waiting)| async move {
+            let outcome = tokio::time::timeout(policy.flight_wait, flight::wait(waiting)).await;
+            if outcome.is_err() {
+                self.events.of(spec).flight_timeout(keys[index].as_str());
+            }
+            (index, outcome.ok().and_then(taken::<V>))
+        }));
+        // A key another call leased after this one chose to load it: its load answers this
+        // call and the callers waiting for this call's load of the key.
+        let relayed = join_all(relays.into_iter().map(|(index, lead, waiting)| async move {
+            let outcome = tokio::time::timeout(policy.flight_wait, flight::wait(waiting))
+                .await
+                .unwrap_or(Outcome::NotStored);
+            let value = taken::<V>(outcome.clone());
+            lead.finish(outcome.relayed());
+            (index, value)
+        }));
+        let (mut waited, relayed) = tokio::join!(waited, relayed);
+        waited.extend(relayed);
+        waited
+    }
+
+    /// Step 2: each missing key's single-flight, joined. A key whose flight had already
+    /// finished gets its value in `values`, or is left for step 6 if there was none to take.
+    fn join_batch<V: DeserializeOwned>(
+        &self,
+        keys: &[Key],
+        spec: &'static FnSpec,
+        missing: Vec<(usize, Seen)>,
+        (budget, epoch): (Budget, u64),
+        values: &mut [Option<V>],
+    ) -> Joined {
         let (mut led, mut waits, mut again) = (Vec::new(), Vec::new(), Vec::new());
         let fenced = self.settings.fenced;
         let missing: Vec<(usize, Seen)> = missing
@@ -136,86 +262,81 @@ impl Engine {
                 }
             }
         }
-        // 3. lease
-        let leases = led.into_iter().map(|(index, lead, seen)| {
-            let key = &keys[index];
-            self.lease_one::<V>(key, spec, policy, (left, budget.started), index, lead, seen)
-        });
-        let (mut leading, mut relays) = (Vec::new(), Vec::new());
-        for leased in join_all(leases).await {
-            match leased {
-                Leased::Lead(led) => leading.push(led),
-                Leased::Found(index, value) => values[index] = value,
-                Leased::Relay(index, lead, waiting) => relays.push((index, lead, waiting)),
-            }
+        Joined { led, waits, again }
+    }
+
+    /// Steps 4 and 5 for the keys this call leads: one call of the body, then each result
+    /// stored under its lease. If the body fails, each lease is released and each flight
+    /// finished with nothing stored.
+    #[allow(clippy::too_many_arguments)]
+    async fn load_led<V, E, L, Fut>(
+        self: &Arc<Self>,
+        keys: &[Key],
+        spec: &'static FnSpec,
+        policy: &Policy,
+        leading: Vec<Led>,
+        load: &mut L,
+        (left, body_us): (Duration, &AtomicU64),
+        same: Same<V>,
+    ) -> Result<Vec<(usize, Option<V>)>, E>
+    where
+        V: Serialize + DeserializeOwned,
+        L: FnMut(Vec<usize>) -> Fut,
+        Fut: Future<Output = Result<Vec<Option<V>>, E>>,
+    {
+        let asked: Vec<usize> = leading.iter().map(|l| l.index).collect();
+        if asked.is_empty() {
+            return Ok(Vec::new());
         }
-        // 4. and 5. load and store, beside the waits. A led key's flight finishes as soon
-        // as its value is stored, whatever this call still waits for: two batches each
-        // waiting for a key the other loads must not wait for each other's waits.
-        let loading = async {
-            let asked: Vec<usize> = leading.iter().map(|l| l.index).collect();
-            if asked.is_empty() {
-                return Ok(Vec::new());
+        let held: Vec<&Held> = leading.iter().filter_map(|l| l.held.as_ref()).collect();
+        self.events.of(spec).load();
+        let loaded = self
+            .run_body(&held, (spec, Some(body_us)), policy, load(asked.clone()))
+            .await;
+        drop(held);
+        let mut loaded = match loaded {
+            Ok(loaded) => loaded,
+            Err(error) => {
+                let releases = leading.into_iter().map(|led| async move {
+                    if let Some(held) = &led.held {
+                        let call = self.call(&keys[led.index], spec, left);
+                        self.write(&call, policy, None, Some(held)).await.ok();
+                    }
+                    led.lead.finish(Outcome::NotStored);
+                });
+                join_all(releases).await;
+                return Err(error);
             }
-            let held: Vec<&Held> = leading.iter().filter_map(|l| l.held.as_ref()).collect();
-            self.events.of(spec).load();
-            let loaded = self
-                .run_body(&held, (spec, Some(&body_us)), policy, load(asked.clone()))
-                .await;
-            drop(held);
-            let mut loaded = match loaded {
-                Ok(loaded) => loaded,
-                Err(error) => {
-                    let releases = leading.into_iter().map(|led| async move {
-                        if let Some(held) = &led.held {
-                            let call = self.call(&keys[led.index], spec, left);
-                            self.write(&call, policy, None, Some(held)).await.ok();
-                        }
-                        led.lead.finish(Outcome::NotStored);
-                    });
-                    join_all(releases).await;
-                    return Err(error);
-                }
-            };
-            // One answer per key asked (the private layer builds them so).
-            loaded.resize_with(asked.len(), || None);
-            let stores = leading.into_iter().zip(loaded).map(|(led, value)| {
-                let mut call = self.call(&keys[led.index], spec, left);
-                call.saw = led.saw;
-                self.store_one(call, policy, led, value, same)
-            });
-            Ok(join_all(stores).await)
         };
-        let waited = join_all(waits.into_iter().map(|(index, waiting)| async move {
-            let outcome = tokio::time::timeout(policy.flight_wait, flight::wait(waiting)).await;
-            if outcome.is_err() {
-                self.events.of(spec).flight_timeout(keys[index].as_str());
-            }
-            (index, outcome.ok().and_then(taken::<V>))
-        }));
-        // A key another call leased after this one chose to load it: its load answers this
-        // call and the callers waiting for this call's load of the key.
-        let relayed = join_all(relays.into_iter().map(|(index, lead, waiting)| async move {
-            let outcome = tokio::time::timeout(policy.flight_wait, flight::wait(waiting))
-                .await
-                .unwrap_or(Outcome::NotStored);
-            let value = taken::<V>(outcome.clone());
-            lead.finish(outcome.relayed());
-            (index, value)
-        }));
-        let (loaded, waited, relayed) = tokio::join!(loading, waited, relayed);
-        for (index, value) in loaded? {
-            values[index] = value;
-        }
-        for (index, value) in waited.into_iter().chain(relayed) {
-            match value {
-                Some(value) => values[index] = value,
-                None => again.push(index),
-            }
-        }
-        #[cfg(feature = "metrics")]
-        self.batch_took(spec, crate::metrics::Outcome::Miss, budget, &body_us);
-        // 6. what the waits left: a value stored meanwhile is current (a load this call
+        // One answer per key asked (the private layer builds them so).
+        loaded.resize_with(asked.len(), || None);
+        let stores = leading.into_iter().zip(loaded).map(|(led, value)| {
+            let mut call = self.call(&keys[led.index], spec, left);
+            call.saw = led.saw;
+            self.store_one(call, policy, led, value, same)
+        });
+        Ok(join_all(stores).await)
+    }
+
+    /// Step 6: the keys whose wait ended with nothing to take. A value stored meanwhile is
+    /// current; the rest are loaded in one more call of the body, not stored.
+    #[allow(clippy::too_many_arguments)]
+    async fn load_again<V, E, L, Fut>(
+        self: &Arc<Self>,
+        keys: &[Key],
+        spec: &'static FnSpec,
+        policy: &Policy,
+        mut again: Vec<usize>,
+        values: &mut [Option<V>],
+        load: &mut L,
+        (left, body_us): (Duration, &AtomicU64),
+    ) -> Result<(), E>
+    where
+        V: Serialize + DeserializeOwned,
+        L: FnMut(Vec<usize>) -> Fut,
+        Fut: Future<Output = Result<Vec<Option<V>>, E>>,
+    {
+        // A value stored meanwhile is current (a load this call
         // could not trust, `Outcome::Reread`, stored nothing, but the lease's holder may
         // have); the rest in one more body call, not stored.
         if !again.is_empty() {
@@ -238,13 +359,13 @@ impl Engine {
         if !again.is_empty() {
             self.events.of(spec).load();
             let loaded = self
-                .run_body(&[], (spec, Some(&body_us)), policy, load(again.clone()))
+                .run_body(&[], (spec, Some(body_us)), policy, load(again.clone()))
                 .await?;
             for (index, value) in again.into_iter().zip(loaded) {
                 values[index] = value;
             }
         }
-        Ok(values)
+        Ok(())
     }
 
     /// A batch call's time, for the `metrics` feature's histogram: a hit if every key hit.

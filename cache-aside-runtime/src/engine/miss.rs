@@ -50,13 +50,11 @@ impl Engine {
                     self.events.of(call.spec).waited();
                     // Bounded: a leader whose caller stopped polling it (a `select!` busy
                     // elsewhere) is not cancelled, and would hold every waiter.
-                    match tokio::time::timeout(policy.flight_wait, flight::wait(theirs)).await {
-                        Ok(outcome) => outcome,
-                        Err(_) => {
-                            self.events.of(call.spec).flight_timeout(key);
-                            Outcome::NotStored
-                        }
-                    }
+                    let waited = tokio::time::timeout(policy.flight_wait, flight::wait(theirs));
+                    waited.await.unwrap_or_else(|_| {
+                        self.events.of(call.spec).flight_timeout(key);
+                        Outcome::NotStored
+                    })
                 }
                 Role::Done(outcome) => {
                     self.events.of(call.spec).waited();
@@ -64,37 +62,6 @@ impl Engine {
                 }
             };
             match outcome {
-                Outcome::Stored(entry) => {
-                    if let Ok((value, _)) = decode_entry::<S, R>(&entry) {
-                        if let Some(held) = own.take() {
-                            // Its expiry as its writer set it: fresh-until plus `keep`.
-                            let fresh = crate::envelope::fresh_until(&entry)
-                                .and_then(|t| t.duration_since(SystemTime::now()).ok())
-                                .unwrap_or(policy.ttl);
-                            let ttl = fresh + policy.keep();
-                            self.write(&call, &policy, Some((&entry, ttl)), Some(&held))
-                                .await
-                                .ok();
-                        }
-                        return Ok(value);
-                    }
-                }
-                Outcome::Stale(entry) => {
-                    if let Ok((value, _)) = decode_entry::<S, R>(&entry) {
-                        self.events.of(call.spec).fail_safe();
-                        return Ok(value);
-                    }
-                }
-                Outcome::Shared(result) => {
-                    if let Some(value) = ops.share.as_ref().and_then(|s| (s.take)(&*result)) {
-                        return Ok(value);
-                    }
-                }
-                Outcome::Absent => {
-                    if let Some(value) = S::hit(None) {
-                        return Ok(value);
-                    }
-                }
                 // The leader was cancelled: try to lead (or wait for whoever does).
                 Outcome::Abandoned => continue,
                 // A load this caller may not trust stored nothing: what the key holds now
@@ -115,9 +82,12 @@ impl Engine {
                     }
                     continue;
                 }
-                // Waiters never get `Dropped`: `flight` turns it into `Stored` or
-                // `NotStored` by what the waiter saw.
-                Outcome::NotStored | Outcome::Dropped(_) | Outcome::Reread => {}
+                outcome => {
+                    let taken = self.take::<S, R>(&call, &policy, outcome, &mut own, &ops);
+                    if let Some(value) = taken.await {
+                        return Ok(value);
+                    }
+                }
             }
             // Nothing shareable: this caller loads for itself.
             let (result, _) = self
@@ -125,6 +95,56 @@ impl Engine {
                 .await;
             return result;
         }
+    }
+
+    /// What a waiter takes from the load it waited for: its value, or `None` if there is
+    /// none this caller may take. A caller holding the key's lease (its read took it) writes
+    /// the stored value under it, so that its placeholder does not outlive the wait.
+    async fn take<S: Shape<R>, R>(
+        self: &Arc<Self>,
+        call: &Call<'_>,
+        policy: &Policy,
+        outcome: Outcome,
+        own: &mut Option<Held>,
+        ops: &ValueOps<R, S::Value>,
+    ) -> Option<R> {
+        match outcome {
+            Outcome::Stored(entry) => {
+                if let Ok((value, _)) = decode_entry::<S, R>(&entry) {
+                    if let Some(held) = own.take() {
+                        // Its expiry as its writer set it: fresh-until plus `keep`.
+                        let fresh = crate::envelope::fresh_until(&entry)
+                            .and_then(|t| t.duration_since(SystemTime::now()).ok())
+                            .unwrap_or(policy.ttl);
+                        let ttl = fresh + policy.keep();
+                        self.write(call, policy, Some((&entry, ttl)), Some(&held))
+                            .await
+                            .ok();
+                    }
+                    return Some(value);
+                }
+            }
+            Outcome::Stale(entry) => {
+                if let Ok((value, _)) = decode_entry::<S, R>(&entry) {
+                    self.events.of(call.spec).fail_safe();
+                    return Some(value);
+                }
+            }
+            Outcome::Shared(result) => {
+                if let Some(value) = ops.share.as_ref().and_then(|s| (s.take)(&*result)) {
+                    return Some(value);
+                }
+            }
+            Outcome::Absent => {
+                if let Some(value) = S::hit(None) {
+                    return Some(value);
+                }
+            }
+            // Waiters never get `Dropped`: `flight` turns it into `Stored` or `NotStored`
+            // by what the waiter saw; `Abandoned` and `Reread` are the caller's to act on.
+            Outcome::NotStored | Outcome::Dropped(_) | Outcome::Reread | Outcome::Abandoned => {}
+        }
+        None
     }
 
     /// The single-flight leader: takes the lease (see [`lease`]), then loads.

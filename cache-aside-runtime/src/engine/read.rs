@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 
 use super::{Call, Cold, Detach, Engine, ErrorMode, Found, ValueOps, decode_entry};
-use crate::backend::{Budget, Read};
+use crate::backend::{Ask, Budget, Read};
 use crate::envelope;
 use crate::error::Error;
 use crate::flight::Seen;
@@ -17,6 +17,17 @@ use crate::metrics::Outcome;
 use crate::policy::{Freshness, Policy};
 use crate::shape::Shape;
 use crate::spec::FnSpec;
+
+/// What step 2 made of a call's first read.
+enum Decided<R> {
+    /// The entry's value, the call's answer.
+    Hit(R),
+    /// The entry's value, the call's answer; the entry is due for a refresh, which the call
+    /// starts in the background.
+    Refresh(R, Read),
+    /// A miss: the entry kept for fail-safe (if any), and what the read saw of the lease.
+    Miss(Option<Found<R>>, Seen),
+}
 
 impl Engine {
     /// Get or load one key: the whole pattern for one call.
@@ -43,8 +54,12 @@ impl Engine {
         let epoch = self.epoch();
         // A function that has been missing takes its lease in the read (see `lease`).
         let ask = self.ask_on_read(spec);
-        let entry = match self.backend.read(key.as_str(), ask.as_ref(), budget).await {
-            Ok(entry) => entry,
+        let decided = match self.backend.read(key.as_str(), ask.as_ref(), budget).await {
+            // 2. decide
+            Ok(entry) => {
+                let refresh = detach.is_some();
+                self.decide_first::<S, R>(key, spec, policy, entry, ask.as_ref(), refresh, budget)
+            }
             Err(error) => {
                 if let (Some(ask), true) = (&ask, error.is_timeout()) {
                     self.abandon(key.as_str(), ask.token, policy);
@@ -53,121 +68,94 @@ impl Engine {
                 if mode == ErrorMode::Surface {
                     return Err(error);
                 }
-                return self
-                    .missed::<S, R, F>(
-                        key,
-                        spec,
-                        policy,
-                        mode,
-                        load,
-                        None,
-                        ops,
-                        (budget, epoch),
-                        Seen::Failed,
-                    )
-                    .await;
+                Decided::Miss(None, Seen::Failed)
             }
         };
-        // 2. decide
+        match decided {
+            Decided::Hit(value) => Ok(value),
+            Decided::Refresh(value, entry) => {
+                if let Some(detach) = detach {
+                    detach(self, key, spec, *policy, load, entry.into_bytes(), ops.same);
+                }
+                Ok(value)
+            }
+            Decided::Miss(kept, seen) => {
+                let at = (budget, epoch);
+                self.missed::<S, R, F>(key, spec, policy, mode, load, kept, ops, at, seen)
+                    .await
+            }
+        }
+    }
+
+    /// Step 2 for a call's first read: a hit (counted here), a hit whose entry a refresh
+    /// in the background replaces (`refresh`: the call can start one), or a miss with what
+    /// the read found.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn decide_first<S: Shape<R>, R>(
+        &self,
+        key: &Key,
+        spec: &'static FnSpec,
+        policy: &Policy,
+        entry: Option<Read>,
+        ask: Option<&Ask>,
+        refresh: bool,
+        budget: Budget,
+    ) -> Decided<R> {
         let found = entry.is_some();
         let Some(entry) = entry.filter(|e| self.fits(key, spec, e.as_slice(), policy)) else {
             // The lease is the caller's only if the read found the key empty: an entry too
             // large to be ours kept its place (`NX`), and the miss leases over it.
-            let seen = match (found, &ask) {
+            let seen = match (found, ask) {
                 (false, Some(ask)) => Seen::Taken(ask.token),
                 _ => Seen::Free,
             };
-            return self
-                .missed::<S, R, F>(
-                    key,
-                    spec,
-                    policy,
-                    mode,
-                    load,
-                    None,
-                    ops,
-                    (budget, epoch),
-                    seen,
-                )
-                .await;
+            return Decided::Miss(None, seen);
         };
         match decode_entry::<S, R>(entry.as_slice()) {
             Ok((value, fresh_ms)) => {
                 let freshness = policy.classify(fresh_ms);
-                match (freshness, detach) {
-                    (Freshness::Fresh, _) | (Freshness::RefreshDue, None) => {
-                        let events = self.events.of(spec);
-                        events.hit();
-                        spec.misses.hit();
-                        #[cfg(feature = "metrics")]
-                        if events.timed() {
-                            events.call_took(Outcome::Hit, budget.started.elapsed());
-                        }
-                        return Ok(value);
-                    }
-                    (Freshness::RefreshDue | Freshness::Stale, Some(detach)) => {
-                        let events = self.events.of(spec);
-                        events.hit();
-                        spec.misses.hit();
-                        if freshness == Freshness::Stale {
-                            events.served_stale();
-                        }
-                        #[cfg(feature = "metrics")]
-                        if events.timed() {
-                            let outcome = match freshness {
-                                Freshness::Stale => Outcome::Stale,
-                                _ => Outcome::Hit,
-                            };
-                            events.call_took(outcome, budget.started.elapsed());
-                        }
-                        // Unless a refresh holds the lease already (here or elsewhere).
-                        if !envelope::head(entry.as_slice()).is_some_and(|h| h.pending) {
-                            detach(self, key, spec, *policy, load, entry.into_bytes(), ops.same);
-                        }
-                        return Ok(value);
-                    }
-                    (Freshness::Stale | Freshness::Expired, _) => {
-                        let entry = entry.into_bytes();
-                        let seen = Seen::of(&entry);
-                        let kept = Some(Found { value, entry });
-                        return self
-                            .missed::<S, R, F>(
-                                key,
-                                spec,
-                                policy,
-                                mode,
-                                load,
-                                kept,
-                                ops,
-                                (budget, epoch),
-                                seen,
-                            )
-                            .await;
-                    }
+                if let Freshness::Stale | Freshness::Expired = freshness
+                    && !(refresh && freshness == Freshness::Stale)
+                {
+                    let entry = entry.into_bytes();
+                    let seen = Seen::of(&entry);
+                    return Decided::Miss(Some(Found { value, entry }), seen);
                 }
+                let events = self.events.of(spec);
+                events.hit();
+                spec.misses.hit();
+                let refreshing = refresh && freshness != Freshness::Fresh;
+                if refreshing && freshness == Freshness::Stale {
+                    events.served_stale();
+                }
+                #[cfg(feature = "metrics")]
+                if events.timed() {
+                    let outcome = match (refreshing, freshness) {
+                        (true, Freshness::Stale) => Outcome::Stale,
+                        _ => Outcome::Hit,
+                    };
+                    events.call_took(outcome, budget.started.elapsed());
+                }
+                #[cfg(not(feature = "metrics"))]
+                let _ = budget;
+                // Unless a refresh holds the lease already (here or elsewhere).
+                if refreshing && !envelope::head(entry.as_slice()).is_some_and(|h| h.pending) {
+                    return Decided::Refresh(value, entry);
+                }
+                return Decided::Hit(value);
             }
             // Another load's placeholder: a miss, not a corrupt entry.
             Err(_) if envelope::head(entry.as_slice()).is_some_and(|h| h.empty) => {}
             Err(error) => self.events.of(spec).corrupt(key.as_str(), &error),
         }
-        let seen = match (Seen::of(entry.as_slice()), &ask) {
+        let seen = match (Seen::of(entry.as_slice()), ask) {
             // This read's own placeholder: a first attempt took the lease, its reply was
             // lost with the connection, and the retry found it.
             (Seen::Leased(token), Some(ask)) if token == ask.token => Seen::Taken(token),
             (seen, _) => seen,
         };
-        self.missed::<S, R, F>(
-            key,
-            spec,
-            policy,
-            mode,
-            load,
-            None,
-            ops,
-            (budget, epoch),
-            seen,
-        )
-        .await
+        Decided::Miss(None, seen)
     }
 
     /// Steps 3-5, out of line: the hit path's future and code stay small (see [`Cold`]).

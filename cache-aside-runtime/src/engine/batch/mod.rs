@@ -19,24 +19,24 @@
 //! the same lease rules, so invalidating one key (or a `#[cache_evict]`) covers it, and a
 //! batch racing an invalidation stores nothing the invalidation should have removed.
 
+mod lead;
+
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::lease::{Acquired, Held};
-use super::store::Entry;
+use super::lease::Held;
 use super::{Call, Engine, ErrorMode};
-use crate::backend::{Budget, REPLACE};
-use crate::envelope::{self, unix_ms};
+use crate::backend::Budget;
+use crate::envelope;
 use crate::exact::Same;
 use crate::flight::{self, Lead, Outcome, Role, Seen, Waiting};
 use crate::key::Key;
-use crate::policy::{Freshness, Policy};
-use crate::shape::Store;
+use crate::policy::Policy;
 use crate::spec::FnSpec;
 
 /// How many times a relay looks for the load that took a key's lease before loading the
@@ -164,33 +164,6 @@ impl Engine {
         Ok(values)
     }
 
-    /// Step 3: a lease for each key this call leads, all at once. A key stored by another
-    /// load meanwhile gets its value in `values`; a key leased by another call of this
-    /// process is relayed: that load answers it.
-    async fn lease_led<V: DeserializeOwned>(
-        self: &Arc<Self>,
-        keys: &[Key],
-        spec: &'static FnSpec,
-        policy: &Policy,
-        led: Vec<(usize, Lead, Seen)>,
-        (left, budget): (Duration, Budget),
-        values: &mut [Option<V>],
-    ) -> (Vec<Led>, Vec<(usize, Lead, Waiting)>) {
-        let leases = led.into_iter().map(|(index, lead, seen)| {
-            let key = &keys[index];
-            self.lease_one::<V>(key, spec, policy, (left, budget.started), index, lead, seen)
-        });
-        let (mut leading, mut relays) = (Vec::new(), Vec::new());
-        for leased in join_all(leases).await {
-            match leased {
-                Leased::Lead(led) => leading.push(led),
-                Leased::Found(index, value) => values[index] = value,
-                Leased::Relay(index, lead, waiting) => relays.push((index, lead, waiting)),
-            }
-        }
-        (leading, relays)
-    }
-
     /// The keys other loads answer: the waits for other calls' flights, and the relays.
     /// Each key's value, or `None` if its wait ended with nothing to take.
     async fn wait_others<V: DeserializeOwned>(
@@ -263,59 +236,6 @@ impl Engine {
             }
         }
         Joined { led, waits, again }
-    }
-
-    /// Steps 4 and 5 for the keys this call leads: one call of the body, then each result
-    /// stored under its lease. If the body fails, each lease is released and each flight
-    /// finished with nothing stored.
-    #[allow(clippy::too_many_arguments)]
-    async fn load_led<V, E, L, Fut>(
-        self: &Arc<Self>,
-        keys: &[Key],
-        spec: &'static FnSpec,
-        policy: &Policy,
-        leading: Vec<Led>,
-        load: &mut L,
-        (left, body_us): (Duration, &AtomicU64),
-        same: Same<V>,
-    ) -> Result<Vec<(usize, Option<V>)>, E>
-    where
-        V: Serialize + DeserializeOwned,
-        L: FnMut(Vec<usize>) -> Fut,
-        Fut: Future<Output = Result<Vec<Option<V>>, E>>,
-    {
-        let asked: Vec<usize> = leading.iter().map(|l| l.index).collect();
-        if asked.is_empty() {
-            return Ok(Vec::new());
-        }
-        let held: Vec<&Held> = leading.iter().filter_map(|l| l.held.as_ref()).collect();
-        self.events.of(spec).load();
-        let loaded = self
-            .run_body(&held, (spec, Some(body_us)), policy, load(asked.clone()))
-            .await;
-        drop(held);
-        let mut loaded = match loaded {
-            Ok(loaded) => loaded,
-            Err(error) => {
-                let releases = leading.into_iter().map(|led| async move {
-                    if let Some(held) = &led.held {
-                        let call = self.call(&keys[led.index], spec, left);
-                        self.write(&call, policy, None, Some(held)).await.ok();
-                    }
-                    led.lead.finish(Outcome::NotStored);
-                });
-                join_all(releases).await;
-                return Err(error);
-            }
-        };
-        // One answer per key asked (the private layer builds them so).
-        loaded.resize_with(asked.len(), || None);
-        let stores = leading.into_iter().zip(loaded).map(|(led, value)| {
-            let mut call = self.call(&keys[led.index], spec, left);
-            call.saw = led.saw;
-            self.store_one(call, policy, led, value, same)
-        });
-        Ok(join_all(stores).await)
     }
 
     /// Step 6: the keys whose wait ended with nothing to take. A value stored meanwhile is
@@ -435,164 +355,6 @@ impl Engine {
             body_us: None,
             saw: 0,
         }
-    }
-
-    /// Step 3 for one led key: its lease, as a one-key miss takes it; its value if another
-    /// load stored one meanwhile (its flight then finished with it); or the load to wait
-    /// for, if another call of this process took the lease meanwhile.
-    #[allow(clippy::too_many_arguments)]
-    async fn lease_one<V: DeserializeOwned>(
-        self: &Arc<Self>,
-        key: &Key,
-        spec: &'static FnSpec,
-        policy: &Policy,
-        (left, read_at): (std::time::Duration, tokio::time::Instant),
-        index: usize,
-        lead: Lead,
-        seen: Seen,
-    ) -> Leased<V> {
-        // Another load's lease, or a failed read: load without one (the value is returned,
-        // not stored).
-        if !matches!(seen, Seen::Free) || !self.settings.fenced {
-            lead.starting(0);
-            return Leased::Lead(Led {
-                index,
-                lead,
-                held: None,
-                saw: match seen {
-                    Seen::Leased(token) => token,
-                    _ => 0,
-                },
-            });
-        }
-        let token = super::lease::token();
-        lead.starting(token);
-        let mut call = self.call(key, spec, left);
-        let mut point = unix_ms(SystemTime::now());
-        let held = loop {
-            let sent = tokio::time::Instant::now();
-            match self.acquire(&mut call, policy, token, point, false).await {
-                Ok(Acquired::Held(held)) => break Some(held),
-                Ok(Acquired::Value(entry)) => match envelope::decode_raw::<V>(&entry) {
-                    Ok((value, _)) => {
-                        lead.storing_since(sent);
-                        lead.finish(Outcome::Stored(entry));
-                        return Leased::Found(index, value);
-                    }
-                    // Fresh but unreadable: lease it anyway, and replace it.
-                    Err(_) if point != REPLACE => point = REPLACE,
-                    Err(_) => break None,
-                },
-                Ok(Acquired::Busy) => match self.relay(key, &lead, policy, left, read_at).await {
-                    Some(Relay::Wait(waiting)) => return Leased::Relay(index, lead, waiting),
-                    Some(Relay::Done(outcome)) => match taken::<V>(outcome.clone()) {
-                        Some(value) => {
-                            lead.finish(outcome.relayed());
-                            return Leased::Found(index, value);
-                        }
-                        None => break None,
-                    },
-                    None => break None,
-                },
-                Err(error) => {
-                    // A lease is a load's first write: a full Redis refuses it.
-                    let events = self.events.of(spec);
-                    events.store_failed();
-                    events.failed("lease", key.as_str(), &error);
-                    break None;
-                }
-            }
-        };
-        Leased::Lead(Led {
-            index,
-            lead,
-            held,
-            saw: 0,
-        })
-    }
-
-    /// After finding `key`'s lease taken by another load: if that load is this process's
-    /// (a one-key read that took the lease in its read after this batch chose to load the
-    /// key), the load to wait for, or its outcome; `None` to load without the lease.
-    async fn relay(
-        &self,
-        key: &Key,
-        own: &Lead,
-        policy: &Policy,
-        left: std::time::Duration,
-        read_at: tokio::time::Instant,
-    ) -> Option<Relay> {
-        let epoch = self.epoch();
-        let entry = self
-            .backend
-            .read(key.as_str(), None, Budget::from_now(left))
-            .await
-            .ok()??;
-        let seen @ Seen::Leased(_) = Seen::of(entry.as_slice()) else {
-            // That load stored its value already: take it, if it is fresh.
-            let bytes = entry.into_bytes();
-            let fresh = envelope::fresh_until(&bytes).is_some_and(|until| {
-                matches!(
-                    policy.classify(unix_ms(until)),
-                    Freshness::Fresh | Freshness::RefreshDue
-                )
-            });
-            return fresh.then(|| Relay::Done(Outcome::Stored(bytes)));
-        };
-        // The call holding the lease may not have joined the key's flight yet (its reply is
-        // on its way): then the key's flight is still this call's own. Give it a few turns.
-        for turn in 0..RELAY_TURNS {
-            match self.flights.join(key.as_str(), read_at, seen, epoch) {
-                Role::Waiter(waiting) if own.leads(&waiting) => {
-                    drop(waiting);
-                    if turn < RELAY_TURNS / 2 {
-                        tokio::task::yield_now().await;
-                    } else {
-                        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-                    }
-                }
-                Role::Waiter(waiting) => return Some(Relay::Wait(waiting)),
-                Role::Done(outcome) => return Some(Relay::Done(outcome)),
-                // Another process's load: this call loads for itself. The flight just made
-                // is given up at once, leaving the key's slot to whoever comes next.
-                Role::Leader(_) => return None,
-            }
-        }
-        None
-    }
-
-    /// Step 5 for one led key: encodes and stores its value under its lease, and tells its
-    /// waiters; returns its index and value.
-    async fn store_one<V: Serialize + DeserializeOwned>(
-        &self,
-        call: Call<'_>,
-        policy: &Policy,
-        led: Led,
-        value: Option<V>,
-        same: Same<V>,
-    ) -> (usize, Option<V>) {
-        let Led {
-            index, lead, held, ..
-        } = led;
-        let store = match &value {
-            Some(value) => Store::Value(value),
-            None => Store::Absent,
-        };
-        let entry = Entry {
-            key: call.key,
-            spec: call.spec,
-            policy,
-            token: held.as_ref().map_or(0, |h| h.token),
-        };
-        let encoded = self.encode_store(&entry, store, same);
-        lead.storing();
-        let (entry, written) = self.store(&call, policy, encoded, held.as_ref()).await;
-        lead.finish(match entry {
-            Some(entry) => self.handed(entry, &written),
-            None if value.is_none() => Outcome::Absent,
-            None => Outcome::NotStored,
-        });
-        (index, value)
     }
 }
 

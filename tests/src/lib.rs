@@ -6,9 +6,11 @@
 
 mod cluster;
 pub mod race;
+mod sentinel;
 mod tls;
 
 pub use cluster::{RedisCluster, slot_of};
+pub use sentinel::{RedisSentinels, SERVICE as SENTINEL_SERVICE};
 pub use tls::{TlsCli, TlsRedis};
 
 use std::fs::{self, OpenOptions};
@@ -85,6 +87,8 @@ pub struct RedisServer {
     /// TLS only: how to check the server answers (`redis-cli --tls` with its CA); the
     /// plain port is then off and `port` is the TLS port.
     tls: Option<tls::TlsCli>,
+    /// A sentinel: its configuration file, which goes first on the command line.
+    sentinel: Option<PathBuf>,
 }
 
 /// Why a launch attempt did not produce a ready server.
@@ -111,21 +115,44 @@ impl RedisServer {
     /// A server in `dir` (prepared by the caller: certificates, say); with `tls`, one that
     /// listens with TLS only and whose readiness `tls` checks, on the port it is given.
     fn start_in(dir: PathBuf, extra_args: &[&str], tls: Option<tls::TlsCli>) -> RedisServer {
-        let mut server = RedisServer {
+        let server = RedisServer {
             child: None,
             port: 0,
             dir,
             extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
             tls,
+            sentinel: None,
         };
+        server.started()
+    }
+
+    /// A Redis Sentinel (`redis-server <config> --sentinel`) on a free 127.0.0.1 port, with
+    /// `config` as its configuration file (which it rewrites as it learns).
+    pub fn start_sentinel(config: &str) -> RedisServer {
+        let dir = fresh_dir();
+        let file = dir.join("sentinel.conf");
+        fs::write(&file, config).expect("writing the sentinel's configuration");
+        let server = RedisServer {
+            child: None,
+            port: 0,
+            dir,
+            extra_args: Vec::new(),
+            tls: None,
+            sentinel: Some(file),
+        };
+        server.started()
+    }
+
+    /// Launches on a free port, another if the one picked was taken meanwhile.
+    fn started(mut self) -> RedisServer {
         for attempt in 1..=START_ATTEMPTS {
-            server.port = free_port();
-            match server.launch() {
-                Ok(()) => return server,
+            self.port = free_port();
+            match self.launch() {
+                Ok(()) => return self,
                 Err(LaunchError::Exited {
                     port_taken: true, ..
                 }) if attempt < START_ATTEMPTS => continue,
-                Err(err) => server.fail(err),
+                Err(err) => self.fail(err),
             }
         }
         unreachable!("the last start attempt either returns or panics")
@@ -209,7 +236,11 @@ impl RedisServer {
             None => ["--port", &port, "--bind", "127.0.0.1"].to_vec(),
             Some(_) => ["--port", "0", "--tls-port", &port, "--bind", "127.0.0.1"].to_vec(),
         };
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        if let Some(config) = &self.sentinel {
+            command.arg(config).arg("--sentinel");
+        }
+        let child = command
             .args(listen)
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .args(["--protected-mode", "yes", "--dir"])

@@ -139,6 +139,19 @@ impl Backend {
         )?))
     }
 
+    /// The primary that the sentinels at `urls` name for `service`.
+    pub(crate) fn redis_sentinel(
+        urls: &[String],
+        service: &str,
+        reach: &Reach,
+        connect_timeout: Duration,
+        breaker: (u32, Duration),
+    ) -> Result<Backend, Error> {
+        let breaker = Breaker::new(breaker.0, breaker.1);
+        let backend = RedisBackend::sentinel(urls, service, reach, connect_timeout, breaker)?;
+        Ok(Backend::Redis(backend))
+    }
+
     /// A Redis Cluster reached through `seeds`, behind one breaker; connects on first use.
     pub(crate) fn redis_cluster(
         seeds: &[String],
@@ -163,6 +176,7 @@ impl Backend {
     pub(crate) fn name(&self) -> &'static str {
         match self {
             Backend::Redis(b) if b.is_cluster() => "redis-cluster",
+            Backend::Redis(b) if b.is_sentinel() => "redis-sentinel",
             Backend::Redis(_) => "redis",
             Backend::Memory(_) => "memory",
         }

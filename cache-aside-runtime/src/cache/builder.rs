@@ -290,6 +290,39 @@ impl CacheBuilder {
         self.build(backend)
     }
 
+    /// A cache on a Sentinel-managed primary: the sentinels at `sentinels` (their URLs,
+    /// `["redis://10.0.0.1:26379", "redis://10.0.0.2:26379"]`; one is enough, more survive
+    /// one being down) name the primary of `service` (the name of their `sentinel monitor`
+    /// line), and the cache talks to it as to a single node.
+    ///
+    /// After a failover, the first command that fails on the old primary (or that a demoted
+    /// one refuses with `READONLY`) has the sentinels asked again, in the background, and
+    /// later commands go to the primary they name; the calls that failed meanwhile ran
+    /// their bodies, as in any outage, and the circuit breaker may skip Redis for its
+    /// cool-down. The builder's `username` and `password` are the primary's; a sentinel's
+    /// own go in its URL. Not over TLS in this release (an `Error::Config`). Asks nothing
+    /// until the first call.
+    pub fn redis_sentinel<S: AsRef<str>>(
+        self,
+        sentinels: impl IntoIterator<Item = S>,
+        service: &str,
+    ) -> Result<Cache, Error> {
+        self.check()?;
+        let urls: Vec<String> = sentinels
+            .into_iter()
+            .map(|s| s.as_ref().to_owned())
+            .collect();
+        if urls.is_empty() || service.trim().is_empty() {
+            return Err(Error::Config(
+                "redis_sentinel needs at least one sentinel URL and a service name".to_owned(),
+            ));
+        }
+        let breaker = (self.breaker_failures, self.breaker_cooldown);
+        let timeout = self.settings.timeout;
+        let backend = Backend::redis_sentinel(&urls, service, &self.reach, timeout, breaker)?;
+        self.build(backend)
+    }
+
     /// A cache held in this process: bounded, no Redis needed.
     pub fn memory(self) -> Result<Cache, Error> {
         self.check()?;
@@ -298,8 +331,10 @@ impl CacheBuilder {
     }
 
     /// A Redis Cluster at `$REDIS_CLUSTER_URLS` (seed URLs separated by commas) if it is
-    /// set, else Redis at `$REDIS_URL` if that is set, else the embedded backend; says which
-    /// in a `tracing` info line.
+    /// set, else the primary that the sentinels at `$REDIS_SENTINEL_URLS` (separated by
+    /// commas) name for `$REDIS_SENTINEL_SERVICE` if the first is set (the second is then
+    /// required: an `Error::Config` without it), else Redis at `$REDIS_URL` if that is set,
+    /// else the embedded backend; says which in a `tracing` info line.
     pub fn from_env(self) -> Result<Cache, Error> {
         if let Ok(seeds) = std::env::var("REDIS_CLUSTER_URLS")
             && !seeds.trim().is_empty()
@@ -308,6 +343,19 @@ impl CacheBuilder {
             let shown: Vec<String> = seeds.iter().map(|s| redact(s)).collect();
             tracing::info!(seeds = ?shown, "cache-aside: using the Redis Cluster from REDIS_CLUSTER_URLS");
             return self.redis_cluster(seeds);
+        }
+        if let Ok(urls) = std::env::var("REDIS_SENTINEL_URLS")
+            && !urls.trim().is_empty()
+        {
+            let Ok(service) = std::env::var("REDIS_SENTINEL_SERVICE") else {
+                return Err(Error::Config(
+                    "REDIS_SENTINEL_URLS is set but REDIS_SENTINEL_SERVICE is not".to_owned(),
+                ));
+            };
+            let urls: Vec<&str> = urls.split(',').map(str::trim).collect();
+            let shown: Vec<String> = urls.iter().map(|s| redact(s)).collect();
+            tracing::info!(sentinels = ?shown, %service, "cache-aside: using the Sentinel-managed primary from REDIS_SENTINEL_URLS");
+            return self.redis_sentinel(urls, &service);
         }
         match std::env::var("REDIS_URL") {
             Ok(url) if !url.is_empty() => {

@@ -92,7 +92,7 @@ impl Cache {
         self.engine.settings().default_ttl
     }
 
-    /// `"redis"`, `"redis-cluster"` or `"memory"`.
+    /// `"redis"`, `"redis-cluster"`, `"redis-sentinel"` or `"memory"`.
     pub fn backend_name(&self) -> &'static str {
         self.engine.backend_name()
     }

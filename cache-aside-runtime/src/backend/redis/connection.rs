@@ -1,8 +1,10 @@
 //! The connection commands are sent on, and how a command is sent: one multiplexed,
 //! self-reconnecting `ConnectionManager` per cache on a single node, or one redis-rs
 //! cluster connection (a multiplexed connection per node, slots tracked, redirections
-//! followed) on a Redis Cluster. Nothing above this file knows which.
+//! followed) on a Redis Cluster, or the manager of the primary the sentinels name (see
+//! `sentinel`). Nothing above this file knows which.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -11,6 +13,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{RedisFuture, Value};
 use tokio::sync::OnceCell;
 
+use super::sentinel::Sentinel;
 use crate::error::Error;
 
 /// What a command is sent on: one node's connection manager, or a cluster connection that
@@ -107,6 +110,7 @@ fn check_tls(url: &str, reach: &Reach) -> Result<(), Error> {
 enum Target {
     Single(redis::Client),
     Cluster(ClusterClient),
+    Sentinel(Arc<Sentinel>),
 }
 
 /// The cache's connections to its Redis: the main one, made on first use, and a side one
@@ -168,6 +172,32 @@ impl Connection {
         Ok(Self::with(Target::Cluster(client), connect_timeout))
     }
 
+    /// The primary that the sentinels at `urls` name for `service`; asks nothing yet.
+    pub(super) fn sentinel(
+        urls: &[String],
+        service: &str,
+        reach: &Reach,
+        connect_timeout: Duration,
+    ) -> Result<Self, Error> {
+        let mut infos = Vec::with_capacity(urls.len());
+        for url in urls {
+            if url.starts_with("rediss://") || reach.uses_tls_files() {
+                return Err(Error::Config(
+                    "redis_sentinel: TLS to sentinels is not supported in this release".to_owned(),
+                ));
+            }
+            infos.push(url.as_str());
+        }
+        // The builder's credentials are the primary's; a sentinel's own go in its URL.
+        let node = reach.info("redis://127.0.0.1/")?.redis_settings().clone();
+        let urls: Vec<String> = infos.into_iter().map(str::to_owned).collect();
+        let sentinel = Sentinel::new(&urls, service, node, connect_timeout)?;
+        Ok(Self::with(
+            Target::Sentinel(Arc::new(sentinel)),
+            connect_timeout,
+        ))
+    }
+
     fn with(target: Target, connect_timeout: Duration) -> Self {
         Connection {
             target,
@@ -182,12 +212,29 @@ impl Connection {
         matches!(self.target, Target::Cluster(_))
     }
 
+    /// Is this a primary that sentinels name?
+    pub(super) fn is_sentinel(&self) -> bool {
+        matches!(self.target, Target::Sentinel(_))
+    }
+
     /// The main connection once made (a cheap clone of the shared one); before the first
     /// command, [`connect`](Self::connect). Not an `async fn`: the hit path awaits nothing
     /// here.
     #[inline]
     pub(super) fn ready(&self) -> Option<Link> {
+        if let Target::Sentinel(sentinel) = &self.target {
+            return sentinel.ready();
+        }
         self.main.get().cloned()
+    }
+
+    /// A command failed with `error`: on a Sentinel-managed primary, the primary may have
+    /// moved (see `sentinel`).
+    #[cold]
+    pub(super) fn failed(&self, error: &Error) {
+        if let Target::Sentinel(sentinel) = &self.target {
+            sentinel.failed(error);
+        }
     }
 
     /// The side connection, made on first use.
@@ -202,6 +249,9 @@ impl Connection {
     /// The first command's way to the main connection; later ones find it set.
     #[cold]
     pub(super) async fn connect(&self) -> Result<Link, Error> {
+        if let Target::Sentinel(sentinel) = &self.target {
+            return sentinel.connect().await;
+        }
         let link = self.main.get_or_try_init(|| self.open()).await?;
         Ok(link.clone())
     }
@@ -210,23 +260,31 @@ impl Connection {
     /// connects to the seeds and reads the slots now).
     async fn open(&self) -> Result<Link, Error> {
         Ok(match &self.target {
-            Target::Single(client) => {
-                // No response timeout here: `run` bounds every command with the
-                // caller's own deadline, which may differ per function.
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.connect_timeout))
-                    .set_response_timeout(None)
-                    .set_number_of_retries(1)
-                    // redis-rs waits 100 ms before its reconnect retry by default; a
-                    // refused connection should fail the call fast (the breaker takes
-                    // it from there).
-                    .set_min_delay(Duration::from_millis(10));
-                let manager = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
-                Link::Single(manager)
-            }
+            Target::Single(client) => Link::Single(manager_for(client, self.connect_timeout)?),
             Target::Cluster(client) => Link::Cluster(client.get_async_connection().await?),
+            Target::Sentinel(sentinel) => sentinel.open().await?,
         })
     }
+}
+
+/// A connection manager for one node, which connects on its first command.
+pub(super) fn manager_for(
+    client: &redis::Client,
+    connect_timeout: Duration,
+) -> Result<ConnectionManager, Error> {
+    // No response timeout here: `run` bounds every command with the caller's own
+    // deadline, which may differ per function.
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(connect_timeout))
+        .set_response_timeout(None)
+        .set_number_of_retries(1)
+        // redis-rs waits 100 ms before its reconnect retry by default; a refused
+        // connection should fail the call fast (the breaker takes it from there).
+        .set_min_delay(Duration::from_millis(10));
+    Ok(ConnectionManager::new_lazy_with_config(
+        client.clone(),
+        config,
+    )?)
 }
 
 impl ConnectionLike for Link {

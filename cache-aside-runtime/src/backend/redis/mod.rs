@@ -17,6 +17,7 @@ pub(crate) mod deadline;
 mod pool;
 mod scan;
 mod scripts;
+mod sentinel;
 
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::time::{Duration, SystemTime};
@@ -75,9 +76,26 @@ impl RedisBackend {
         Ok(Self::on(conn, breaker))
     }
 
+    /// The primary that the sentinels at `urls` name for `service`.
+    pub(crate) fn sentinel(
+        urls: &[String],
+        service: &str,
+        reach: &Reach,
+        connect_timeout: Duration,
+        breaker: Breaker,
+    ) -> Result<Self, Error> {
+        let conn = Connection::sentinel(urls, service, reach, connect_timeout)?;
+        Ok(Self::on(conn, breaker))
+    }
+
     /// Is this a cluster?
     pub(crate) fn is_cluster(&self) -> bool {
         self.conn.is_cluster()
+    }
+
+    /// Is this a primary that sentinels name?
+    pub(crate) fn is_sentinel(&self) -> bool {
+        self.conn.is_sentinel()
     }
 
     fn on(conn: Connection, breaker: Breaker) -> Self {
@@ -150,6 +168,9 @@ impl RedisBackend {
             .await
             .unwrap_or(Err(Error::Timeout(budget.of)));
         permit.record(!matches!(&result, Err(e) if e.is_timeout() || e.is_connection()));
+        if let Err(error) = &result {
+            self.conn.failed(error);
+        }
         result
     }
 

@@ -140,6 +140,7 @@ impl Backend {
     }
 
     /// The primary that the sentinels at `urls` name for `service`.
+    #[cfg(feature = "sentinel")]
     pub(crate) fn redis_sentinel(
         urls: &[String],
         service: &str,

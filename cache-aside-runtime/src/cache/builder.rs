@@ -301,7 +301,8 @@ impl CacheBuilder {
     /// their bodies, as in any outage, and the circuit breaker may skip Redis for its
     /// cool-down. The builder's `username` and `password` are the primary's; a sentinel's
     /// own go in its URL. Not over TLS in this release (an `Error::Config`). Asks nothing
-    /// until the first call.
+    /// until the first call. Needs the cargo feature `sentinel` (without it, an
+    /// `Error::Config` that names it).
     pub fn redis_sentinel<S: AsRef<str>>(
         self,
         sentinels: impl IntoIterator<Item = S>,
@@ -317,10 +318,17 @@ impl CacheBuilder {
                 "redis_sentinel needs at least one sentinel URL and a service name".to_owned(),
             ));
         }
-        let breaker = (self.breaker_failures, self.breaker_cooldown);
-        let timeout = self.settings.timeout;
-        let backend = Backend::redis_sentinel(&urls, service, &self.reach, timeout, breaker)?;
-        self.build(backend)
+        #[cfg(not(feature = "sentinel"))]
+        return Err(Error::Config(
+            "redis_sentinel needs the `sentinel` feature of cache-aside-runtime".to_owned(),
+        ));
+        #[cfg(feature = "sentinel")]
+        {
+            let breaker = (self.breaker_failures, self.breaker_cooldown);
+            let timeout = self.settings.timeout;
+            let backend = Backend::redis_sentinel(&urls, service, &self.reach, timeout, breaker)?;
+            self.build(backend)
+        }
     }
 
     /// A cache held in this process: bounded, no Redis needed.

@@ -4,6 +4,7 @@
 //! followed) on a Redis Cluster, or the manager of the primary the sentinels name (see
 //! `sentinel`). Nothing above this file knows which.
 
+#[cfg(feature = "sentinel")]
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{RedisFuture, Value};
 use tokio::sync::OnceCell;
 
+#[cfg(feature = "sentinel")]
 use super::sentinel::Sentinel;
 use crate::error::Error;
 
@@ -110,6 +112,7 @@ fn check_tls(url: &str, reach: &Reach) -> Result<(), Error> {
 enum Target {
     Single(redis::Client),
     Cluster(ClusterClient),
+    #[cfg(feature = "sentinel")]
     Sentinel(Arc<Sentinel>),
 }
 
@@ -173,6 +176,7 @@ impl Connection {
     }
 
     /// The primary that the sentinels at `urls` name for `service`; asks nothing yet.
+    #[cfg(feature = "sentinel")]
     pub(super) fn sentinel(
         urls: &[String],
         service: &str,
@@ -214,7 +218,10 @@ impl Connection {
 
     /// Is this a primary that sentinels name?
     pub(super) fn is_sentinel(&self) -> bool {
-        matches!(self.target, Target::Sentinel(_))
+        #[cfg(feature = "sentinel")]
+        return matches!(self.target, Target::Sentinel(_));
+        #[cfg(not(feature = "sentinel"))]
+        false
     }
 
     /// The main connection once made (a cheap clone of the shared one); before the first
@@ -222,18 +229,31 @@ impl Connection {
     /// here.
     #[inline]
     pub(super) fn ready(&self) -> Option<Link> {
-        if let Target::Sentinel(sentinel) = &self.target {
-            return sentinel.ready();
+        match self.main.get() {
+            Some(link) => Some(link.clone()),
+            // A Sentinel-managed primary's manager changes with the primary: never `main`.
+            None => self.sentinel_ready(),
         }
-        self.main.get().cloned()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn sentinel_ready(&self) -> Option<Link> {
+        match &self.target {
+            #[cfg(feature = "sentinel")]
+            Target::Sentinel(sentinel) => sentinel.ready(),
+            _ => None,
+        }
     }
 
     /// A command failed with `error`: on a Sentinel-managed primary, the primary may have
     /// moved (see `sentinel`).
     #[cold]
-    pub(super) fn failed(&self, error: &Error) {
+    #[inline(never)]
+    pub(super) fn failed(&self, _error: &Error) {
+        #[cfg(feature = "sentinel")]
         if let Target::Sentinel(sentinel) = &self.target {
-            sentinel.failed(error);
+            sentinel.failed(_error);
         }
     }
 
@@ -249,6 +269,7 @@ impl Connection {
     /// The first command's way to the main connection; later ones find it set.
     #[cold]
     pub(super) async fn connect(&self) -> Result<Link, Error> {
+        #[cfg(feature = "sentinel")]
         if let Target::Sentinel(sentinel) = &self.target {
             return sentinel.connect().await;
         }
@@ -262,6 +283,7 @@ impl Connection {
         Ok(match &self.target {
             Target::Single(client) => Link::Single(manager_for(client, self.connect_timeout)?),
             Target::Cluster(client) => Link::Cluster(client.get_async_connection().await?),
+            #[cfg(feature = "sentinel")]
             Target::Sentinel(sentinel) => sentinel.open().await?,
         })
     }

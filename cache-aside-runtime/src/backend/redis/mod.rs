@@ -17,6 +17,7 @@ pub(crate) mod deadline;
 mod pool;
 mod scan;
 mod scripts;
+#[cfg(feature = "sentinel")]
 mod sentinel;
 
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
@@ -77,6 +78,7 @@ impl RedisBackend {
     }
 
     /// The primary that the sentinels at `urls` name for `service`.
+    #[cfg(feature = "sentinel")]
     pub(crate) fn sentinel(
         urls: &[String],
         service: &str,

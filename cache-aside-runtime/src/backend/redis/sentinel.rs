@@ -28,6 +28,15 @@ pub(super) struct Sentinel {
     connect_timeout: Duration,
 }
 
+/// A question to the sentinels under way; over when dropped.
+struct Asking(Arc<Sentinel>);
+
+impl Drop for Asking {
+    fn drop(&mut self) {
+        self.0.asking.store(false, Relaxed);
+    }
+}
+
 impl Sentinel {
     /// The primary of `service`, as the sentinels at `urls` name it; asks nothing yet. The
     /// primary and its replicas are reached with `node` (credentials).
@@ -89,12 +98,14 @@ impl Sentinel {
         if !moved || self.asking.swap(true, Relaxed) {
             return;
         }
-        let sentinel = Arc::clone(self);
+        // Owned by the task: however it ends (done, or dropped with its runtime before it
+        // ran), the next failure may ask again.
+        let asking = Asking(Arc::clone(self));
         runtime.spawn(async move {
-            if let Err(error) = sentinel.ask().await {
+            if let Err(error) = asking.0.ask().await {
                 tracing::debug!(error = %crate::error::Chain(&error), "cache-aside: the sentinels did not name a primary");
             }
-            sentinel.asking.store(false, Relaxed);
+            drop(asking);
         });
     }
 

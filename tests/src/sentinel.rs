@@ -64,6 +64,11 @@ impl RedisSentinels {
         &self.nodes
     }
 
+    /// The sentinels, to pause.
+    pub fn sentinels(&self) -> &[RedisServer] {
+        &self.sentinels
+    }
+
     /// One data node, to kill or restart.
     pub fn node_mut(&mut self, index: usize) -> &mut RedisServer {
         &mut self.nodes[index]

@@ -5,7 +5,8 @@
 //! Its own binary with one test: it also sets the environment for `from_env`.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
 use cache_aside_runtime::{Cache, Error, cached};
@@ -43,6 +44,7 @@ fn sentinel_suite() {
         bad_settings_are_config_errors();
         hits_misses_and_invalidation_reach_the_primary(&set).await;
         from_env_reads_the_sentinels(&set).await;
+        a_sentinel_that_does_not_answer_is_passed_over(&set).await;
         a_failover_loses_no_call(&mut set).await;
     });
 }
@@ -111,33 +113,37 @@ async fn from_env_reads_the_sentinels(set: &RedisSentinels) {
     }
 }
 
+/// The first sentinel listed is frozen (SIGSTOP: connections open, nothing answered): a new
+/// cache still finds the primary through the others, and its calls hit within 10 s.
+async fn a_sentinel_that_does_not_answer_is_passed_over(set: &RedisSentinels) {
+    set.sentinels()[0].pause();
+    let cache = cache(set, "s-paused");
+    let db = Db::new(Duration::ZERO);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cache.stats().hits == 0 {
+        assert_eq!(item(&cache, &db, 1).await, expected(1));
+        assert!(
+            Instant::now() < deadline,
+            "no hit with a sentinel frozen: {:?}",
+            cache.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    set.sentinels()[0].resume();
+}
+
 /// Calls over 40 keys, each in its own task under a 3 s cap, for 6 s, while `fault` acts;
-/// then hits must resume within 20 s. Returns the calls made.
+/// then hits must resume within 20 s. Returns the calls made. The calls run in a task of
+/// their own, so that a fault blocking its thread (`block_in_place`) does not stop them.
 async fn under_fault(
     name: &str,
     cache: &Cache,
-    db: &std::sync::Arc<Db>,
+    db: &Arc<Db>,
     fault: impl Future<Output = ()>,
 ) -> u64 {
-    let (calls, failed, wrong) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
-    let load = async {
-        let until = Instant::now() + Duration::from_secs(6);
-        let mut n = 0u64;
-        while Instant::now() < until {
-            let (cache, db, id) = (cache.clone(), db.clone(), n % 40);
-            let call = tokio::spawn(async move { item(&cache, &db, id).await });
-            calls.fetch_add(1, SeqCst);
-            match tokio::time::timeout(Duration::from_secs(3), call).await {
-                Ok(Ok(value)) if value == expected(id) => {}
-                Ok(Ok(_)) => _ = wrong.fetch_add(1, SeqCst),
-                _ => _ = failed.fetch_add(1, SeqCst),
-            }
-            n += 1;
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    };
-    tokio::join!(load, fault);
-    let (calls, failed, wrong) = (calls.into_inner(), failed.into_inner(), wrong.into_inner());
+    let load = tokio::spawn(run_calls(cache.clone(), db.clone()));
+    fault.await;
+    let (calls, failed, wrong) = load.await.expect("the calls' task");
     assert_eq!((failed, wrong), (0, 0), "{name}: {calls} calls");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -156,6 +162,25 @@ async fn under_fault(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     calls
+}
+
+/// Calls for 6 s, one after another, each in its own task under a 3 s cap: (calls, failed,
+/// wrong).
+async fn run_calls(cache: Cache, db: Arc<Db>) -> (u64, u64, u64) {
+    let (mut calls, mut failed, mut wrong) = (0, 0, 0);
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until {
+        let (cache, db, id) = (cache.clone(), db.clone(), calls % 40);
+        let call = tokio::spawn(async move { item(&cache, &db, id).await });
+        calls += 1;
+        match tokio::time::timeout(Duration::from_secs(3), call).await {
+            Ok(Ok(value)) if value == expected(id) => {}
+            Ok(Ok(_)) => wrong += 1,
+            _ => failed += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    (calls, failed, wrong)
 }
 
 /// A new entry lands on the primary the sentinels name now: the cache follows it.
@@ -186,6 +211,11 @@ async fn a_failover_loses_no_call(set: &mut RedisSentinels) {
         }
     };
     let calls = under_fault("killed", &cache, &db, killed).await;
+    assert!(
+        cache.stats().errors > 0,
+        "calls ran while the primary was down: {:?}",
+        cache.stats()
+    );
     assert_ne!(set.primary(), victim, "the replica took over");
     writes_reach_the_named_primary("killed", set, &cache, &db).await;
 

@@ -347,7 +347,11 @@ impl CacheBuilder {
         if let Ok(seeds) = std::env::var("REDIS_CLUSTER_URLS")
             && !seeds.trim().is_empty()
         {
-            let seeds: Vec<&str> = seeds.split(',').map(str::trim).collect();
+            let seeds: Vec<&str> = seeds
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect();
             let shown: Vec<String> = seeds.iter().map(|s| redact(s)).collect();
             tracing::info!(seeds = ?shown, "cache-aside: using the Redis Cluster from REDIS_CLUSTER_URLS");
             return self.redis_cluster(seeds);
@@ -360,7 +364,11 @@ impl CacheBuilder {
                     "REDIS_SENTINEL_URLS is set but REDIS_SENTINEL_SERVICE is not".to_owned(),
                 ));
             };
-            let urls: Vec<&str> = urls.split(',').map(str::trim).collect();
+            let urls: Vec<&str> = urls
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .collect();
             let shown: Vec<String> = urls.iter().map(|s| redact(s)).collect();
             tracing::info!(sentinels = ?shown, %service, "cache-aside: using the Sentinel-managed primary from REDIS_SENTINEL_URLS");
             return self.redis_sentinel(urls, &service);

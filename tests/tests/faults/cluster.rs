@@ -57,32 +57,19 @@ fn cache(cluster: &RedisCluster, namespace: &str) -> Cache {
 }
 
 /// Calls `item` over [`KEYS`] keys for [`RUN`] while `fault` acts, each call in its own task
-/// under [`CAP`]; then checks that hits resume, and records the row.
+/// under [`CAP`]; then checks that hits resume, and records the row. The calls run in a task
+/// of their own, so that a fault blocking its thread (`block_in_place`) does not stop them.
 async fn under_fault(fault_name: &'static str, cache: &Cache, fault: impl Future<Output = ()>) {
     let db = Db::new(Duration::ZERO);
-    let tally = Tally::default();
-    let load = async {
-        let until = Instant::now() + RUN;
-        let mut n = 0u64;
-        while Instant::now() < until {
-            let (cache, db, id) = (cache.clone(), db.clone(), n % KEYS);
-            let started = Instant::now();
-            let call = tokio::spawn(async move { item(&cache, &db, id).await });
-            tally.calls.fetch_add(1, SeqCst);
-            match tokio::time::timeout(CAP, call).await {
-                Ok(Ok(value)) if value == expected(id) => {}
-                Ok(Ok(value)) => tally.note(&tally.wrong, format!("{id}: got {value:?}")),
-                Ok(Err(join)) => tally.note(&tally.failed, format!("{id}: {}", panic_text(join))),
-                Err(_) => tally.note(&tally.failed, format!("{id}: no answer within {CAP:?}")),
-            }
-            tally
-                .worst_us
-                .fetch_max(started.elapsed().as_micros() as u64, SeqCst);
-            n += 1;
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    };
-    tokio::join!(load, fault);
+    let tally = Arc::new(Tally::default());
+    let load = tokio::spawn(run_calls(cache.clone(), db.clone(), tally.clone()));
+    fault.await;
+    if let Err(join) = load.await {
+        tally.note(
+            &tally.failed,
+            format!("the calls' task: {}", panic_text(join)),
+        );
+    }
     let outcome = hits_resume(cache, &db).await;
     ROWS.lock().unwrap().push(Row {
         fault: fault_name,
@@ -94,6 +81,29 @@ async fn under_fault(fault_name: &'static str, cache: &Cache, fault: impl Future
         notes: tally.notes.lock().unwrap().clone(),
         outcome,
     });
+}
+
+/// [`RUN`] of calls, one after another, each in its own task under [`CAP`], counted.
+async fn run_calls(cache: Cache, db: Arc<Db>, tally: Arc<Tally>) {
+    let until = Instant::now() + RUN;
+    let mut n = 0u64;
+    while Instant::now() < until {
+        let (cache, db, id) = (cache.clone(), db.clone(), n % KEYS);
+        let started = Instant::now();
+        let call = tokio::spawn(async move { item(&cache, &db, id).await });
+        tally.calls.fetch_add(1, SeqCst);
+        match tokio::time::timeout(CAP, call).await {
+            Ok(Ok(value)) if value == expected(id) => {}
+            Ok(Ok(value)) => tally.note(&tally.wrong, format!("{id}: got {value:?}")),
+            Ok(Err(join)) => tally.note(&tally.failed, format!("{id}: {}", panic_text(join))),
+            Err(_) => tally.note(&tally.failed, format!("{id}: no answer within {CAP:?}")),
+        }
+        tally
+            .worst_us
+            .fetch_max(started.elapsed().as_micros() as u64, SeqCst);
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// After a fault: a round over the keys is served from Redis again within 20 s, with the

@@ -259,6 +259,10 @@ impl Connection {
 
     /// The side connection, made on first use.
     pub(super) async fn side(&self) -> Result<Link, Error> {
+        #[cfg(feature = "sentinel")]
+        if let Target::Sentinel(sentinel) = &self.target {
+            return sentinel.connect(true).await;
+        }
         let side = self
             .side
             .get_or_try_init(|| async { self.open().await })
@@ -271,7 +275,7 @@ impl Connection {
     pub(super) async fn connect(&self) -> Result<Link, Error> {
         #[cfg(feature = "sentinel")]
         if let Target::Sentinel(sentinel) = &self.target {
-            return sentinel.connect().await;
+            return sentinel.connect(false).await;
         }
         let link = self.main.get_or_try_init(|| self.open()).await?;
         Ok(link.clone())
@@ -284,7 +288,7 @@ impl Connection {
             Target::Single(client) => Link::Single(manager_for(client, self.connect_timeout)?),
             Target::Cluster(client) => Link::Cluster(client.get_async_connection().await?),
             #[cfg(feature = "sentinel")]
-            Target::Sentinel(sentinel) => sentinel.open().await?,
+            Target::Sentinel(sentinel) => sentinel.connect(false).await?,
         })
     }
 }

@@ -158,6 +158,9 @@ impl RedisBackend {
             };
             match op.send(&mut conn).await {
                 Err(e) if retry_read && (e.is_connection_dropped() || e.is_io_error()) => {
+                    // Told even if the retry works: a Sentinel-managed primary that was
+                    // demoted drops its clients, and the retry reaches it as a replica.
+                    self.conn.failed(&Error::Redis(e));
                     tokio::time::sleep(RETRY_PAUSE).await;
                     Ok(op.send(&mut conn).await?)
                 }

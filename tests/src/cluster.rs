@@ -98,6 +98,16 @@ impl RedisCluster {
         self.tls.as_ref().expect("a TLS cluster").client_pems()
     }
 
+    /// A cache on this cluster, in `namespace`, with a 500 ms timeout (calls on a cluster
+    /// under faults wait for redirections and reconnects).
+    pub fn cache(&self, namespace: &str) -> cache_aside_runtime::Cache {
+        cache_aside_runtime::Cache::builder()
+            .namespace(namespace)
+            .timeout(std::time::Duration::from_millis(500))
+            .redis_cluster(self.urls())
+            .expect("a cluster cache")
+    }
+
     /// The seed URLs, one per node.
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(RedisServer::url).collect()

@@ -47,14 +47,6 @@ async fn fresh(cache: Cache, db: Arc<Db>, id: u64) -> String {
     expected(id)
 }
 
-fn cache(cluster: &RedisCluster, namespace: &str) -> Cache {
-    Cache::builder()
-        .namespace(namespace)
-        .timeout(Duration::from_millis(500))
-        .redis_cluster(cluster.urls())
-        .expect("a cluster cache")
-}
-
 #[test]
 fn cluster_suite() {
     let cluster = RedisCluster::start(3, 1);
@@ -88,7 +80,7 @@ async fn tagged(cache: &Cache, db: &Db, group: u64, id: u64) -> String {
 /// all (redis-rs splits the `UNLINK` by slot), and a load overtaken by it stores nothing.
 async fn a_tag_reaches_entries_on_every_primary(cluster: &RedisCluster) {
     use cache_aside_runtime::tag::Tag;
-    let cache = cache(cluster, "c-tags");
+    let cache = cluster.cache("c-tags");
     let db = Db::new(Duration::ZERO);
     for id in 0..40 {
         tagged(&cache, &db, 1, id).await;
@@ -118,7 +110,7 @@ async fn items(cache: &Cache, db: &Db, ids: &[u64]) -> std::collections::HashMap
 /// A batch over keys on every primary: one `MGET` split by slot, only the misses loaded,
 /// each stored where the one-key `item` reads it.
 async fn a_batch_reads_every_slot_in_one_call(cluster: &RedisCluster) {
-    let cache = cache(cluster, "c-batch");
+    let cache = cluster.cache("c-batch");
     let db = Db::new(Duration::ZERO);
     for id in 0..20 {
         assert_eq!(item(&cache, &db, id).await, expected(id));
@@ -144,7 +136,7 @@ async fn a_batch_reads_every_slot_in_one_call(cluster: &RedisCluster) {
 /// `#[cache_put]` against a load that read the old row, as in `tests/write_side.rs`.
 async fn a_put_wins_over_an_older_load(cluster: &RedisCluster) {
     use cache_aside_tests::race::{Reader, put_during_a_load};
-    let cache = cache(cluster, "c-put");
+    let cache = cluster.cache("c-put");
     for (i, reader) in [Reader::Plain, Reader::Locked, Reader::Eager]
         .into_iter()
         .enumerate()
@@ -168,7 +160,7 @@ async fn touch_every_item(cache: &Cache) {}
 
 /// `#[cache_evict]` of one key and of a whole function, whose keys are on every primary.
 async fn evictions_reach_every_entry(cluster: &RedisCluster) {
-    let cache = cache(cluster, "c-evict");
+    let cache = cluster.cache("c-evict");
     let db = Db::new(Duration::ZERO);
     for id in 0..40 {
         assert_eq!(item(&cache, &db, id).await, expected(id));
@@ -190,7 +182,7 @@ async fn a_load_overtaken_by_an_invalidation_stores_nothing(cluster: &RedisClust
     use cache_aside_tests::race::{
         Reader, invalidation_during_a_load, invalidation_during_a_refresh,
     };
-    let cache = cache(cluster, "c-race");
+    let cache = cluster.cache("c-race");
     for (i, reader) in [Reader::Plain, Reader::Locked, Reader::Eager]
         .into_iter()
         .enumerate()
@@ -209,7 +201,7 @@ async fn a_load_overtaken_by_an_invalidation_stores_nothing(cluster: &RedisClust
 }
 
 async fn hits_misses_and_ttls_on_every_primary(cluster: &RedisCluster) {
-    let cache = cache(cluster, "c-hits");
+    let cache = cluster.cache("c-hits");
     assert_eq!(cache.backend_name(), "redis-cluster");
     let db = Db::new(Duration::ZERO);
     for id in 0..60 {
@@ -242,7 +234,7 @@ async fn hits_misses_and_ttls_on_every_primary(cluster: &RedisCluster) {
 }
 
 async fn prefix_invalidation_visits_every_primary(cluster: &RedisCluster) {
-    let cache = cache(cluster, "c-prefix");
+    let cache = cluster.cache("c-prefix");
     let db = Db::new(Duration::ZERO);
     for id in 0..300 {
         item(&cache, &db, id).await;
@@ -264,7 +256,7 @@ async fn prefix_invalidation_visits_every_primary(cluster: &RedisCluster) {
 }
 
 async fn none_is_cached(cluster: &RedisCluster) {
-    let cache = cache(cluster, "c-none");
+    let cache = cluster.cache("c-none");
     let db = Db::new(Duration::ZERO);
     assert_eq!(maybe(&cache, &db, 1).await, None);
     assert_eq!(maybe(&cache, &db, 1).await, None);
@@ -277,7 +269,7 @@ async fn a_load_leases_its_entry_on_its_node_and_the_lock_holds_across_caches(
     cluster: &RedisCluster,
 ) {
     // Two caches: two connections, as two processes of a fleet would have.
-    let (a, b) = (cache(cluster, "c-lock"), cache(cluster, "c-lock"));
+    let (a, b) = (cluster.cache("c-lock"), cluster.cache("c-lock"));
     let db = Db::new(Duration::from_millis(300));
     let key = locked_cache_key(&a, 5).unwrap();
     let (first, (second, lease_held_on)) = tokio::join!(locked(&a, &db, 5), async {
@@ -310,7 +302,7 @@ async fn a_load_leases_its_entry_on_its_node_and_the_lock_holds_across_caches(
 }
 
 async fn a_stampede_loads_once(cluster: &RedisCluster) {
-    let cache = cache(cluster, "c-stampede");
+    let cache = cluster.cache("c-stampede");
     let db = Db::new(Duration::from_millis(50));
     let mut calls = JoinSet::new();
     for _ in 0..100 {
@@ -324,7 +316,7 @@ async fn a_stampede_loads_once(cluster: &RedisCluster) {
 }
 
 async fn stale_entries_are_served_and_refreshed(cluster: &RedisCluster) {
-    let cache = cache(cluster, "c-stale");
+    let cache = cluster.cache("c-stale");
     let db = Db::new(Duration::ZERO);
     assert_eq!(fresh(cache.clone(), db.clone(), 3).await, expected(3));
     tokio::time::sleep(Duration::from_millis(1_100)).await;

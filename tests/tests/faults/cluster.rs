@@ -48,14 +48,6 @@ pub(super) async fn scenarios() {
     });
 }
 
-fn cache(cluster: &RedisCluster, namespace: &str) -> Cache {
-    Cache::builder()
-        .namespace(namespace)
-        .timeout(Duration::from_millis(500))
-        .redis_cluster(cluster.urls())
-        .expect("a cluster cache")
-}
-
 /// Calls `item` over [`KEYS`] keys for [`RUN`] while `fault` acts, each call in its own task
 /// under [`CAP`]; then checks that hits resume, and records the row. The calls run in a task
 /// of their own, so that a fault blocking its thread (`block_in_place`) does not stop them.
@@ -130,7 +122,7 @@ async fn hits_resume(cache: &Cache, db: &Db) -> Result<(), String> {
 
 /// The slot of one of the run's keys moves to another primary mid-run.
 async fn migrated(cluster: &RedisCluster) {
-    let cache = cache(cluster, "c-migrate");
+    let cache = cluster.cache("c-migrate");
     let key = item_cache_key(&cache, 3).unwrap();
     let slot = slot_of(&key);
     let from = cluster.primary_of(&key);
@@ -150,7 +142,7 @@ async fn migrated(cluster: &RedisCluster) {
 /// The primary of one of the run's keys stops answering (SIGSTOP) for less than the node
 /// timeout, so it is not failed over, then resumes.
 async fn paused(cluster: &mut RedisCluster) {
-    let cache = cache(cluster, "c-pause");
+    let cache = cluster.cache("c-pause");
     let key = item_cache_key(&cache, 1).unwrap();
     let node = cluster.primary_of(&key);
     let stopped = &*cluster;
@@ -167,7 +159,7 @@ async fn paused(cluster: &mut RedisCluster) {
 /// The primary of one of the run's keys is killed; its replica takes over, and the old
 /// primary restarts and rejoins as a replica of its replacement.
 async fn killed(cluster: &mut RedisCluster) {
-    let cache = cache(cluster, "c-kill");
+    let cache = cluster.cache("c-kill");
     let key = item_cache_key(&cache, 2).unwrap();
     let victim = cluster.primary_of(&key);
     let killer = {

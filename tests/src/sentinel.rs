@@ -28,7 +28,7 @@ impl RedisSentinels {
         let primary = RedisServer::start();
         let port = primary.port().to_string();
         let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]);
-        let set = RedisSentinels {
+        let mut set = RedisSentinels {
             nodes: vec![primary, replica],
             sentinels: Vec::new(),
         };
@@ -41,7 +41,6 @@ impl RedisSentinels {
              sentinel failover-timeout {SERVICE} 5000\n\
              sentinel parallel-syncs {SERVICE} 1\n"
         );
-        let mut set = set;
         set.sentinels = (0..3)
             .map(|_| RedisServer::start_sentinel(&config))
             .collect();
@@ -52,6 +51,16 @@ impl RedisSentinels {
             })
         });
         set
+    }
+
+    /// A cache on the primary the sentinels name, in `namespace`, with a 500 ms timeout
+    /// (calls under faults wait for reconnects).
+    pub fn cache(&self, namespace: &str) -> cache_aside_runtime::Cache {
+        cache_aside_runtime::Cache::builder()
+            .namespace(namespace)
+            .timeout(Duration::from_millis(500))
+            .redis_sentinel(self.urls(), SERVICE)
+            .expect("a sentinel cache")
     }
 
     /// The sentinels' URLs, for `Cache::builder().redis_sentinel(..)`.

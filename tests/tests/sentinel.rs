@@ -1,7 +1,9 @@
 //! `#[cached]` on a Sentinel-managed primary (issue 13): one primary, one replica and three
 //! sentinels started by the harness. Hits, misses and invalidation go to the primary the
 //! sentinels name; when it is killed mid-run, the sentinels promote the replica and the
-//! cache follows: 0 failed calls, 0 wrong values, and hits resume on the new primary.
+//! cache follows, and again when the old primary, back as a replica, is switched over to
+//! primary (`SENTINEL FAILOVER`) mid-run: 0 failed calls, 0 wrong values, and hits resume
+//! on the new primary. A frozen sentinel is passed over.
 //! Its own binary with one test: it also sets the environment for `from_env`.
 
 use std::future::Future;
@@ -22,14 +24,6 @@ fn expected(id: u64) -> String {
 async fn item(cache: &Cache, db: &Db, id: u64) -> String {
     db.loads.fetch_add(1, SeqCst);
     expected(id)
-}
-
-fn cache(set: &RedisSentinels, namespace: &str) -> Cache {
-    Cache::builder()
-        .namespace(namespace)
-        .timeout(Duration::from_millis(500))
-        .redis_sentinel(set.urls(), cache_aside_tests::SENTINEL_SERVICE)
-        .expect("a sentinel cache")
 }
 
 #[test]
@@ -55,10 +49,15 @@ fn bad_settings_are_config_errors() {
     assert!(matches!(empty, Err(Error::Config(_))), "{empty:?}");
     let unnamed = Cache::builder().redis_sentinel(["redis://127.0.0.1:1"], " ");
     assert!(matches!(unnamed, Err(Error::Config(_))), "{unnamed:?}");
+    let tls = Cache::builder().redis_sentinel(["rediss://127.0.0.1:1"], "svc");
+    assert!(
+        matches!(tls, Err(Error::Config(_))),
+        "TLS to sentinels: {tls:?}"
+    );
 }
 
 async fn hits_misses_and_invalidation_reach_the_primary(set: &RedisSentinels) {
-    let cache = cache(set, "s-basic");
+    let cache = set.cache("s-basic");
     assert_eq!(cache.backend_name(), "redis-sentinel");
     let db = Db::new(Duration::ZERO);
     for id in 0..10 {
@@ -117,7 +116,7 @@ async fn from_env_reads_the_sentinels(set: &RedisSentinels) {
 /// cache still finds the primary through the others, and its calls hit within 10 s.
 async fn a_sentinel_that_does_not_answer_is_passed_over(set: &RedisSentinels) {
     set.sentinels()[0].pause();
-    let cache = cache(set, "s-paused");
+    let cache = set.cache("s-paused");
     let db = Db::new(Duration::ZERO);
     let deadline = Instant::now() + Duration::from_secs(10);
     while cache.stats().hits == 0 {
@@ -199,7 +198,7 @@ async fn writes_reach_the_named_primary(name: &str, set: &RedisSentinels, cache:
 /// primary restarts (the sentinels make it a replica) and is switched back to primary with
 /// `SENTINEL FAILOVER` mid-run, so the cache's node answers `READONLY` to writes.
 async fn a_failover_loses_no_call(set: &mut RedisSentinels) {
-    let cache = cache(set, "s-failover");
+    let cache = set.cache("s-failover");
     let db = Db::new(Duration::ZERO);
     let victim = set.primary();
     let killed = {

@@ -183,19 +183,15 @@ impl Connection {
         reach: &Reach,
         connect_timeout: Duration,
     ) -> Result<Self, Error> {
-        let mut infos = Vec::with_capacity(urls.len());
-        for url in urls {
-            if url.starts_with("rediss://") || reach.uses_tls_files() {
-                return Err(Error::Config(
-                    "redis_sentinel: TLS to sentinels is not supported in this release".to_owned(),
-                ));
-            }
-            infos.push(url.as_str());
+        if reach.uses_tls_files() || urls.iter().any(|url| url.starts_with("rediss://")) {
+            return Err(Error::Config(
+                "redis_sentinel: TLS to sentinels is not supported in this release".to_owned(),
+            ));
         }
-        // The builder's credentials are the primary's; a sentinel's own go in its URL.
+        // The builder's credentials are the primary's (the URL only carries them); a
+        // sentinel's own go in its URL.
         let node = reach.info("redis://127.0.0.1/")?.redis_settings().clone();
-        let urls: Vec<String> = infos.into_iter().map(str::to_owned).collect();
-        let sentinel = Sentinel::new(&urls, service, node, connect_timeout)?;
+        let sentinel = Sentinel::new(urls, service, node, connect_timeout)?;
         Ok(Self::with(
             Target::Sentinel(Arc::new(sentinel)),
             connect_timeout,

@@ -38,11 +38,17 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 
 use super::{Call, Engine};
-use crate::backend::{Ask, LeaseAttempt, Restore};
-use crate::envelope::unix_ms;
+use crate::backend::{Ask, Budget, LeaseAttempt, Restore};
+use crate::envelope::{self, unix_ms};
 use crate::error::Error;
-use crate::policy::Policy;
+use crate::flight::{Lead, Outcome, Role, Seen, Waiting};
+use crate::key::Key;
+use crate::policy::{Freshness, Policy};
 use crate::spec::FnSpec;
+
+/// How many times a relay looks for the load that took a key's lease before loading the
+/// key itself: half of them yielding to other tasks, half pausing 1 ms.
+const RELAY_TURNS: usize = 16;
 
 const FIRST_PAUSE: Duration = Duration::from_millis(5);
 const MAX_PAUSE: Duration = Duration::from_millis(100);
@@ -62,6 +68,13 @@ pub(crate) struct Held {
     released: AtomicBool,
     /// Its keep-alive found it lost (reported once).
     lost: AtomicBool,
+}
+
+/// The load of another call of this process that holds a key's lease (see
+/// [`Engine::relay`]).
+pub(crate) enum Relay {
+    Wait(Waiting),
+    Done(Outcome),
 }
 
 /// What [`Engine::acquire`] got.
@@ -301,5 +314,55 @@ impl Engine {
         self.backend
             .release(&held.key, held.token, &held.restore, timeout)
             .await
+    }
+
+    /// After finding `key`'s lease taken by another load: if that load is this process's
+    /// (a read that took the lease after this call's read missed, but before its lease
+    /// attempt), the load to wait for, or its outcome; `None` to load without the lease.
+    pub(super) async fn relay(
+        &self,
+        key: &Key,
+        own: &Lead,
+        policy: &Policy,
+        left: Duration,
+        read_at: tokio::time::Instant,
+    ) -> Option<Relay> {
+        let epoch = self.epoch();
+        let entry = self
+            .backend
+            .read(key.as_str(), None, Budget::from_now(left))
+            .await
+            .ok()??;
+        let seen @ Seen::Leased(_) = Seen::of(entry.as_slice()) else {
+            // That load stored its value already: take it, if it is fresh.
+            let bytes = entry.into_bytes();
+            let fresh = envelope::fresh_until(&bytes).is_some_and(|until| {
+                matches!(
+                    policy.classify(unix_ms(until)),
+                    Freshness::Fresh | Freshness::RefreshDue
+                )
+            });
+            return fresh.then(|| Relay::Done(Outcome::Stored(bytes)));
+        };
+        // The call holding the lease may not have joined the key's flight yet (its reply is
+        // on its way): then the key's flight is still this call's own. Give it a few turns.
+        for turn in 0..RELAY_TURNS {
+            match self.flights.join(key.as_str(), read_at, seen, epoch) {
+                Role::Waiter(waiting) if own.leads(&waiting) => {
+                    drop(waiting);
+                    if turn < RELAY_TURNS / 2 {
+                        tokio::task::yield_now().await;
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+                Role::Waiter(waiting) => return Some(Relay::Wait(waiting)),
+                Role::Done(outcome) => return Some(Relay::Done(outcome)),
+                // Another process's load: this call loads for itself. The flight just made
+                // is given up at once, leaving the key's slot to whoever comes next.
+                Role::Leader(_) => return None,
+            }
+        }
+        None
     }
 }

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::lease::{self, Acquired, Held};
+use super::lease::{self, Acquired, Held, Relay};
 use super::{Call, Engine, Found, ValueOps, decode_entry};
 use crate::backend::{Budget, REPLACE};
 use crate::envelope::unix_ms;
@@ -43,7 +43,7 @@ impl Engine {
             let outcome = match self.flights.join(key, read_at, seen, epoch) {
                 Role::Leader(lead) => {
                     return self
-                        .lead::<S, R, F>(call, policy, load, kept, lead, ops, seen, own)
+                        .lead::<S, R, F>(call, policy, load, kept, lead, ops, (seen, read_at), own)
                         .await;
                 }
                 Role::Waiter(theirs) => {
@@ -157,7 +157,7 @@ impl Engine {
         kept: Option<Found<R>>,
         lead: Lead,
         ops: ValueOps<R, S::Value>,
-        seen: Seen,
+        (seen, read_at): (Seen, tokio::time::Instant),
         own: Option<Held>,
     ) -> Result<R, Error> {
         let lock = policy.lock && self.backend.holds_locks();
@@ -193,6 +193,16 @@ impl Engine {
                             }
                             Err(_) => {}
                         },
+                        // Perhaps a read of this process took it after this one missed:
+                        // that load answers this one's callers too.
+                        Ok(Acquired::Busy) if !lock => {
+                            let relayed =
+                                self.relay_one::<S, R>(&call, &policy, &lead, read_at, &ops);
+                            if let Some((value, outcome)) = relayed.await {
+                                lead.finish(outcome.relayed());
+                                return Ok(value);
+                            }
+                        }
                         Ok(Acquired::Busy) => {}
                         Err(error) => {
                             // A lease is a load's first write: a full Redis refuses it.
@@ -220,6 +230,35 @@ impl Engine {
         };
         lead.finish(outcome);
         result
+    }
+
+    /// After a lease attempt found the key leased: the value of the load holding it, if that
+    /// load is this process's (see [`relay`](Engine::relay)), with the outcome to hand this
+    /// call's waiters.
+    async fn relay_one<S: Shape<R>, R>(
+        self: &Arc<Self>,
+        call: &Call<'_>,
+        policy: &Policy,
+        lead: &Lead,
+        read_at: tokio::time::Instant,
+        ops: &ValueOps<R, S::Value>,
+    ) -> Option<(R, Outcome)> {
+        // This call holds no lease: nothing to write under one.
+        let mut own = None;
+        let outcome = match self
+            .relay(call.key, lead, policy, call.write_left, read_at)
+            .await?
+        {
+            Relay::Done(outcome) => outcome,
+            Relay::Wait(theirs) => {
+                self.events.of(call.spec).waited();
+                tokio::time::timeout(policy.flight_wait, flight::wait(theirs))
+                    .await
+                    .unwrap_or(Outcome::NotStored)
+            }
+        };
+        let taken = self.take::<S, R>(call, policy, outcome.clone(), &mut own, ops);
+        Some((taken.await?, outcome))
     }
 
     /// Runs the body and stores its result; with fail-safe, a failed body is answered by

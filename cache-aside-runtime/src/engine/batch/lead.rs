@@ -10,16 +10,16 @@ use futures_util::future::join_all;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Leased, Led, RELAY_TURNS, Relay, taken};
+use super::{Leased, Led, taken};
 use crate::backend::{Budget, REPLACE};
-use crate::engine::lease::{self, Acquired, Held};
+use crate::engine::lease::{self, Acquired, Held, Relay};
 use crate::engine::store::Entry;
 use crate::engine::{Call, Engine};
 use crate::envelope::{self, unix_ms};
 use crate::exact::Same;
-use crate::flight::{Lead, Outcome, Role, Seen, Waiting};
+use crate::flight::{Lead, Outcome, Seen, Waiting};
 use crate::key::Key;
-use crate::policy::{Freshness, Policy};
+use crate::policy::Policy;
 use crate::shape::Store;
 use crate::spec::FnSpec;
 
@@ -176,56 +176,6 @@ impl Engine {
             held,
             saw: 0,
         })
-    }
-
-    /// After finding `key`'s lease taken by another load: if that load is this process's
-    /// (a one-key read that took the lease in its read after this batch chose to load the
-    /// key), the load to wait for, or its outcome; `None` to load without the lease.
-    async fn relay(
-        &self,
-        key: &Key,
-        own: &Lead,
-        policy: &Policy,
-        left: std::time::Duration,
-        read_at: tokio::time::Instant,
-    ) -> Option<Relay> {
-        let epoch = self.epoch();
-        let entry = self
-            .backend
-            .read(key.as_str(), None, Budget::from_now(left))
-            .await
-            .ok()??;
-        let seen @ Seen::Leased(_) = Seen::of(entry.as_slice()) else {
-            // That load stored its value already: take it, if it is fresh.
-            let bytes = entry.into_bytes();
-            let fresh = envelope::fresh_until(&bytes).is_some_and(|until| {
-                matches!(
-                    policy.classify(unix_ms(until)),
-                    Freshness::Fresh | Freshness::RefreshDue
-                )
-            });
-            return fresh.then(|| Relay::Done(Outcome::Stored(bytes)));
-        };
-        // The call holding the lease may not have joined the key's flight yet (its reply is
-        // on its way): then the key's flight is still this call's own. Give it a few turns.
-        for turn in 0..RELAY_TURNS {
-            match self.flights.join(key.as_str(), read_at, seen, epoch) {
-                Role::Waiter(waiting) if own.leads(&waiting) => {
-                    drop(waiting);
-                    if turn < RELAY_TURNS / 2 {
-                        tokio::task::yield_now().await;
-                    } else {
-                        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-                    }
-                }
-                Role::Waiter(waiting) => return Some(Relay::Wait(waiting)),
-                Role::Done(outcome) => return Some(Relay::Done(outcome)),
-                // Another process's load: this call loads for itself. The flight just made
-                // is given up at once, leaving the key's slot to whoever comes next.
-                Role::Leader(_) => return None,
-            }
-        }
-        None
     }
 
     /// Step 5 for one led key: encodes and stores its value under its lease, and tells its

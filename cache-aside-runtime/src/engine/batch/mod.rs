@@ -39,10 +39,6 @@ use crate::key::Key;
 use crate::policy::Policy;
 use crate::spec::FnSpec;
 
-/// How many times a relay looks for the load that took a key's lease before loading the
-/// key itself: half of them yielding to other tasks, half pausing 1 ms.
-const RELAY_TURNS: usize = 16;
-
 /// What step 3 made of a led key.
 enum Leased<V> {
     Lead(Led),
@@ -51,12 +47,6 @@ enum Leased<V> {
     /// Another call of this process took its lease: wait for that load, and hand its
     /// outcome to this call's waiters.
     Relay(usize, Lead, Waiting),
-}
-
-/// The load of another call of this process that holds a key's lease.
-enum Relay {
-    Wait(Waiting),
-    Done(Outcome),
 }
 
 /// Step 2's roles: the keys this call leads (with what their read saw), the waits for

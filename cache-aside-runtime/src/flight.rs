@@ -282,6 +282,14 @@ pub(crate) enum Role {
     Done(Outcome),
 }
 
+/// A load a caller may join without leading one (see [`Flights::follow`]).
+pub(crate) enum Follow {
+    /// It is under way.
+    Wait(Waiting),
+    /// It finished after the caller's read began: its outcome.
+    Done(Outcome),
+}
+
 /// A waiter's place in a load: the flight, and how far it trusts the outcome.
 pub(crate) struct Waiting {
     flight: Arc<Flight>,
@@ -320,6 +328,19 @@ impl Flights {
             .collect()
     }
 
+    /// [`join`](Self::join) without leading: the load of `key` such a caller may wait for
+    /// or take the outcome of, if any. Leaves the key's slot as it is.
+    pub(crate) fn follow(
+        &self,
+        key: &str,
+        read_at: Instant,
+        seen: Seen,
+        epoch: u64,
+    ) -> Option<Follow> {
+        let state = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        Self::found(&state, key, read_at, seen, epoch)
+    }
+
     fn join_locked(
         &self,
         state: &mut State,
@@ -328,33 +349,10 @@ impl Flights {
         seen: Seen,
         epoch: u64,
     ) -> Role {
-        let found = state
-            .slots
-            .get(key)
-            .and_then(|f| Some((f, f.answers(seen, epoch)?)));
-        if let Some((flight, trust)) = found {
-            match flight.outcome.get() {
-                None => {
-                    let flight = Arc::clone(flight);
-                    return Role::Waiter(Waiting {
-                        flight,
-                        trust,
-                        read_at,
-                    });
-                }
-                // It finished between this caller's read and now: the read may have missed
-                // the very entry that load stored. Loading again would double the load.
-                // Or the read, though later, still found the lease that load went by: its
-                // holder has yet to store that load's value (it waited for it).
-                Some((outcome, at))
-                    if *at > read_at
-                        || (trust == Trust::Lease && matches!(seen, Seen::Leased(_))) =>
-                {
-                    return Role::Done(flight.outcome_for(outcome, trust, read_at));
-                }
-                // It finished before this read: its outcome is what the read saw. Lead anew.
-                Some(_) => {}
-            }
+        match Self::found(state, key, read_at, seen, epoch) {
+            Some(Follow::Wait(waiting)) => return Role::Waiter(waiting),
+            Some(Follow::Done(outcome)) => return Role::Done(outcome),
+            None => {}
         }
         let key: Arc<str> = key.into();
         let flight = Flight {
@@ -376,6 +374,40 @@ impl Flights {
             flight,
             ended: false,
         })
+    }
+
+    /// The load in `key`'s slot, if the caller may join it: to wait for, or finished with
+    /// an outcome for it.
+    fn found(state: &State, key: &str, read_at: Instant, seen: Seen, epoch: u64) -> Option<Follow> {
+        let found = state
+            .slots
+            .get(key)
+            .and_then(|f| Some((f, f.answers(seen, epoch)?)));
+        if let Some((flight, trust)) = found {
+            match flight.outcome.get() {
+                None => {
+                    let flight = Arc::clone(flight);
+                    return Some(Follow::Wait(Waiting {
+                        flight,
+                        trust,
+                        read_at,
+                    }));
+                }
+                // It finished between this caller's read and now: the read may have missed
+                // the very entry that load stored. Loading again would double the load.
+                // Or the read, though later, still found the lease that load went by: its
+                // holder has yet to store that load's value (it waited for it).
+                Some((outcome, at))
+                    if *at > read_at
+                        || (trust == Trust::Lease && matches!(seen, Seen::Leased(_))) =>
+                {
+                    return Some(Follow::Done(flight.outcome_for(outcome, trust, read_at)));
+                }
+                // It finished before this read: its outcome is what the read saw. Lead anew.
+                Some(_) => {}
+            }
+        }
+        None
     }
 
     #[cfg(test)]

@@ -273,7 +273,7 @@ impl MemoryBackend {
                 return Op::Put(Self::stored(&placeholder, lease.ttl));
             };
             if head.pending {
-                attempt = LeaseAttempt::Busy;
+                attempt = LeaseAttempt::Busy(head.token);
                 return Op::Nop;
             }
             if head.empty || s.bytes.len() as u64 > max_bytes {

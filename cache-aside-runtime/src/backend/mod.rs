@@ -40,8 +40,8 @@ pub(crate) enum LeaseAttempt {
     Value(Bytes),
     /// The lease is ours: load, then fill or release.
     Leased,
-    /// Another load holds the key's lease.
-    Busy,
+    /// Another load holds the key's lease: its token.
+    Busy(u64),
 }
 
 /// A lease to take: its token, how long it lasts unless extended, and that duration as

@@ -23,7 +23,9 @@
 //! - **Another load's lease.** Found in the key, it means another call is loading it: with
 //!   `lock`, the caller waits for its value (polling, with a growing pause, until the value
 //!   appears, the lease is free to take, or `lock_wait` runs out); without, it runs its own
-//!   body and returns the result without storing it.
+//!   body and returns the result without storing it. Unless the lease is this cache's own
+//!   (a token's high half is the cache's, at random): a call of this process took it in its
+//!   read after this call's read missed, and its load answers both ([`Engine::relay`]).
 //!
 //! In process, single-flight never hands a caller the value of a load an invalidation
 //! overtook: a caller joins a load holding the lease its read saw, or one no invalidation
@@ -38,12 +40,12 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 
 use super::{Call, Engine};
-use crate::backend::{Ask, Budget, LeaseAttempt, Restore};
-use crate::envelope::{self, unix_ms};
+use crate::backend::{Ask, LeaseAttempt, Restore};
+use crate::envelope::unix_ms;
 use crate::error::Error;
-use crate::flight::{Lead, Outcome, Role, Seen, Waiting};
+use crate::flight::{Follow, Lead, Seen};
 use crate::key::Key;
-use crate::policy::{Freshness, Policy};
+use crate::policy::Policy;
 use crate::spec::FnSpec;
 
 /// How many times a relay looks for the load that took a key's lease before loading the
@@ -52,11 +54,6 @@ const RELAY_TURNS: usize = 16;
 
 const FIRST_PAUSE: Duration = Duration::from_millis(5);
 const MAX_PAUSE: Duration = Duration::from_millis(100);
-
-/// A fresh, random lease token. Never 0: a header's token field is 0 when no lease wrote it.
-pub(crate) fn token() -> u64 {
-    fastrand::u64(1..)
-}
 
 /// A lease this call holds: its key and token, what the key becomes if it is given up
 /// without a value, and the engine to give it up through if the holder never does.
@@ -70,20 +67,14 @@ pub(crate) struct Held {
     lost: AtomicBool,
 }
 
-/// The load of another call of this process that holds a key's lease (see
-/// [`Engine::relay`]).
-pub(crate) enum Relay {
-    Wait(Waiting),
-    Done(Outcome),
-}
-
 /// What [`Engine::acquire`] got.
 pub(crate) enum Acquired {
     Held(Held),
     /// A fresh value is there (another load stored it meanwhile).
     Value(Bytes),
     /// Another load holds the lease (and, with `lock`, `lock_wait` ran out): load without it.
-    Busy,
+    /// Its token.
+    Busy(u64),
 }
 
 impl Held {
@@ -144,7 +135,7 @@ impl Engine {
     pub(super) fn ask_on_read(&self, spec: &FnSpec) -> Option<Ask<'_>> {
         let asks =
             self.settings.fenced && (!self.backend.leases_on_read_cost() || spec.misses.high());
-        asks.then(|| self.ask(token()))
+        asks.then(|| self.ask(self.token()))
     }
 
     /// A command that would take the lease `token` timed out: it may still run, and leave
@@ -195,15 +186,15 @@ impl Engine {
             if matches!(&attempt, Err(error) if error.is_timeout()) {
                 self.abandon(key, token, policy);
             }
-            match attempt? {
+            let theirs = match attempt? {
                 LeaseAttempt::Value(bytes) => return Ok(Acquired::Value(bytes)),
                 LeaseAttempt::Leased => {
                     let held = Held::new(self, key, token, policy);
                     return Ok(Acquired::Held(held));
                 }
-                LeaseAttempt::Busy if !wait => return Ok(Acquired::Busy),
-                LeaseAttempt::Busy => {}
-            }
+                LeaseAttempt::Busy(theirs) if !wait => return Ok(Acquired::Busy(theirs)),
+                LeaseAttempt::Busy(theirs) => theirs,
+            };
             if !waited {
                 waited = true;
                 self.events.of(call.spec).lock_wait();
@@ -211,7 +202,7 @@ impl Engine {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 self.events.of(call.spec).lock_timeout(key);
-                return Ok(Acquired::Busy);
+                return Ok(Acquired::Busy(theirs));
             }
             // Randomised so that a fleet of waiters does not poll in lock-step.
             let jittered = pause.mul_f64(0.5 + fastrand::f64());
@@ -316,39 +307,39 @@ impl Engine {
             .await
     }
 
-    /// After finding `key`'s lease taken by another load: if that load is this process's
-    /// (a read that took the lease after this call's read missed, but before its lease
-    /// attempt), the load to wait for, or its outcome; `None` to load without the lease.
+    /// A fresh lease token: this cache's random high half (see [`Engine::owns`]), a random
+    /// low half. Never 0: a header's token field is 0 when no lease wrote it.
+    pub(super) fn token(&self) -> u64 {
+        self.tokens | fastrand::u64(1..=u64::from(u32::MAX))
+    }
+
+    /// Was the lease `token` taken by this cache? (Two caches share a high half once in
+    /// 2^32: then a relay looks for a load of this cache that is not there, for a few ms.)
+    fn owns(&self, token: u64) -> bool {
+        token & !u64::from(u32::MAX) == self.tokens
+    }
+
+    /// After a lease attempt found `key` leased by `theirs`: if that lease is this cache's
+    /// (a read that took it after this call's read missed, but before its lease attempt),
+    /// the load to wait for, or its outcome, as a read that saw the lease would join it;
+    /// `None` to load without the lease (another process's load, or one that ended long
+    /// ago).
     pub(super) async fn relay(
         &self,
         key: &Key,
         own: &Lead,
-        policy: &Policy,
-        left: Duration,
+        theirs: u64,
         read_at: tokio::time::Instant,
-    ) -> Option<Relay> {
-        let epoch = self.epoch();
-        let entry = self
-            .backend
-            .read(key.as_str(), None, Budget::from_now(left))
-            .await
-            .ok()??;
-        let seen @ Seen::Leased(_) = Seen::of(entry.as_slice()) else {
-            // That load stored its value already: take it, if it is fresh.
-            let bytes = entry.into_bytes();
-            let fresh = envelope::fresh_until(&bytes).is_some_and(|until| {
-                matches!(
-                    policy.classify(unix_ms(until)),
-                    Freshness::Fresh | Freshness::RefreshDue
-                )
-            });
-            return fresh.then(|| Relay::Done(Outcome::Stored(bytes)));
-        };
+    ) -> Option<Follow> {
+        if !self.owns(theirs) {
+            return None;
+        }
+        let (seen, epoch) = (Seen::Leased(theirs), self.epoch());
         // The call holding the lease may not have joined the key's flight yet (its reply is
         // on its way): then the key's flight is still this call's own. Give it a few turns.
         for turn in 0..RELAY_TURNS {
-            match self.flights.join(key.as_str(), read_at, seen, epoch) {
-                Role::Waiter(waiting) if own.leads(&waiting) => {
+            match self.flights.follow(key.as_str(), read_at, seen, epoch)? {
+                Follow::Wait(waiting) if own.leads(&waiting) => {
                     drop(waiting);
                     if turn < RELAY_TURNS / 2 {
                         tokio::task::yield_now().await;
@@ -356,11 +347,7 @@ impl Engine {
                         tokio::time::sleep(Duration::from_millis(1)).await;
                     }
                 }
-                Role::Waiter(waiting) => return Some(Relay::Wait(waiting)),
-                Role::Done(outcome) => return Some(Relay::Done(outcome)),
-                // Another process's load: this call loads for itself. The flight just made
-                // is given up at once, leaving the key's slot to whoever comes next.
-                Role::Leader(_) => return None,
+                follow => return Some(follow),
             }
         }
         None

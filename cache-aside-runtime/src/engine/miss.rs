@@ -7,13 +7,13 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::lease::{self, Acquired, Held, Relay};
+use super::lease::{Acquired, Held};
 use super::{Call, Engine, Found, ValueOps, decode_entry};
 use crate::backend::{Budget, REPLACE};
 use crate::envelope::unix_ms;
 use crate::error::Error;
 use crate::exact::Same;
-use crate::flight::{self, Lead, Outcome, Role, Seen};
+use crate::flight::{self, Follow, Lead, Outcome, Role, Seen};
 use crate::policy::Policy;
 use crate::shape::{Shape, Store};
 
@@ -172,7 +172,7 @@ impl Engine {
             // The read failed: no lease to take. With leases off, the lock still is one.
             Seen::Unknown | Seen::Failed if self.settings.fenced || !lock => lead.starting(0),
             Seen::Free | Seen::Leased(_) | Seen::Unknown | Seen::Failed => {
-                let token = lease::token();
+                let token = self.token();
                 lead.starting(token);
                 let mut point = unix_ms(SystemTime::now());
                 loop {
@@ -195,15 +195,20 @@ impl Engine {
                         },
                         // Perhaps a read of this process took it after this one missed:
                         // that load answers this one's callers too.
-                        Ok(Acquired::Busy) if !lock => {
-                            let relayed =
-                                self.relay_one::<S, R>(&call, &policy, &lead, read_at, &ops);
+                        Ok(Acquired::Busy(theirs)) if !lock => {
+                            let relayed = self.relay_one::<S, R>(
+                                &call,
+                                &policy,
+                                (&lead, theirs),
+                                read_at,
+                                &ops,
+                            );
                             if let Some((value, outcome)) = relayed.await {
                                 lead.finish(outcome.relayed());
                                 return Ok(value);
                             }
                         }
-                        Ok(Acquired::Busy) => {}
+                        Ok(Acquired::Busy(_)) => {}
                         Err(error) => {
                             // A lease is a load's first write: a full Redis refuses it.
                             self.events.of(call.spec).store_failed();
@@ -239,20 +244,17 @@ impl Engine {
         self: &Arc<Self>,
         call: &Call<'_>,
         policy: &Policy,
-        lead: &Lead,
+        (lead, theirs): (&Lead, u64),
         read_at: tokio::time::Instant,
         ops: &ValueOps<R, S::Value>,
     ) -> Option<(R, Outcome)> {
         // This call holds no lease: nothing to write under one.
         let mut own = None;
-        let outcome = match self
-            .relay(call.key, lead, policy, call.write_left, read_at)
-            .await?
-        {
-            Relay::Done(outcome) => outcome,
-            Relay::Wait(theirs) => {
+        let outcome = match self.relay(call.key, lead, theirs, read_at).await? {
+            Follow::Done(outcome) => outcome,
+            Follow::Wait(waiting) => {
                 self.events.of(call.spec).waited();
-                tokio::time::timeout(policy.flight_wait, flight::wait(theirs))
+                tokio::time::timeout(policy.flight_wait, flight::wait(waiting))
                     .await
                     .unwrap_or(Outcome::NotStored)
             }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::lease::{self, Acquired};
+use super::lease::Acquired;
 use super::{Call, Engine, ErrorMode};
 use crate::envelope::{self, unix_ms};
 use crate::events::Scoped;
@@ -100,7 +100,7 @@ impl Engine {
         // saw: true of a new value, and of a fail-safe back-off, and the one test that also
         // holds for an XFetch refresh, which may start while the entry is still fresh.
         let point = envelope::fresh_until(&current).map_or(0, unix_ms);
-        let token = lease::token();
+        let token = self.token();
         lead.starting(token);
         let held = if self.settings.fenced {
             match self.acquire(&mut call, &policy, token, point, false).await {
@@ -108,7 +108,7 @@ impl Engine {
                 // Refreshed already.
                 Ok(Acquired::Value(entry)) => return lead.finish(Outcome::Stored(entry)),
                 // Another load holds the lease: it is refreshing.
-                Ok(Acquired::Busy) => return lead.finish(Outcome::NotStored),
+                Ok(Acquired::Busy(_)) => return lead.finish(Outcome::NotStored),
                 // No lease, so nothing could be stored: a later call retries.
                 Err(error) => {
                     self.events

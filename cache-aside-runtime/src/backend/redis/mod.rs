@@ -355,7 +355,13 @@ impl RedisBackend {
         Ok(match reply {
             Value::BulkString(bytes) => LeaseAttempt::Value(Bytes::from(bytes)),
             Value::Int(1) => LeaseAttempt::Leased,
-            _ => LeaseAttempt::Busy,
+            Value::Array(token) => LeaseAttempt::Busy(match token.as_slice() {
+                [Value::BulkString(token)] => token
+                    .first_chunk()
+                    .map_or(0, |token| u64::from_be_bytes(*token)),
+                _ => 0,
+            }),
+            _ => LeaseAttempt::Busy(0),
         })
     }
 

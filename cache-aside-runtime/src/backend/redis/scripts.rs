@@ -39,8 +39,8 @@ end
 
 /// Takes the lease of a key, unless its value is fresh or another load holds it. Replies
 /// with the value (fresh at `point`: a new value, or a back-off, that the caller can use),
-/// `1` (the lease is the caller's) or `0` (another load's lease is live: a PENDING key
-/// lives no longer than its lease, so a dead holder's expires). A kept value (stale, or
+/// `1` (the lease is the caller's) or an array of the other lease's token (another load's
+/// lease is live: a PENDING key lives no longer than its lease, so a dead holder's expires). A kept value (stale, or
 /// kept for fail-safe) is leased in place, still readable, and lives at least as long as
 /// the lease; an empty key, or one holding anything else, gets the placeholder (one larger
 /// than `max_value_bytes` without being read: it may be huge). A PENDING
@@ -64,7 +64,7 @@ end
 local v = redis.call('GET', KEYS[1])
 if ours(v) and flag(v, {pending}) then
   if redis.call('PTTL', KEYS[1]) == -1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-  return 0
+  return {{token(v)}}
 end
 if ours(v) and not flag(v, {FLAG_EMPTY}) then
   local f = fresh(v)

@@ -12,12 +12,12 @@ use serde::de::DeserializeOwned;
 
 use super::{Leased, Led, taken};
 use crate::backend::{Budget, REPLACE};
-use crate::engine::lease::{self, Acquired, Held, Relay};
+use crate::engine::lease::{Acquired, Held};
 use crate::engine::store::Entry;
 use crate::engine::{Call, Engine};
 use crate::envelope::{self, unix_ms};
 use crate::exact::Same;
-use crate::flight::{Lead, Outcome, Seen, Waiting};
+use crate::flight::{Follow, Lead, Outcome, Seen, Waiting};
 use crate::key::Key;
 use crate::policy::Policy;
 use crate::shape::Store;
@@ -132,7 +132,7 @@ impl Engine {
                 },
             });
         }
-        let token = lease::token();
+        let token = self.token();
         lead.starting(token);
         let mut call = self.call(key, spec, left);
         let mut point = unix_ms(SystemTime::now());
@@ -150,9 +150,9 @@ impl Engine {
                     Err(_) if point != REPLACE => point = REPLACE,
                     Err(_) => break None,
                 },
-                Ok(Acquired::Busy) => match self.relay(key, &lead, policy, left, read_at).await {
-                    Some(Relay::Wait(waiting)) => return Leased::Relay(index, lead, waiting),
-                    Some(Relay::Done(outcome)) => match taken::<V>(outcome.clone()) {
+                Ok(Acquired::Busy(theirs)) => match self.relay(key, &lead, theirs, read_at).await {
+                    Some(Follow::Wait(waiting)) => return Leased::Relay(index, lead, waiting),
+                    Some(Follow::Done(outcome)) => match taken::<V>(outcome.clone()) {
                         Some(value) => {
                             lead.finish(outcome.relayed());
                             return Leased::Found(index, value);

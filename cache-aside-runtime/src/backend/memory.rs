@@ -18,7 +18,8 @@ use crate::envelope::{self, Head, unix_ms};
 /// access and write orders, expiry timer, frequency sketch), the `Stored`, the allocations'
 /// headers. Measured at about 500 bytes by `tests/tests/memory.rs`, which holds resident
 /// memory under unique keys within 1.25 times the cap; counted, so the cap bounds what the
-/// process really holds.
+/// store really holds. Tag sets are not in it: they are kept beside the store, bounded by
+/// their sweeps instead (see [`TAG_SWEEP_MIN`]).
 const ENTRY_OVERHEAD: usize = 512;
 
 #[derive(Clone)]

@@ -270,9 +270,22 @@ impl<T, E: Clone + Send + Sync + 'static> Share<Result<T, E>> {
     }
 }
 
-#[derive(Default)]
 pub(crate) struct Flights {
     running: Running,
+    /// The high half of every lease token this cache makes, random: a lease found in a key
+    /// is known to be a call's of this cache (see [`Flights::owns`]).
+    tokens: u64,
+}
+
+const LOW_HALF: u64 = u32::MAX as u64;
+
+impl Default for Flights {
+    fn default() -> Flights {
+        Flights {
+            running: Running::default(),
+            tokens: fastrand::u64(..) & !LOW_HALF,
+        }
+    }
 }
 
 pub(crate) enum Role {
@@ -307,6 +320,20 @@ pub(crate) struct Lead {
 }
 
 impl Flights {
+    /// A fresh lease token: this cache's high half, a random low half. Never 0: a header's
+    /// token field is 0 when no lease wrote it.
+    pub(crate) fn token(&self) -> u64 {
+        self.tokens | fastrand::u64(1..=LOW_HALF)
+    }
+
+    /// Was the lease `token` taken by a call of this cache? (Two caches share a high half
+    /// once in 2^32: then a lease of the other is taken for one of this cache's, which
+    /// costs a relay a few ms looking for a load that is not here, and lets a late reader
+    /// take a load's value within [`KEEP_DONE`] of its end.)
+    pub(crate) fn owns(&self, token: u64) -> bool {
+        token & !LOW_HALF == self.tokens
+    }
+
     /// Joins the load of `key`, for a caller whose read of the cache began at `read_at`
     /// and saw `seen`, when the cache had made `epoch` invalidations.
     pub(crate) fn join(&self, key: &str, read_at: Instant, seen: Seen, epoch: u64) -> Role {
@@ -338,7 +365,7 @@ impl Flights {
         epoch: u64,
     ) -> Option<Follow> {
         let state = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        Self::found(&state, key, read_at, seen, epoch)
+        self.found(&state, key, read_at, seen, epoch)
     }
 
     fn join_locked(
@@ -349,7 +376,7 @@ impl Flights {
         seen: Seen,
         epoch: u64,
     ) -> Role {
-        match Self::found(state, key, read_at, seen, epoch) {
+        match self.found(state, key, read_at, seen, epoch) {
             Some(Follow::Wait(waiting)) => return Role::Waiter(waiting),
             Some(Follow::Done(outcome)) => return Role::Done(outcome),
             None => {}
@@ -378,7 +405,14 @@ impl Flights {
 
     /// The load in `key`'s slot, if the caller may join it: to wait for, or finished with
     /// an outcome for it.
-    fn found(state: &State, key: &str, read_at: Instant, seen: Seen, epoch: u64) -> Option<Follow> {
+    fn found(
+        &self,
+        state: &State,
+        key: &str,
+        read_at: Instant,
+        seen: Seen,
+        epoch: u64,
+    ) -> Option<Follow> {
         let found = state
             .slots
             .get(key)
@@ -395,11 +429,16 @@ impl Flights {
                 }
                 // It finished between this caller's read and now: the read may have missed
                 // the very entry that load stored. Loading again would double the load.
-                // Or the read, though later, still found the lease that load went by: its
-                // holder has yet to store that load's value (it waited for it).
+                // Or the read, though later, still found the lease that load went by, and
+                // that lease is a call's of this cache: its holder waited for that load and
+                // has yet to store its value, moments from now. Not a lease of another
+                // process: that stays for as long as its load runs (seconds, or `lock_ttl`
+                // if it died), and a value loaded beside it then is past its TTL by now.
                 Some((outcome, at))
                     if *at > read_at
-                        || (trust == Trust::Lease && matches!(seen, Seen::Leased(_))) =>
+                        || (trust == Trust::Lease
+                            && matches!(seen, Seen::Leased(token) if self.owns(token))
+                            && Instant::now().duration_since(*at) < KEEP_DONE) =>
                 {
                     return Some(Follow::Done(flight.outcome_for(outcome, trust, read_at)));
                 }

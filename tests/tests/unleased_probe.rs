@@ -744,6 +744,51 @@ async fn p10_concurrent_misses_load_once_per_handle() {
 }
 
 // ---------------------------------------------------------------------------------------
+// p12: a load beside another process's lease is not served past its TTL
+// ---------------------------------------------------------------------------------------
+
+#[cached(ttl = "200ms", prefix = "up-beside", cache = cache, skip(cache, db))]
+async fn beside(cache: &Cache, db: &Db, id: u64) -> String {
+    db.read().await
+}
+
+/// p12: B holds the key's lease (its body is held); A's calls load beside it without
+/// storing. A call of A that begins after A's previous load ended, and after its TTL, must
+/// not get that load's value: the lease it still finds is B's, not a sign that A's old value
+/// is about to be stored. Before the fix, A served its first value for as long as B's load
+/// ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn p12_a_value_loaded_beside_another_process_lease_is_not_served_past_its_ttl() {
+    let server = RedisServer::start();
+    let (a, b) = (
+        Cache::redis(&server.url()).unwrap(),
+        Cache::redis(&server.url()).unwrap(),
+    );
+    let row = Row::new("v1");
+    let held = Db::pausing(&row);
+    let holder = tokio::spawn({
+        let (b, held) = (b.clone(), held.clone());
+        async move { beside(&b, &held, 1).await }
+    });
+    held.until_paused().await;
+    assert_eq!(beside(&a, &Db::new(&row), 1).await, "v1");
+    row.set("v2");
+    // Past the TTL of A's first value: waiting for it is the scenario itself.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for round in 0..3 {
+        assert_eq!(
+            beside(&a, &Db::new(&row), 1).await,
+            format!("v{}", round + 2),
+            "A served an old value while B's lease held the key"
+        );
+        row.set(&format!("v{}", round + 3));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    held.go();
+    assert_eq!(within("B's load", holder).await.unwrap(), "v1");
+}
+
+// ---------------------------------------------------------------------------------------
 // p11: randomized versioned interleavings (one-key + batch + puts + evicts + tags)
 // ---------------------------------------------------------------------------------------
 

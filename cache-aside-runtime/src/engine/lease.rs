@@ -307,16 +307,9 @@ impl Engine {
             .await
     }
 
-    /// A fresh lease token: this cache's random high half (see [`Engine::owns`]), a random
-    /// low half. Never 0: a header's token field is 0 when no lease wrote it.
+    /// A fresh lease token, marked as this cache's (see [`Flights::owns`](crate::flight::Flights::owns)).
     pub(super) fn token(&self) -> u64 {
-        self.tokens | fastrand::u64(1..=u64::from(u32::MAX))
-    }
-
-    /// Was the lease `token` taken by this cache? (Two caches share a high half once in
-    /// 2^32: then a relay looks for a load of this cache that is not there, for a few ms.)
-    fn owns(&self, token: u64) -> bool {
-        token & !u64::from(u32::MAX) == self.tokens
+        self.flights.token()
     }
 
     /// After a lease attempt found `key` leased by `theirs`: if that lease is this cache's
@@ -331,7 +324,7 @@ impl Engine {
         theirs: u64,
         read_at: tokio::time::Instant,
     ) -> Option<Follow> {
-        if !self.owns(theirs) {
+        if !self.flights.owns(theirs) {
             return None;
         }
         let (seen, epoch) = (Seen::Leased(theirs), self.epoch());

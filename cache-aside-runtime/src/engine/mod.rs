@@ -73,9 +73,6 @@ pub(crate) struct Engine {
     refresh_slots: Arc<Semaphore>,
     /// `lock_ttl` in milliseconds, as the read's `PX` argument.
     lease_ms: String,
-    /// The high half of every lease token this cache makes, random: a lease found in a key
-    /// is known to be one of this cache's own loads (see [`Engine::token`]).
-    tokens: u64,
     /// Invalidations this cache made: single-flight joins no load one of them overtook.
     invalidations: std::sync::atomic::AtomicU64,
 }
@@ -177,7 +174,6 @@ impl Engine {
         let events = Events::new(id, &namespace, settings.timed);
         Engine {
             lease_ms,
-            tokens: fastrand::u64(..) & !u64::from(u32::MAX),
             invalidations: std::sync::atomic::AtomicU64::new(0),
             id,
             backend,

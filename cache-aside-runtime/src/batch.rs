@@ -38,7 +38,11 @@
 //!   they store the same value type (`User` for `Option<User>` and for a map of `User`s):
 //!   two functions storing different types under one key would hand each other's values
 //!   out, so such a pair runs uncached, with a warning, as any two functions whose keys meet
-//!   do. A key repeated in the argument is read and loaded once.
+//!   do. A batch beside a function with `tags` runs uncached too, from when both have run in
+//!   the process: its entries would carry no tags, and invalidating one would miss them
+//!   (entries it wrote before, or in a process without the tagged function, stay until
+//!   their TTL or a key or prefix invalidation). A key repeated in the argument is read and
+//!   loaded once.
 //! - **Reads.** One `MGET` of every key (on Redis Cluster, redis-rs splits it into one
 //!   per slot). Fresh entries are hits; an absence marker (`none_ttl`) is a hit with no
 //!   value: the key is left out of the map.
@@ -132,7 +136,8 @@ impl Batch {
         }
     }
 
-    /// Spreads TTLs by up to this fraction (`jitter`, `0.0..=1.0`).
+    /// Spreads TTLs by up to this fraction (`jitter`, `0.0..=0.5`:
+    /// [`MAX_JITTER`](crate::limits::MAX_JITTER)).
     pub const fn jitter(self, fraction: f64) -> Batch {
         assert!(
             settings::JITTER.takes_fraction(fraction),

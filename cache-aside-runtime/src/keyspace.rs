@@ -17,7 +17,9 @@
 //! `get_users(&[7])` reads and writes the key of `get_user(7)`. Such a pair is kept cached
 //! as long as both store the same type: each function's stored type is learnt at its first
 //! call, before its first read ([`stores`]), and a pair whose types differ is marked as
-//! above. A pair is checked once both types are known; until then neither has read.
+//! above. A pair is checked once both types are known; until then neither has read. A
+//! batch beside a function with tags is marked at once, the batch alone: its entries would
+//! carry no tags, so invalidating a tag would miss them.
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
@@ -137,6 +139,7 @@ pub(crate) fn record(spec: &'static FnSpec, owner: &'static str, prefix: &'stati
     entry.writers.push(me);
     let mut meeting = Vec::new();
     let mut typed = Vec::new();
+    let mut untagged = Vec::new();
     for &other in entry.writers.iter() {
         if one_function(other, me) {
             if other.0.shares_keys() {
@@ -145,10 +148,18 @@ pub(crate) fn record(spec: &'static FnSpec, owner: &'static str, prefix: &'stati
         } else if spec.layout.meets(&other.0.layout)
             && !meeting.iter().any(|m| one_function(*m, other))
             && !typed.iter().any(|m| one_function(*m, other))
+            && !untagged
+                .iter()
+                .any(|&(a, b)| one_function(a, other) || one_function(b, other))
         {
-            // A batch beside a function of the same layout: by design, if one type.
+            // A batch beside a function of the same layout: by design, if one type, and if
+            // that function has no tags, which the batch's entries would not carry.
             if (spec.batch || other.0.batch) && spec.layout == other.0.layout {
-                typed.push(other);
+                match (spec.batch, other.0.tagged || spec.tagged) {
+                    (_, false) => typed.push(other),
+                    (true, true) => untagged.push((me, other)),
+                    (false, true) => untagged.push((other, me)),
+                }
             } else {
                 meeting.push(other);
             }
@@ -159,6 +170,21 @@ pub(crate) fn record(spec: &'static FnSpec, owner: &'static str, prefix: &'stati
         .extend(typed.into_iter().map(|other| (other, me)));
     check_typed(prefix, entry, None);
     let writers = &entry.writers;
+    for &(batch, tagged) in &untagged {
+        tracing::warn!(
+            prefix,
+            batch = batch.0.name(),
+            tagged = tagged.0.name(),
+            "cache-aside: a batch function shares its keys with a function that has tags, \
+             which the batch's entries would not carry (invalidating a tag would miss them); \
+             the batch runs uncached until it gets a prefix of its own"
+        );
+        for &writer in writers.iter() {
+            if one_function(writer, batch) {
+                writer.0.mark_shared();
+            }
+        }
+    }
     for &(other, _) in &meeting {
         tracing::warn!(
             prefix,

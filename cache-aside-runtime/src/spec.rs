@@ -45,6 +45,9 @@ pub struct FnSpec {
     /// `#[cached(batch)]`: its keys are those of a one-key function with its prefix, whose
     /// entries it may share when both store one type (see `keyspace`).
     pub(crate) batch: bool,
+    /// `tags = [...]`: its entries join tag sets, which a batch sharing its keys could not
+    /// do (see `keyspace`).
+    pub(crate) tagged: bool,
     /// The `type_name` of the value it stores, learnt at its first call (see `keyspace`).
     pub(crate) value_type: OnceLock<&'static str>,
 }
@@ -72,6 +75,7 @@ impl FnSpec {
             policy: OnceLock::new(),
             counters: OnceLock::new(),
             batch: false,
+            tagged: false,
             value_type: OnceLock::new(),
         }
     }
@@ -79,6 +83,12 @@ impl FnSpec {
     /// `#[cached(batch)]`: a function loading many keys at once.
     pub const fn batch(mut self) -> Self {
         self.batch = true;
+        self
+    }
+
+    /// `tags = [...]`: a function whose entries carry tags.
+    pub const fn tagged(mut self) -> Self {
+        self.tagged = true;
         self
     }
 

@@ -6,6 +6,10 @@
 //! then removes every entry carrying a tag, whichever function wrote it, in a few round trips
 //! whatever their number; `#[cache_evict(tag = "user:{id}")]` does it after a write.
 //!
+//! A batch function has no tags, and its entries carry none: a batch sharing its prefix
+//! with a tagged function runs uncached once both have run in one process (see
+//! [`batch`](crate::batch)); give it a prefix of its own.
+//!
 //! ```no_run
 //! use cache_aside_runtime::{Cache, cached, tag::Tag};
 //! # #[derive(Debug)] struct DbError;

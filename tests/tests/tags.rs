@@ -310,3 +310,46 @@ async fn cache_evict_of_a_tag_removes_its_entries_after_a_successful_write() {
         assert_eq!(db.reads(), 4, "both reloaded: {}", cache.backend_name());
     }
 }
+
+#[cached(ttl = 600, prefix = "t-member", tags = ["user:{id}"], cache = cache, skip(cache, db))]
+async fn member(cache: &Cache, db: &Db, id: u64) -> String {
+    db.read(id).await
+}
+
+/// Shares `member`'s keys, but its entries could not carry `member`'s tags.
+#[cached(batch, ttl = 600, prefix = "t-member", cache = cache, skip(cache, db))]
+async fn members(cache: &Cache, db: &Db, ids: &[u64]) -> HashMap<u64, String> {
+    let mut out = HashMap::new();
+    for &id in ids {
+        out.insert(id, db.read(id).await);
+    }
+    out
+}
+
+/// A batch beside a tagged function of its prefix would write entries that the tag's
+/// invalidation misses: once both have run in the process, the batch runs uncached (its
+/// body runs every time, it stores nothing), and the tagged function keeps its cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_beside_a_tagged_function_runs_uncached() {
+    let server = RedisServer::start();
+    for cache in caches(&server) {
+        let db = Db::with(&[(1, "ann"), (2, "bob")]);
+        assert_eq!(member(&cache, &db, 1).await, "ann");
+        assert_eq!(member(&cache, &db, 1).await, "ann");
+        assert_eq!(db.reads(), 1, "the tagged function is cached");
+        let got = members(&cache, &db, &[1, 2]).await;
+        assert_eq!(got.get(&2).map(String::as_str), Some("bob"));
+        let reads = db.reads();
+        let again = members(&cache, &db, &[2]).await;
+        assert_eq!(again.get(&2).map(String::as_str), Some("bob"));
+        assert_eq!(db.reads(), reads + 1, "the batch reads its rows every time");
+        let key = member_cache_key(&cache, 2).unwrap();
+        assert_eq!(
+            cache.ttl_of(&key).await.unwrap(),
+            None,
+            "the batch stored nothing"
+        );
+        rename(&cache, &db, 2, "bob2").await.unwrap();
+        assert_eq!(member(&cache, &db, 2).await, "bob2");
+    }
+}

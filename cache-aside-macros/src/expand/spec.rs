@@ -157,8 +157,10 @@ impl Expander<'_> {
         let max_value_bytes = o.max_value_bytes.as_ref().map(|n| n.value);
         let max_value_bytes = max_value_bytes.map(|n| quote!(.max_value_bytes(#n)));
         let batch = o.is_batch().then(|| quote!(.batch()));
+        let tagged = o.tags.as_ref().map(|_| quote!(.tagged()));
         [
             batch,
+            tagged,
             ms("ttl", &o.ttl),
             ms("none_ttl", &o.none_ttl),
             stale,

@@ -93,6 +93,12 @@ impl Error {
         matches!(self, Error::Redis(e) if e.code() == Some("OOM"))
     }
 
+    /// Did Redis find another type than a string at the key (`WRONGTYPE`: a list, a hash...
+    /// written there by something else)?
+    pub(crate) fn is_wrong_type(&self) -> bool {
+        matches!(self, Error::Redis(e) if e.code() == Some("WRONGTYPE"))
+    }
+
     /// Is this a connection problem (refused, reset, dropped) rather than a bad command?
     pub fn is_connection(&self) -> bool {
         matches!(self, Error::Redis(e) if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped())

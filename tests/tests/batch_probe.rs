@@ -2095,6 +2095,35 @@ async fn batch_methods_share_entries_with_one_key_methods() {
     }
 }
 
+/// A key of a batch holding a list (written by something else): the batch returns the
+/// body's values, and the key is replaced by an entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_key_of_another_type_is_replaced() {
+    let server = RedisServer::start();
+    let cache = Cache::redis(&server.url()).unwrap();
+    let p = Probe::new();
+    let mut conn = server.conn();
+    let key = item_key(&cache, 1);
+    let _: () = redis::cmd("RPUSH")
+        .arg(&key)
+        .arg("x")
+        .query(&mut conn)
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        assert_eq!(item_many(&cache, &p, &[1, 2]).await, Ok(items(&[1, 2])));
+        let kind: String = redis::cmd("TYPE").arg(&key).query(&mut conn).unwrap();
+        if kind == "string" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the key is still a {kind}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// An entry that is not ours (written by hand) under a batch key: a miss, replaced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_entry_under_a_batch_key_is_a_miss_and_is_replaced() {

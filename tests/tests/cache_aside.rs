@@ -430,6 +430,33 @@ async fn a_corrupt_entry_is_a_miss_and_gets_replaced() {
     assert_eq!(cache.stats().corrupt, 3);
 }
 
+/// A key holding a list (written by something else): every call returns the body's value,
+/// and the key is replaced by an entry, as garbage is.
+#[tokio::test]
+async fn a_key_of_another_type_is_replaced() {
+    let server = RedisServer::start();
+    let cache = redis_cache(&server);
+    let loads = AtomicU32::new(0);
+    let key = get_user_cache_key(&cache, 10).unwrap();
+    let mut conn = server.conn();
+    let _: () = conn.rpush(&key, "x").unwrap();
+    assert_eq!(get_user(&cache, &loads, 10).await.unwrap().id, 10);
+    // The list is deleted beside the call; a later load stores the entry.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        assert_eq!(get_user(&cache, &loads, 10).await.unwrap().id, 10);
+        let kind: String = redis::cmd("TYPE").arg(&key).query(&mut conn).unwrap();
+        if kind == "string" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the key is still a {kind}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let before = loads.load(SeqCst);
+    assert_eq!(get_user(&cache, &loads, 10).await.unwrap().id, 10);
+    assert_eq!(loads.load(SeqCst), before, "the replacement is a hit");
+}
+
 #[tokio::test]
 async fn redis_down_at_call_time_returns_the_loaders_value() {
     let mut server = RedisServer::start();

@@ -279,12 +279,30 @@ impl Engine {
         if error.is_timeout() {
             self.check_size(key, policy);
         }
+        self.drop_wrong_type(key.as_str(), error);
         // A read that takes the lease is a write too: a full Redis refuses it.
         let events = self.events.of(spec);
         if error.is_out_of_memory() {
             events.store_failed();
         }
         events.failed("get", key.as_str(), error);
+    }
+
+    /// After a command on `key` failed because the key holds another type than a string
+    /// (written there by something else): the key is deleted, in a spawned task, so that the
+    /// next load stores its entry there, as over any other entry that does not decode.
+    pub(super) fn drop_wrong_type(self: &Arc<Self>, key: &str, error: &Error) {
+        let (true, Ok(runtime)) = (error.is_wrong_type(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let (engine, key) = (Arc::clone(self), key.to_owned());
+        runtime.spawn(async move {
+            let timeout = engine.settings.timeout;
+            if let Err(error) = engine.backend.delete(&key, timeout).await {
+                engine.events.failed("delete", &key, &error);
+            }
+        });
     }
 
     /// After a read that timed out: if the entry is larger than this function stores, the

@@ -166,6 +166,7 @@ impl Engine {
                     let events = self.events.of(spec);
                     events.store_failed();
                     events.failed("lease", key.as_str(), &error);
+                    self.drop_wrong_type(key.as_str(), &error);
                     break None;
                 }
             }

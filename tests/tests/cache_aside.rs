@@ -457,6 +457,34 @@ async fn a_key_of_another_type_is_replaced() {
     assert_eq!(loads.load(SeqCst), before, "the replacement is a hit");
 }
 
+/// A lease placeholder with no expiry, written by hand: calls load beside it (nothing to
+/// store under another's lease), and the first of them gives the key `lock_ttl`, so the key
+/// is cached again once that ends instead of never.
+#[tokio::test]
+async fn a_lease_without_an_expiry_is_given_one() {
+    let server = RedisServer::start();
+    let cache = Cache::builder()
+        .lock_ttl(Duration::from_millis(300))
+        .redis(&server.url())
+        .unwrap();
+    let loads = AtomicU32::new(0);
+    let key = get_user_cache_key(&cache, 11).unwrap();
+    let mut conn = server.conn();
+    let mut placeholder = vec![0xCA, 0x03, 0x06, 0x00];
+    placeholder.extend([0; 8]);
+    placeholder.extend(7u64.to_be_bytes());
+    let _: () = conn.set(&key, &placeholder).unwrap();
+    assert_eq!(get_user(&cache, &loads, 11).await.unwrap().id, 11);
+    let pttl: i64 = conn.pttl(&key).unwrap();
+    assert!((1..=300).contains(&pttl), "the lease's expiry: {pttl} ms");
+    // Past it: waiting for the lease to expire is the scenario itself.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(get_user(&cache, &loads, 11).await.unwrap().id, 11);
+    let before = loads.load(SeqCst);
+    assert_eq!(get_user(&cache, &loads, 11).await.unwrap().id, 11);
+    assert_eq!(loads.load(SeqCst), before, "cached again");
+}
+
 #[tokio::test]
 async fn redis_down_at_call_time_returns_the_loaders_value() {
     let mut server = RedisServer::start();

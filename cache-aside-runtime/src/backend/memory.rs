@@ -300,6 +300,12 @@ impl MemoryBackend {
         envelope::head(&s.bytes).filter(|h| h.pending && h.token == token)
     }
 
+    /// Does another load's lease `token` still hold `key`?
+    pub(crate) fn lease_holds(&self, key: &str, token: u64) -> bool {
+        self.live(key)
+            .is_some_and(|s| Self::holds(&s, token).is_some())
+    }
+
     /// Stores `value` if the lease `token` still holds `key`; `true` if it did.
     pub(crate) fn fill(&self, key: &str, token: u64, value: &[u8], ttl: Duration) -> bool {
         let mut stored = false;

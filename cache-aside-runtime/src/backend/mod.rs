@@ -448,6 +448,21 @@ impl Backend {
         }
     }
 
+    /// Does another load's lease `token` still hold `key`? `lease_ms`: the lease time a
+    /// lease without an expiry (not this library's) is given.
+    pub(crate) async fn holds(
+        &self,
+        key: &str,
+        token: u64,
+        lease_ms: &str,
+        budget: Budget,
+    ) -> Result<bool, Error> {
+        match self {
+            Backend::Redis(b) => b.holds(key, token, lease_ms, budget).await,
+            Backend::Memory(b) => Ok(b.lease_holds(key, token)),
+        }
+    }
+
     /// Pushes the lease's expiry out to `lease_ttl`; `false` if `token` lost it.
     pub(crate) async fn extend(
         &self,

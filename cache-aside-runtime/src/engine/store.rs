@@ -11,7 +11,7 @@ use crate::backend::Budget;
 use crate::envelope;
 use crate::error::Error;
 use crate::exact::{self, Same};
-use crate::flight::{Outcome, Seen};
+use crate::flight::Outcome;
 use crate::key::Key;
 use crate::policy::Policy;
 use crate::shape::{Shape, Store};
@@ -210,10 +210,12 @@ impl Engine {
             return Written::Dropped;
         }
         let budget = Budget::from_now(call.write_left);
-        match self.backend.read(call.key.as_str(), None, budget).await {
-            Ok(Some(entry)) if Seen::of(entry.as_slice()) == Seen::Leased(call.saw) => {
-                Written::Done
-            }
+        match self
+            .backend
+            .holds(call.key.as_str(), call.saw, &self.lease_ms, budget)
+            .await
+        {
+            Ok(true) => Written::Done,
             _ => Written::Dropped,
         }
     }

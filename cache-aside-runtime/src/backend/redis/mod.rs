@@ -29,7 +29,7 @@ use redis::Value;
 use self::breaker::Breaker;
 pub(crate) use self::connection::Reach;
 use self::connection::{Command, Connection, Eval};
-use self::scripts::{DROP_IF_LARGER, EXTEND, FILL, LEASE, RELEASE, TAG, TTL};
+use self::scripts::{DROP_IF_LARGER, EXTEND, FILL, HOLDS, LEASE, RELEASE, TAG, TTL};
 use super::{Ask, Budget, LeaseAttempt, REPLACE, Restore};
 use crate::envelope::{self, HEADER_LEN, unix_ms};
 use crate::error::Error;
@@ -392,6 +392,20 @@ impl RedisBackend {
         call.arg(&token.to_be_bytes()[..]).arg(ms(lease_ttl));
         let extended: i64 = self.run(timeout, false, &call).await?;
         Ok(extended == 1)
+    }
+
+    /// Does another load's lease `token` still hold `key` (see [`HOLDS`])?
+    pub(crate) async fn holds(
+        &self,
+        key: &str,
+        token: u64,
+        lease_ms: &str,
+        budget: Budget,
+    ) -> Result<bool, Error> {
+        let mut call = Eval::new(&HOLDS, key, 2, 8 + 20);
+        call.arg(&token.to_be_bytes()[..]).arg(lease_ms);
+        let holds: i64 = self.run(budget, true, &call).await?;
+        Ok(holds == 1)
     }
 
     /// Gives the lease `token` up without a new value (see [`RELEASE`]).

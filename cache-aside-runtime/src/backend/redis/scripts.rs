@@ -123,6 +123,27 @@ return 0
     )
 }
 
+/// Does the lease `token` (another load's) still hold the key? `1` if it does. A PENDING key
+/// without a TTL (left by anything but this library) gets `lock_ttl`, as `LEASE` gives it:
+/// a load beside such a lease never takes it, and would otherwise leave the key uncached
+/// for good. KEYS: entry. ARGV: token, lease ms.
+pub(crate) static HOLDS: LazyLock<Script> = LazyLock::new(|| Script::new(&holds_lua()));
+
+fn holds_lua() -> String {
+    format!(
+        r"{prelude}
+local v = redis.call('GETRANGE', KEYS[1], 0, {last})
+if ours(v) and flag(v, {FLAG_PENDING}) and token(v) == ARGV[1] then
+  if redis.call('PTTL', KEYS[1]) == -1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+  return 1
+end
+return 0
+",
+        prelude = prelude(),
+        last = HEADER_LEN - 1,
+    )
+}
+
 /// Gives up the caller's lease without a new value: a placeholder is deleted; a leased
 /// value has PENDING cleared (and, for fail-safe's back-off, a new fresh-until time) and
 /// expires when it would have (its fresh-until time plus the function's `keep`; the lease

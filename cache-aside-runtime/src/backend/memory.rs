@@ -22,6 +22,11 @@ use crate::envelope::{self, Head, unix_ms};
 /// their sweeps instead (see [`TAG_SWEEP_MIN`]).
 const ENTRY_OVERHEAD: usize = 512;
 
+/// What an entry weighs against the cap: its key, its bytes and [`ENTRY_OVERHEAD`].
+fn weight(key: &str, value: &Stored) -> u32 {
+    u32::try_from(ENTRY_OVERHEAD + key.len() + value.bytes.len()).unwrap_or(u32::MAX)
+}
+
 #[derive(Clone)]
 struct Stored {
     bytes: Bytes,
@@ -48,6 +53,9 @@ impl moka::Expiry<String, Stored> for PerEntryTtl {
 
 pub(crate) struct MemoryBackend {
     store: moka::sync::Cache<String, Stored>,
+    /// The store's cap: an entry that weighs more is not stored (moka would take it, and
+    /// evict it at its next maintenance, after a read or two found it).
+    max_bytes: u64,
     /// Tag sets (see [`crate::tag`]): each tag's entry keys, with when they expire (Unix ms).
     tags: std::sync::Mutex<Tags>,
 }
@@ -141,13 +149,12 @@ impl MemoryBackend {
     pub(crate) fn new(max_bytes: u64) -> Self {
         let store = moka::sync::Cache::builder()
             .max_capacity(max_bytes)
-            .weigher(|key: &String, value: &Stored| {
-                u32::try_from(ENTRY_OVERHEAD + key.len() + value.bytes.len()).unwrap_or(u32::MAX)
-            })
+            .weigher(|key: &String, value: &Stored| weight(key, value))
             .expire_after(PerEntryTtl)
             .build();
         MemoryBackend {
             store,
+            max_bytes,
             tags: std::sync::Mutex::new(Tags::default()),
         }
     }
@@ -220,6 +227,8 @@ impl MemoryBackend {
                 .map(|e| e.value())
                 .filter(|s| s.expires_at > now);
             match (f(live), found.is_some() && live.is_none()) {
+                // Larger than the whole store: it replaces what was there by nothing.
+                (Op::Put(s), _) if u64::from(weight(key, &s)) > self.max_bytes => Op::Remove,
                 // An expired entry moka still holds goes now rather than at its next sweep.
                 (Op::Nop, true) => Op::Remove,
                 (op, _) => op,
@@ -397,6 +406,24 @@ mod tests {
 
     fn swept(backend: &MemoryBackend) -> u64 {
         backend.tags.lock().unwrap().swept
+    }
+
+    #[test]
+    fn an_entry_larger_than_the_cap_is_not_stored_and_replaces_the_old_one() {
+        let backend = MemoryBackend::new(64 * 1024);
+        let ttl = Duration::from_secs(60);
+        backend.set("ns:k", Bytes::from(vec![1; 100]), ttl);
+        assert!(backend.get("ns:k").is_some());
+        backend.set("ns:k", Bytes::from(vec![2; 200_000]), ttl);
+        assert_eq!(backend.get("ns:k"), None, "the old value is gone too");
+        assert_eq!(backend.ttl("ns:k"), None);
+        let fits = 64 * 1024 - ENTRY_OVERHEAD - "ns:k".len();
+        backend.set("ns:k", Bytes::from(vec![3; fits]), ttl);
+        assert_eq!(
+            backend.get("ns:k").map(|b| b.len()),
+            Some(fits),
+            "one that fits is"
+        );
     }
 
     #[test]

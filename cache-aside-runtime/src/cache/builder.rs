@@ -84,7 +84,8 @@ impl CacheBuilder {
 
     /// Size cap of the embedded backend (default 64 MiB): keys, values and about 512 bytes
     /// of bookkeeping per entry, so that what the store holds stays within the cap whatever
-    /// the entries' sizes. The allocator may keep more of what evicted entries freed (glibc,
+    /// the entries' sizes. An entry larger than the whole cap is not stored (the call still
+    /// returns its value). The allocator may keep more of what evicted entries freed (glibc,
     /// many threads, large values); see [the performance guide](crate::guide::performance).
     /// Tags are kept beside the store, outside the cap: one member per live tagged entry
     /// and tag (a few hundred bytes each), swept of evicted entries whenever they have

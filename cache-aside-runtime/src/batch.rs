@@ -38,11 +38,10 @@
 //!   they store the same value type (`User` for `Option<User>` and for a map of `User`s):
 //!   two functions storing different types under one key would hand each other's values
 //!   out, so such a pair runs uncached, with a warning, as any two functions whose keys meet
-//!   do. A batch beside a function with `tags` runs uncached too, from when both have run in
-//!   the process: its entries would carry no tags, and invalidating one would miss them
-//!   (entries it wrote before, or in a process without the tagged function, stay until
-//!   their TTL or a key or prefix invalidation). A key repeated in the argument is read and
-//!   loaded once.
+//!   do. So do a batch and a function with `tags`, from when both have run in the process:
+//!   the batch's entries would carry no tags, and invalidating one would miss them (entries
+//!   it writes in a process without the tagged function stay until their TTL or a key or
+//!   prefix invalidation). A key repeated in the argument is read and loaded once.
 //! - **Reads.** One `MGET` of every key (on Redis Cluster, redis-rs splits it into one
 //!   per slot). Fresh entries are hits; an absence marker (`none_ttl`) is a hit with no
 //!   value: the key is left out of the map.

@@ -18,8 +18,9 @@
 //! as long as both store the same type: each function's stored type is learnt at its first
 //! call, before its first read ([`stores`]), and a pair whose types differ is marked as
 //! above. A pair is checked once both types are known; until then neither has read. A
-//! batch beside a function with tags is marked at once, the batch alone: its entries would
-//! carry no tags, so invalidating a tag would miss them.
+//! batch beside a function with tags is marked at once, with it: the batch's entries carry
+//! no tags, so invalidating a tag would miss them, and those it wrote before the tagged
+//! function first ran would be that function's hits.
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
@@ -177,10 +178,12 @@ pub(crate) fn record(spec: &'static FnSpec, owner: &'static str, prefix: &'stati
             tagged = tagged.0.name(),
             "cache-aside: a batch function shares its keys with a function that has tags, \
              which the batch's entries would not carry (invalidating a tag would miss them); \
-             the batch runs uncached until it gets a prefix of its own"
+             both run uncached until the batch gets a prefix of its own"
         );
+        // The tagged function too: the batch may have written entries before it ran, and
+        // a hit on one of them would outlive the tag's invalidation.
         for &writer in writers.iter() {
-            if one_function(writer, batch) {
+            if one_function(writer, batch) || one_function(writer, tagged) {
                 writer.0.mark_shared();
             }
         }

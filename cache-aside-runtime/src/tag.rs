@@ -7,8 +7,8 @@
 //! whatever their number; `#[cache_evict(tag = "user:{id}")]` does it after a write.
 //!
 //! A batch function has no tags, and its entries carry none: a batch sharing its prefix
-//! with a tagged function runs uncached once both have run in one process (see
-//! [`batch`](crate::batch)); give it a prefix of its own.
+//! with a tagged function and that function both run uncached once both have run in one
+//! process (see [`batch`](crate::batch)); give the batch a prefix of its own.
 //!
 //! ```no_run
 //! use cache_aside_runtime::{Cache, cached, tag::Tag};

@@ -316,14 +316,19 @@ async fn member(cache: &Cache, db: &Db, id: u64) -> String {
     db.read(id).await
 }
 
-/// Shares `member`'s keys, but its entries could not carry `member`'s tags.
-#[cached(batch, ttl = 600, prefix = "t-member", cache = cache, skip(cache, db))]
-async fn members(cache: &Cache, db: &Db, ids: &[u64]) -> HashMap<u64, String> {
+/// The rows of `ids`, each read on its own.
+async fn rows(db: &Db, ids: &[u64]) -> HashMap<u64, String> {
     let mut out = HashMap::new();
     for &id in ids {
         out.insert(id, db.read(id).await);
     }
     out
+}
+
+/// Shares `member`'s keys, but its entries could not carry `member`'s tags.
+#[cached(batch, ttl = 600, prefix = "t-member", cache = cache, skip(cache, db))]
+async fn members(cache: &Cache, db: &Db, ids: &[u64]) -> HashMap<u64, String> {
+    rows(db, ids).await
 }
 
 /// A batch beside a tagged function of its prefix would write entries that the tag's
@@ -368,11 +373,7 @@ async fn member2(cache: &Cache, db: &Db, id: u64) -> String {
 
 #[cached(batch, ttl = 600, prefix = "t-member2", cache = cache, skip(cache, db))]
 async fn members2(cache: &Cache, db: &Db, ids: &[u64]) -> HashMap<u64, String> {
-    let mut out = HashMap::new();
-    for &id in ids {
-        out.insert(id, db.read(id).await);
-    }
-    out
+    rows(db, ids).await
 }
 
 /// The batch first: it stores an entry without tags before the tagged function ever ran.

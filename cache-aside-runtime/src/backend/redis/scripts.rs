@@ -40,10 +40,11 @@ end
 /// Takes the lease of a key, unless its value is fresh or another load holds it. Replies
 /// with the value (fresh at `point`: a new value, or a back-off, that the caller can use),
 /// `1` (the lease is the caller's) or an array of the other lease's token (another load's
-/// lease is live: a PENDING key lives no longer than its lease, so a dead holder's expires). A kept value (stale, or
-/// kept for fail-safe) is leased in place, still readable, and lives at least as long as
-/// the lease; an empty key, or one holding anything else, gets the placeholder (one larger
-/// than `max_value_bytes` without being read: it may be huge). A PENDING
+/// lease is live: a PENDING key lives no longer than its lease, so a dead holder's
+/// expires). A kept value (stale, or kept for fail-safe) is leased in place, still
+/// readable, and lives at least as long as the lease; an empty key, or one holding anything
+/// else, gets the placeholder (one larger than `max_value_bytes` without being read: it may
+/// be huge). A PENDING
 /// key without a TTL (left by anything but this library) gets `lock_ttl`, so it cannot
 /// block every miss forever.
 /// With `replace`, a value not held by another load is leased whatever its freshness (the

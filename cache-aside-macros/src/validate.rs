@@ -178,7 +178,6 @@ fn check_batch(func: &Func, options: &Options, errors: &mut Errors) {
             .as_ref()
             .filter(|o| o.value)
             .map(|o| &o.name),
-        options.tags.as_ref().map(|o| &o.name),
     ];
     for name in unsupported.into_iter().flatten() {
         errors.push(

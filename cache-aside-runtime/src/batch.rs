@@ -38,10 +38,14 @@
 //!   they store the same value type (`User` for `Option<User>` and for a map of `User`s):
 //!   two functions storing different types under one key would hand each other's values
 //!   out, so such a pair runs uncached, with a warning, as any two functions whose keys meet
-//!   do. So do a batch and a function with `tags`, from when both have run in the process:
-//!   the batch's entries would carry no tags, and invalidating one would miss them (entries
-//!   it writes in a process without the tagged function stay until their TTL or a key or
-//!   prefix invalidation). A key repeated in the argument is read and loaded once.
+//!   do. So do a batch and a function whose `tags` are not the batch's, from when both have
+//!   run in the process: the entries one of them wrote would lack a tag the other's carry,
+//!   and invalidating it would miss them. A key repeated in the argument is read and loaded
+//!   once.
+//! - **Tags.** `tags = ["user:{ids}"]` tags each key's entry, a placeholder naming the key
+//!   collection standing for each key (`{ids.team}`: a field of it); see
+//!   [`tag`](crate::tag). Each loaded key joins its tags' sets after its lease and before
+//!   the body, all at once; a key that could not be tagged is returned, not stored.
 //! - **Reads.** One `MGET` of every key (on Redis Cluster, redis-rs splits it into one
 //!   per slot). Fresh entries are hits; an absence marker (`none_ttl`) is a hit with no
 //!   value: the key is left out of the map.
@@ -63,7 +67,7 @@
 //!   stored (when it is the rare second call, the first call's keys were stored already).
 //!
 //! What a batch does not do (yet): `stale`, `refresh_ahead`, `xfetch`, `fail_safe`,
-//! `lock`, `key = "..."` templates, `tags` and `on_cache_error = "fail"` are refused on a batch
+//! `lock`, `key = "..."` templates and `on_cache_error = "fail"` are refused on a batch
 //! function, and it has no companions: invalidate its entries through the one-key function
 //! sharing them, [`Cache::invalidate`](crate::Cache::invalidate) or a prefix.
 

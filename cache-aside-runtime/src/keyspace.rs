@@ -18,9 +18,11 @@
 //! as long as both store the same type: each function's stored type is learnt at its first
 //! call, before its first read ([`stores`]), and a pair whose types differ is marked as
 //! above. A pair is checked once both types are known; until then neither has read. A
-//! batch beside a function with tags is marked at once, with it: the batch's entries carry
-//! no tags, so invalidating a tag would miss them, and those it wrote before the tagged
-//! function first ran would be that function's hits.
+//! batch beside a function whose `tags` are not its own (compared as templates, by what
+//! they render from a key: `"user:{id}"` and `"user:{ids}"` are one) is marked at once, with
+//! it: one function's entries would lack a tag the other's carry, so invalidating that tag
+//! would miss them, and those written before the other function first ran would be its
+//! hits.
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
@@ -140,7 +142,7 @@ pub(crate) fn record(spec: &'static FnSpec, owner: &'static str, prefix: &'stati
     entry.writers.push(me);
     let mut meeting = Vec::new();
     let mut typed = Vec::new();
-    let mut untagged = Vec::new();
+    let mut unlike = Vec::new();
     for &other in entry.writers.iter() {
         if one_function(other, me) {
             if other.0.shares_keys() {
@@ -149,17 +151,17 @@ pub(crate) fn record(spec: &'static FnSpec, owner: &'static str, prefix: &'stati
         } else if spec.layout.meets(&other.0.layout)
             && !meeting.iter().any(|m| one_function(*m, other))
             && !typed.iter().any(|m| one_function(*m, other))
-            && !untagged
+            && !unlike
                 .iter()
                 .any(|&(a, b)| one_function(a, other) || one_function(b, other))
         {
             // A batch beside a function of the same layout: by design, if one type, and if
-            // that function has no tags, which the batch's entries would not carry.
+            // both tag their entries alike.
             if (spec.batch || other.0.batch) && spec.layout == other.0.layout {
-                match (spec.batch, other.0.tagged || spec.tagged) {
-                    (_, false) => typed.push(other),
-                    (true, true) => untagged.push((me, other)),
-                    (false, true) => untagged.push((other, me)),
+                if spec.tags == other.0.tags {
+                    typed.push(other);
+                } else {
+                    unlike.push((other, me));
                 }
             } else {
                 meeting.push(other);
@@ -171,19 +173,21 @@ pub(crate) fn record(spec: &'static FnSpec, owner: &'static str, prefix: &'stati
         .extend(typed.into_iter().map(|other| (other, me)));
     check_typed(prefix, entry, None);
     let writers = &entry.writers;
-    for &(batch, tagged) in &untagged {
+    for &(first, second) in &unlike {
         tracing::warn!(
             prefix,
-            batch = batch.0.name(),
-            tagged = tagged.0.name(),
-            "cache-aside: a batch function shares its keys with a function that has tags, \
-             which the batch's entries would not carry (invalidating a tag would miss them); \
-             both run uncached until the batch gets a prefix of its own"
+            first = first.0.name(),
+            first_tags = first.0.tags.unwrap_or(""),
+            second = second.0.name(),
+            second_tags = second.0.tags.unwrap_or(""),
+            "cache-aside: a batch function shares its keys with a function that tags them \
+             otherwise (invalidating a tag would miss the entries one of them wrote); both \
+             run uncached until they have the same `tags` or the batch a prefix of its own"
         );
-        // The tagged function too: the batch may have written entries before it ran, and
-        // a hit on one of them would outlive the tag's invalidation.
+        // Both: either may have written entries before the other ran, and a hit on one of
+        // them would outlive the invalidation of a tag it lacks.
         for &writer in writers.iter() {
-            if one_function(writer, batch) || one_function(writer, tagged) {
+            if one_function(writer, first) || one_function(writer, second) {
                 writer.0.mark_shared();
             }
         }
@@ -249,5 +253,33 @@ mod tests {
         static ELSEWHERE: FnSpec = FnSpec::new("posts", Some("t-doc"), Layout::new("{}:posts:{}"));
         record(&ELSEWHERE, "app::other", "t-doc");
         assert!(POSTS.shares_keys() && ELSEWHERE.shares_keys());
+    }
+
+    #[test]
+    fn a_batch_shares_keys_with_a_function_only_if_both_tag_alike() {
+        const ONE: Layout = Layout::new("{}");
+        static USER: FnSpec = FnSpec::new("user", Some("t-tags"), ONE).tags("user:{}");
+        static USERS: FnSpec = FnSpec::new("users", Some("t-tags"), ONE)
+            .batch()
+            .tags("user:{}");
+        record(&USER, "app", "t-tags");
+        record(&USERS, "app", "t-tags");
+        assert!(!USER.shares_keys() && !USERS.shares_keys(), "tagged alike");
+        static TEAMS: FnSpec = FnSpec::new("teams", Some("t-tags"), ONE)
+            .batch()
+            .tags("team:{.team}");
+        record(&TEAMS, "app", "t-tags");
+        assert!(
+            TEAMS.shares_keys() && USER.shares_keys(),
+            "tagged otherwise"
+        );
+        static PLAIN: FnSpec = FnSpec::new("plain", Some("t-tags2"), ONE);
+        static PLAINS: FnSpec = FnSpec::new("plains", Some("t-tags2"), ONE).batch();
+        record(&PLAINS, "app", "t-tags2");
+        record(&PLAIN, "app", "t-tags2");
+        assert!(
+            !PLAIN.shares_keys() && !PLAINS.shares_keys(),
+            "neither tagged"
+        );
     }
 }

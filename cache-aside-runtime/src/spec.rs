@@ -45,9 +45,10 @@ pub struct FnSpec {
     /// `#[cached(batch)]`: its keys are those of a one-key function with its prefix, whose
     /// entries it may share when both store one type (see `keyspace`).
     pub(crate) batch: bool,
-    /// `tags = [...]`: its entries join tag sets, which a batch sharing its keys could not
-    /// do (see `keyspace`).
-    pub(crate) tagged: bool,
+    /// `tags = [...]`: its tag templates with each placeholder's argument left out
+    /// (`user:{}` for `"user:{id}"`, sorted, one per line), so that a batch and a one-key
+    /// function sharing entries can be told to tag them alike (see `keyspace`).
+    pub(crate) tags: Option<&'static str>,
     /// The `type_name` of the value it stores, learnt at its first call (see `keyspace`).
     pub(crate) value_type: OnceLock<&'static str>,
 }
@@ -75,7 +76,7 @@ impl FnSpec {
             policy: OnceLock::new(),
             counters: OnceLock::new(),
             batch: false,
-            tagged: false,
+            tags: None,
             value_type: OnceLock::new(),
         }
     }
@@ -86,9 +87,10 @@ impl FnSpec {
         self
     }
 
-    /// `tags = [...]`: a function whose entries carry tags.
-    pub const fn tagged(mut self) -> Self {
-        self.tagged = true;
+    /// `tags = [...]`: a function whose entries carry tags, by their templates with each
+    /// placeholder's argument left out (`"team:{.team}\nuser:{}"`).
+    pub const fn tags(mut self, templates: &'static str) -> Self {
+        self.tags = Some(templates);
         self
     }
 

@@ -6,9 +6,12 @@
 //! then removes every entry carrying a tag, whichever function wrote it, in a few round trips
 //! whatever their number; `#[cache_evict(tag = "user:{id}")]` does it after a write.
 //!
-//! A batch function has no tags, and its entries carry none: a batch sharing its prefix
-//! with a tagged function and that function both run uncached once both have run in one
-//! process (see [`batch`](crate::batch)); give the batch a prefix of its own.
+//! A batch function takes `tags` too, each placeholder naming its key collection and
+//! standing for each key: `#[cached(batch, tags = ["user:{ids}"])] async fn get_users(ids:
+//! &[u64])` tags `get_users(&[7, 8])`'s entries `user:7` and `user:8`, as `get_user(id)` with
+//! `tags = ["user:{id}"]` does. A batch and a one-key function sharing entries must tag them
+//! alike, or both run uncached once both have run in one process (see
+//! [`batch`](crate::batch)).
 //!
 //! ```no_run
 //! use cache_aside_runtime::{Cache, cached, tag::Tag};
@@ -51,7 +54,8 @@
 //! - A hit costs nothing more, beyond rendering the tags from the arguments into one pooled
 //!   buffer (about 370 instructions for one tag by callgrind, 1.9% of a loopback hit; for
 //!   tagged functions only).
-//! - A miss of a tagged function costs one more round trip before its body (its tags' sets
+//! - A miss of a tagged function (or a batch's misses, all at once) costs one more round
+//!   trip before its body (its tags' sets
 //!   updated at once, a small script each: add the key, drop keys that expired, push the
 //!   set's own expiry out to its last entry's), and scores its key again beside its store,
 //!   so a slow body's entry never outlives its membership. A function without tags pays
@@ -66,7 +70,8 @@
 //!   its byte cap evicted whenever they have doubled since the last sweep (from 1,024
 //!   members), so they hold at most about twice its live tagged entries.
 //!
-//! Tags are not supported on `batch` functions yet.
+//! [`Cache::get_many`](crate::Cache::get_many)'s [`Batch`](crate::batch::Batch) has no tags
+//! yet: its entries carry none.
 
 use serde::Serialize;
 
@@ -133,6 +138,11 @@ impl std::fmt::Display for Tag {
 pub(crate) fn set_key(namespace: &str, tag: &str) -> String {
     format!("{namespace}:#tag:{tag}")
 }
+
+/// Renders the tags of one key of a batch function: `tags = [..]` with each placeholder
+/// naming the key collection standing for that key.
+#[doc(hidden)]
+pub type BatchTags<K> = fn(&mut TagWriter<'_>, &K) -> Result<(), Error>;
 
 /// Renders the tags of one call: what generated code for `tags = [..]` calls. The set keys
 /// go into one pooled buffer, one per line (no key holds a `\n`): a tagged hit pays no

@@ -67,6 +67,7 @@ fn cluster_suite() {
         evictions_reach_every_entry(&cluster).await;
         a_batch_reads_every_slot_in_one_call(&cluster).await;
         a_tag_reaches_entries_on_every_primary(&cluster).await;
+        a_tagged_batch_tags_entries_on_every_primary(&cluster).await;
     });
 }
 
@@ -97,6 +98,40 @@ async fn a_tag_reaches_entries_on_every_primary(cluster: &RedisCluster) {
         assert_eq!(tagged(&cache, &db, 2, id).await, expected(2000 + id));
     }
     assert_eq!(db.loads(), 120, "group 1 reloaded, group 2 still cached");
+    assert_eq!(cache.stats().errors, 0, "{:?}", cache.stats());
+}
+
+/// Groups of ids, many at a time, each entry tagged by its group.
+#[cached(batch, ttl = 60, prefix = "grouped", tags = ["group:{keys.0}"], cache = cache, skip(cache, db))]
+async fn grouped(
+    cache: &Cache,
+    db: &Db,
+    keys: &[(u64, u64)],
+) -> std::collections::HashMap<(u64, u64), String> {
+    db.loads.fetch_add(keys.len() as u64, SeqCst);
+    keys.iter()
+        .map(|&(group, id)| ((group, id), expected(group * 1000 + id)))
+        .collect()
+}
+
+/// A batch's entries on every slot carry their tags: invalidating one group's tag removes
+/// that group's entries wherever they live, and leaves the other's.
+async fn a_tagged_batch_tags_entries_on_every_primary(cluster: &RedisCluster) {
+    use cache_aside_runtime::tag::Tag;
+    let cache = cluster.cache("c-tagged-batch");
+    let db = Db::new(Duration::ZERO);
+    let keys: Vec<(u64, u64)> = (0..30).flat_map(|id| [(1, id), (2, id)]).collect();
+    assert_eq!(grouped(&cache, &db, &keys).await.len(), 60);
+    assert_eq!(grouped(&cache, &db, &keys).await.len(), 60);
+    assert_eq!(db.loads(), 60, "the second batch hit");
+    let tag = Tag::new("group").unwrap().value(&1).unwrap();
+    assert_eq!(cache.invalidate_tag(&tag).await.unwrap(), 30);
+    let got = grouped(&cache, &db, &keys).await;
+    assert!(
+        keys.iter()
+            .all(|&(g, id)| got[&(g, id)] == expected(g * 1000 + id))
+    );
+    assert_eq!(db.loads(), 90, "group 1 reloaded, group 2 still cached");
     assert_eq!(cache.stats().errors, 0, "{:?}", cache.stats());
 }
 

@@ -325,7 +325,7 @@ async fn rows(db: &Db, ids: &[u64]) -> HashMap<u64, String> {
     out
 }
 
-/// Shares `member`'s keys, but its entries could not carry `member`'s tags.
+/// Shares `member`'s keys without its tags.
 #[cached(batch, ttl = 600, prefix = "t-member", cache = cache, skip(cache, db))]
 async fn members(cache: &Cache, db: &Db, ids: &[u64]) -> HashMap<u64, String> {
     rows(db, ids).await
@@ -393,4 +393,124 @@ async fn a_tagged_function_after_a_batch_of_its_prefix_serves_nothing_the_batch_
     );
     rename(&cache, &db, 7, "new row").await.unwrap();
     assert_eq!(member2(&cache, &db, 7).await, "new row");
+}
+
+#[cached(ttl = 600, prefix = "t-member3", tags = ["user:{id}"], cache = cache, skip(cache, db))]
+async fn member3(cache: &Cache, db: &Db, id: u64) -> String {
+    db.read(id).await
+}
+
+/// Shares `member3`'s keys and tags them alike: `{ids}` stands for each key.
+#[cached(batch, ttl = 600, prefix = "t-member3", tags = ["user:{ids}"], cache = cache, skip(cache, db))]
+async fn members3(cache: &Cache, db: &Db, ids: &[u64]) -> HashMap<u64, String> {
+    rows(db, ids).await
+}
+
+/// A batch with the tags of the one-key function sharing its prefix: both stay cached and
+/// share entries, and a tag's invalidation removes the entries the batch wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tagged_batch_tags_its_entries_as_the_one_key_function_does() {
+    let server = RedisServer::start();
+    for cache in &caches(&server) {
+        let db = Db::with(&[(1, "ann"), (2, "bob"), (3, "cy")]);
+        let got = members3(cache, &db, &[1, 2, 3]).await;
+        assert_eq!(got.get(&2).map(String::as_str), Some("bob"));
+        assert_eq!(db.reads(), 3);
+        assert_eq!(member3(cache, &db, 2).await, "bob");
+        assert_eq!(
+            db.reads(),
+            3,
+            "the batch's entry is the one-key function's hit"
+        );
+        // A write of row 2, evicting its tag, removes the entry the batch wrote.
+        rename(cache, &db, 2, "bob2").await.unwrap();
+        assert_eq!(member3(cache, &db, 2).await, "bob2");
+        assert_eq!(db.reads(), 4);
+        let removed = cache.invalidate_tag(&tag("user", 3)).await.unwrap();
+        assert_eq!(removed, 1, "{}", cache.backend_name());
+        let got = members3(cache, &db, &[1, 2, 3]).await;
+        assert_eq!(got.get(&3).map(String::as_str), Some("cy"));
+        assert_eq!(db.reads(), 5, "only row 3 was read again");
+        assert!(
+            member3_cache_key(cache, 1).is_ok(),
+            "the pair is not marked"
+        );
+    }
+}
+
+/// A batch's load overtaken by a tag's invalidation: the batch's keys joined their tags'
+/// sets before its body ran, so the invalidation revokes their leases and the old row read
+/// before it is not stored. Returns what the next read got.
+async fn invalidation_during_a_batch(cache: &Cache, id: u64) -> String {
+    let db = Db::with(&[(id, "old"), (id + 1, "other")]);
+    *db.hold.lock().unwrap() = true;
+    let ids = [id, id + 1];
+    let load = members3(cache, &db, &ids);
+    let write = async {
+        db.started.notified().await;
+        db.set(id, "new");
+        cache.invalidate_tag(&tag("user", id)).await.unwrap();
+        db.go.notify_one();
+    };
+    let (paused, ()) = tokio::join!(load, write);
+    assert_eq!(paused.get(&id).map(String::as_str), Some("old"));
+    member3(cache, &db, id).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_overtaken_by_a_tag_invalidation_stores_nothing_of_it() {
+    let server = RedisServer::start();
+    for cache in &caches(&server) {
+        assert_eq!(invalidation_during_a_batch(cache, 40).await, "new");
+    }
+    let builder = || Cache::builder().__without_leases();
+    let caches = [
+        builder().redis(&server.url()).unwrap(),
+        builder().memory().unwrap(),
+    ];
+    for cache in &caches {
+        assert_eq!(
+            invalidation_during_a_batch(cache, 50).await,
+            "old",
+            "without leases the scenario shows the race"
+        );
+    }
+}
+
+#[derive(Clone, serde::Serialize, PartialEq, Eq, Hash)]
+struct Member {
+    team: u32,
+    id: u64,
+}
+
+/// A tag over a field of each key.
+#[cached(batch, ttl = 600, prefix = "t-seat", tags = ["team:{members.team}"], cache = cache, skip(cache, db))]
+async fn seats(cache: &Cache, db: &Db, members: &[Member]) -> HashMap<Member, String> {
+    let mut out = HashMap::new();
+    for member in members {
+        out.insert(member.clone(), db.read(member.id).await);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_tag_over_a_field_of_each_key() {
+    let server = RedisServer::start();
+    for cache in &caches(&server) {
+        let db = Db::with(&[(1, "ann"), (2, "bob"), (3, "cy")]);
+        let all = [
+            Member { team: 7, id: 1 },
+            Member { team: 7, id: 2 },
+            Member { team: 8, id: 3 },
+        ];
+        assert_eq!(seats(cache, &db, &all).await.len(), 3);
+        assert_eq!(seats(cache, &db, &all).await.len(), 3);
+        assert_eq!(db.reads(), 3);
+        let removed = cache.invalidate_tag(&tag("team", 7)).await.unwrap();
+        assert_eq!(removed, 2, "{}", cache.backend_name());
+        db.set(1, "ann2");
+        let got = seats(cache, &db, &all).await;
+        assert_eq!(got.get(&all[0]).map(String::as_str), Some("ann2"));
+        assert_eq!(db.reads(), 5, "team 7's two rows again, team 8's a hit");
+    }
 }

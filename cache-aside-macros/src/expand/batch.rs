@@ -68,9 +68,10 @@ impl Expander<'_> {
         block.set_span(func.brace.join());
         let block = TokenTree::Group(block);
         let same = self.batch_same(ret_span, &shape);
+        let tags = self.batch_tags(keys_ty);
         let call = quote_spanned! {ret_span=>
             #at_ret::get_many::<#shape, #ret, <#keys_ty as #at_ret::BatchKeys>::Item, _, _>(
-                #cache, #spec, #identity, #items,
+                #cache, #spec, #identity, #items, #tags,
                 move |#missing| {
                     #(#clones)*
                     async move {
@@ -98,6 +99,28 @@ impl Expander<'_> {
                 #check
                 #run
             }
+        }
+    }
+
+    /// `Some(renderer)` of one key's tags, or `None` without `tags`.
+    fn batch_tags(&self, keys_ty: &syn::Type) -> TokenStream {
+        let private = &self.private;
+        let Some(tags) = &self.options.tags else {
+            return quote!(::core::option::Option::None);
+        };
+        let (writer, item) = (local("__ca_t"), local("__ca_key"));
+        let steps = tags
+            .value
+            .iter()
+            .map(|tag| keys::batch_tag_steps(tag, &writer, &item));
+        quote! {
+            ::core::option::Option::Some(
+                |#writer: &mut #private::TagWriter<'_>,
+                 #item: &<#keys_ty as #private::BatchKeys>::Item|
+                 -> ::core::result::Result<(), #private::Error> {
+                    #(#steps)*
+                    ::core::result::Result::Ok(())
+                })
         }
     }
 

@@ -88,6 +88,61 @@ pub(crate) fn tag_steps(func: &Func, tag: &crate::key::Template, writer: &Ident)
     quote!(#writer.begin(#name); #(#parts)*)
 }
 
+/// The statements writing one tag of a batch function: each placeholder names the key
+/// collection and stands for the one key `item` (validation allows no other root).
+pub(crate) fn batch_tag_steps(
+    tag: &crate::key::Template,
+    writer: &Ident,
+    item: &Ident,
+) -> TokenStream {
+    let name = &tag.prefix;
+    let parts = tag.parts.iter().map(|part| match part {
+        Part::Text(text) => {
+            let segments = text.split(':').filter(|s| !s.is_empty());
+            quote!(#(#writer.text(#segments);)*)
+        }
+        Part::Arg { fields, .. } => {
+            let fields = field_access(fields);
+            quote!(#writer.value(&#item #fields)?;)
+        }
+    });
+    quote!(#writer.begin(#name); #(#parts)*)
+}
+
+/// What a function's tags render from a key, for the runtime to compare a batch's with a
+/// one-key function's: each template with its placeholders' argument left out
+/// (`"user:{id}"` → `user:{}`, `"team:{q.team}"` → `team:{.team}`), sorted, one per line.
+pub(crate) fn tags_signature(tags: &[crate::key::Template]) -> String {
+    let mut each: Vec<String> = tags
+        .iter()
+        .map(|tag| {
+            let mut text = tag.prefix.clone();
+            for part in &tag.parts {
+                match part {
+                    Part::Text(fixed) => {
+                        for segment in fixed.split(':').filter(|s| !s.is_empty()) {
+                            text.push(':');
+                            text.push_str(segment);
+                        }
+                    }
+                    Part::Arg { fields, .. } => {
+                        text.push_str(":{");
+                        for field in fields {
+                            text.push('.');
+                            text.push_str(field);
+                        }
+                        text.push('}');
+                    }
+                }
+            }
+            text
+        })
+        .collect();
+    each.sort();
+    each.dedup();
+    each.join("\n")
+}
+
 /// The expression of a template's placeholder: the argument (or `self`) and its fields.
 pub(crate) fn placeholder(func: &Func, part: &Part) -> TokenStream {
     let Part::Arg { root, fields } = part else {
@@ -100,6 +155,12 @@ pub(crate) fn placeholder(func: &Func, part: &Part) -> TokenStream {
         }
         None => quote!(self),
     };
+    let fields = field_access(fields);
+    quote!(#root #fields)
+}
+
+/// `.field.0.other`: a placeholder's fields as field accesses.
+fn field_access(fields: &[String]) -> TokenStream {
     let fields = fields.iter().map(|f| match f.parse::<u32>() {
         Ok(index) => {
             let index = syn::Index::from(index as usize);
@@ -110,7 +171,7 @@ pub(crate) fn placeholder(func: &Func, part: &Part) -> TokenStream {
             quote!(.#field)
         }
     });
-    quote!(#root #(#fields)*)
+    quote!(#(#fields)*)
 }
 
 /// `path, generics`: which instantiation of the function runs (see the runtime's

@@ -157,7 +157,10 @@ impl Expander<'_> {
         let max_value_bytes = o.max_value_bytes.as_ref().map(|n| n.value);
         let max_value_bytes = max_value_bytes.map(|n| quote!(.max_value_bytes(#n)));
         let batch = o.is_batch().then(|| quote!(.batch()));
-        let tagged = o.tags.as_ref().map(|_| quote!(.tagged()));
+        let tagged = o.tags.as_ref().map(|tags| {
+            let signature = super::keys::tags_signature(&tags.value);
+            quote!(.tags(#signature))
+        });
         [
             batch,
             tagged,

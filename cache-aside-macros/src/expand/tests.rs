@@ -176,3 +176,47 @@ fn every_option_reaches_the_spec() {
         bare.contains(". stale_from_cache ()") && bare.contains(". refresh_ahead_from_cache ()")
     );
 }
+
+#[test]
+fn a_batch_and_a_one_key_function_name_the_same_tags_alike() {
+    let one = expand(
+        quote!(
+            ttl = 60,
+            prefix = "user",
+            tags = ["user:{id}", "all", "user:{id}"]
+        ),
+        quote!(
+            async fn get(id: u64) -> u64 {
+                id
+            }
+        ),
+    );
+    let batch = expand(
+        quote!(
+            batch,
+            ttl = 60,
+            prefix = "user",
+            tags = ["all", "user:{ids}"]
+        ),
+        quote!(
+            async fn get_all(ids: &[u64]) -> std::collections::HashMap<u64, u64> {
+                ids.iter().map(|&id| (id, id)).collect()
+            }
+        ),
+    );
+    let signature = r#". tags ("all\nuser:{}")"#;
+    assert!(one.contains(signature), "{one}");
+    assert!(batch.contains(signature), "{batch}");
+    let fields = expand(
+        quote!(batch, ttl = 60, tags = ["team:{ms.team}:role:{ms.role.0}"]),
+        quote!(
+            async fn seats(ms: &[M]) -> std::collections::HashMap<M, u64> {
+                Default::default()
+            }
+        ),
+    );
+    assert!(
+        fields.contains(r#". tags ("team:{.team}:role:{.role.0}")"#),
+        "{fields}"
+    );
+}

@@ -16,6 +16,7 @@ use crate::exact::Same;
 use crate::key::{Key, KeyBuilder};
 use crate::keyspace;
 use crate::spec::FnSpec;
+use crate::tag::{BatchTags, TagWriter};
 
 impl Cache {
     /// Gets many keys at once, loading those that miss in one call of `load`: the batch
@@ -64,9 +65,8 @@ impl Cache {
         run(
             Ok(self),
             &batch.spec,
-            "cache_aside_runtime::batch",
-            "",
-            items,
+            ("cache_aside_runtime::batch", ""),
+            (items, None),
             same,
             load,
         )
@@ -78,9 +78,8 @@ impl Cache {
 pub(crate) async fn run<K, M, E, F, Fut>(
     cache: Result<&Cache, Error>,
     spec: &'static FnSpec,
-    path: &'static str,
-    generics: &'static str,
-    items: Vec<K>,
+    (path, generics): (&'static str, &'static str),
+    (items, tags): (Vec<K>, Option<BatchTags<K>>),
     same: Same<M::Value>,
     mut body: F,
 ) -> Result<M, E>
@@ -102,7 +101,7 @@ where
         }
     };
     let engine = cache.engine();
-    let (keys, items) = match keys_of(cache, spec, path, generics, items) {
+    let (keys, items) = match keys_of(cache, spec, (path, generics), items, tags) {
         Ok(built) => built,
         Err((error, items)) => {
             engine.events().of(spec).failed("key", "", &error);
@@ -177,15 +176,16 @@ where
     Ok(M::build(pairs.into_iter()))
 }
 
-/// Each item's key, with items whose keys repeat an earlier one's left out; or why the
-/// batch goes uncached, with every item.
+/// Each item's key (carrying its tags), with items whose keys repeat an earlier one's left
+/// out; or why the batch goes uncached, with every item: a key or a tag that does not
+/// render.
 #[allow(clippy::type_complexity)]
 fn keys_of<K: Serialize>(
     cache: &Cache,
     spec: &'static FnSpec,
-    path: &'static str,
-    generics: &'static str,
+    (path, generics): (&'static str, &'static str),
     items: Vec<K>,
+    tags: Option<BatchTags<K>>,
 ) -> Result<(Vec<Key>, Vec<K>), (Error, Vec<K>)> {
     let prefix = keyspace::prefix_of(spec, path, generics);
     if spec.shares_keys() {
@@ -197,7 +197,18 @@ fn keys_of<K: Serialize>(
         if let Err(error) = builder.value(item) {
             return Err((error, items));
         }
-        keys.push(builder.finish(&spec.layout));
+        let key = builder.finish(&spec.layout);
+        let key = match tags {
+            Some(render) => {
+                let mut writer = TagWriter::new(cache.namespace());
+                if let Err(error) = render(&mut writer, item) {
+                    return Err((error, items));
+                }
+                key.tagged(writer.finish())
+            }
+            None => key,
+        };
+        keys.push(key);
     }
     // A key repeated is read and loaded once: the first item of each key stays.
     let mut seen = HashSet::with_capacity_and_hasher(keys.len(), RandomState::default());

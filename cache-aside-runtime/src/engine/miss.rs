@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::lease::{Acquired, Held};
+use super::tags::Tagged;
 use super::{Call, Engine, Found, ValueOps, decode_entry};
 use crate::backend::{Budget, REPLACE};
 use crate::envelope::unix_ms;
@@ -278,30 +279,12 @@ impl Engine {
         lead: Option<&Lead>,
     ) -> (Result<R, Error>, Outcome) {
         self.events.of(call.spec).load();
-        // A tagged entry joins its tags' sets before its body runs (see `tags`), whether or
-        // not this call holds the lease (a waiter holding it may store this load's entry);
-        // if it cannot, the load stores nothing.
         let mut held = held;
-        let tag_failed = match call.key.has_tags() {
-            false => None,
-            true => self
-                .tag_entry(call.key, call.spec, policy, call.write_left)
-                .await
-                .err(),
-        };
-        let tagged = match (call.key.has_tags(), &tag_failed) {
-            (false, _) => Tagged::Untagged,
-            (true, Some(_)) => Tagged::No,
-            (true, None) if held.is_some() || !self.settings.fenced => Tagged::Yes,
-            (true, None) => Tagged::Untagged,
-        };
-        if let Some(error) = tag_failed {
-            if let Some(held) = held.take() {
-                self.release(&held, call.write_left).await.ok();
-            }
-            if call.surfaces() {
-                return (Err(error), Outcome::NotStored);
-            }
+        let (tagged, tag_failed) = self
+            .tag_load(call.key, call.spec, policy, &mut held, call.write_left)
+            .await;
+        if let (Some(error), true) = (tag_failed, call.surfaces()) {
+            return (Err(error), Outcome::NotStored);
         }
         let loaded = self
             .run_body(
@@ -382,15 +365,4 @@ impl Engine {
             self.events.backing_off(key, until);
         }
     }
-}
-
-/// Whether a load may store, as far as its tags go.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Tagged {
-    /// No tags: nothing to do.
-    Untagged,
-    /// Tagged before the body, and it may store: tagged again with its store.
-    Yes,
-    /// Tagging failed: it stores nothing.
-    No,
 }

@@ -6,6 +6,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::Engine;
+use super::lease::Held;
 use crate::envelope::unix_ms;
 use crate::error::Error;
 use crate::key::Key;
@@ -16,7 +17,45 @@ use crate::tag::{Tag, set_key};
 /// How much later than its entry's latest expiry a member's score is.
 const SLACK: Duration = Duration::from_secs(1);
 
+/// Whether a load may store, as far as its tags go.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Tagged {
+    /// No tags, or a load that stores nothing anyway: nothing to do.
+    Untagged,
+    /// Tagged before the body, and it may store: tagged again with its store.
+    Yes,
+    /// Tagging failed: it stores nothing.
+    No,
+}
+
 impl Engine {
+    /// Before a load's body: a tagged key joins its tags' sets, whether or not this call
+    /// holds its lease (a waiter holding it may store this load's entry). If it cannot, the
+    /// load stores nothing: its lease is given up, and the error returned beside
+    /// [`Tagged::No`].
+    pub(super) async fn tag_load(
+        &self,
+        key: &Key,
+        spec: &'static FnSpec,
+        policy: &Policy,
+        held: &mut Option<Held>,
+        left: Duration,
+    ) -> (Tagged, Option<Error>) {
+        if !key.has_tags() {
+            return (Tagged::Untagged, None);
+        }
+        match self.tag_entry(key, spec, policy, left).await {
+            Ok(_) if held.is_some() || !self.settings.fenced => (Tagged::Yes, None),
+            Ok(_) => (Tagged::Untagged, None),
+            Err(error) => {
+                if let Some(held) = held.take() {
+                    self.release(&held, left).await.ok();
+                }
+                (Tagged::No, Some(error))
+            }
+        }
+    }
+
     /// Records `key` in the sets of the tags it carries, scored by the latest an entry
     /// written from now can expire. An error if that failed: the entry must then not be
     /// stored, or an invalidation of its tags could miss it. `Ok(true)` if some set did not

@@ -10,6 +10,7 @@ use crate::error::Error;
 use crate::exact::Same;
 use crate::shape::{Plain, Res};
 use crate::spec::FnSpec;
+use crate::tag::BatchTags;
 
 /// A batch function's return type: a map ([`Plain`]) or a `Result` of one ([`Res`]).
 #[diagnostic::on_unimplemented(
@@ -82,6 +83,7 @@ pub async fn get_many<S, R, K, F, Fut>(
     path: &'static str,
     generics: &'static str,
     items: Vec<K>,
+    tags: Option<BatchTags<K>>,
     mut body: F,
     same: Same<<S::Map as BatchMap>::Value>,
 ) -> R
@@ -93,11 +95,17 @@ where
     F: FnMut(Vec<K>) -> Fut,
     Fut: Future<Output = R>,
 {
-    let loaded =
-        batch::run::<K, S::Map, S::Error, _, _>(cache, spec, path, generics, items, same, |keys| {
+    let loaded = batch::run::<K, S::Map, S::Error, _, _>(
+        cache,
+        spec,
+        (path, generics),
+        (items, tags),
+        same,
+        |keys| {
             let loading = body(keys);
             async move { S::split(loading.await) }
-        })
-        .await;
+        },
+    )
+    .await;
     S::join(loaded)
 }

@@ -23,7 +23,7 @@ pub use crate::flight::Share;
 pub use crate::key::{KeyBuilder, Layout, Map, Seq};
 pub use crate::shape::{Opt, Plain, Res, Shape};
 pub use crate::spec::FnSpec;
-pub use crate::tag::TagWriter;
+pub use crate::tag::{BatchTags, TagWriter};
 
 use crate::cache::Cache;
 use crate::key::Key;

@@ -29,8 +29,10 @@ async fn skipped_argument(tenant: &str, id: u64) -> u64 {
     id
 }
 
-#[cached(batch, ttl = 60, tags = ["user:{ids}"])]
-async fn on_a_batch(ids: &[u64]) -> HashMap<u64, u64> {
+// A batch's tags render from each key alone.
+#[cached(batch, ttl = 60, tags = ["tenant:{tenant}"], skip(tenant))]
+async fn on_a_batch(tenant: &str, ids: &[u64]) -> HashMap<u64, u64> {
+    let _ = tenant;
     ids.iter().map(|&id| (id, id)).collect()
 }
 

@@ -14,6 +14,7 @@ use super::{Leased, Led, taken};
 use crate::backend::{Budget, REPLACE};
 use crate::engine::lease::{Acquired, Held};
 use crate::engine::store::Entry;
+use crate::engine::tags::Tagged;
 use crate::engine::{Call, Engine};
 use crate::envelope::{self, unix_ms};
 use crate::exact::Same;
@@ -74,6 +75,13 @@ impl Engine {
         if asked.is_empty() {
             return Ok(Vec::new());
         }
+        // Tagged keys join their tags' sets before the body runs, at once (see `tags`).
+        let leading = join_all(leading.into_iter().map(|mut led| async move {
+            let key = &keys[led.index];
+            (led.tagged, _) = self.tag_load(key, spec, policy, &mut led.held, left).await;
+            led
+        }))
+        .await;
         let held: Vec<&Held> = leading.iter().filter_map(|l| l.held.as_ref()).collect();
         self.events.of(spec).load();
         let loaded = self
@@ -126,6 +134,7 @@ impl Engine {
                 index,
                 lead,
                 held: None,
+                tagged: Tagged::Untagged,
                 saw: match seen {
                     Seen::Leased(token) => token,
                     _ => 0,
@@ -176,6 +185,7 @@ impl Engine {
             lead,
             held,
             saw: 0,
+            tagged: Tagged::Untagged,
         })
     }
 
@@ -190,11 +200,16 @@ impl Engine {
         same: Same<V>,
     ) -> (usize, Option<V>) {
         let Led {
-            index, lead, held, ..
+            index,
+            lead,
+            held,
+            tagged,
+            ..
         } = led;
-        let store = match &value {
-            Some(value) => Store::Value(value),
-            None => Store::Absent,
+        let store = match (&value, tagged) {
+            (_, Tagged::No) => Store::Skip,
+            (Some(value), _) => Store::Value(value),
+            (None, _) => Store::Absent,
         };
         let entry = Entry {
             key: call.key,
@@ -204,7 +219,15 @@ impl Engine {
         };
         let encoded = self.encode_store(&entry, store, same);
         lead.storing();
-        let (entry, written) = self.store(&call, policy, encoded, held.as_ref()).await;
+        let store = self.store(&call, policy, encoded, held.as_ref());
+        // Again as it is stored: its sets keep it for as long as the entry lives from now.
+        let (entry, written) = match tagged {
+            Tagged::Yes => {
+                let retag = self.tag_entry(call.key, call.spec, policy, call.write_left);
+                tokio::join!(store, retag).0
+            }
+            _ => store.await,
+        };
         lead.finish(match entry {
             Some(entry) => self.handed(entry, &written),
             None if value.is_none() => Outcome::Absent,

@@ -30,6 +30,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::lease::Held;
+use super::tags::Tagged;
 use super::{Call, Engine, ErrorMode};
 use crate::backend::Budget;
 use crate::envelope;
@@ -64,6 +65,8 @@ struct Led {
     lead: Lead,
     held: Option<Held>,
     saw: u64,
+    /// Whether it joined its tags' sets before the body (see `tags`).
+    tagged: Tagged,
 }
 
 impl Engine {

@@ -151,6 +151,25 @@ impl Batch {
         }
     }
 
+    /// The tags each key's entry carries (`tags`; see [`tag`](crate::tag)): templates of a
+    /// name, then `:`-separated segments, each fixed text or `{}` standing for the key.
+    /// `Batch::new("user").tags(&["user:{}"])` tags key 7's entry `user:7`, as
+    /// `#[cached(tags = ["user:{id}"])]` on `get_user(id)` does; a one-key function sharing
+    /// the batch's entries must have the same tags (see [`batch`](crate::batch)).
+    pub const fn tags(self, templates: &'static [&'static str]) -> Batch {
+        let mut i = 0;
+        while i < templates.len() {
+            assert!(
+                crate::tag::is_batch_template(templates[i]),
+                "a batch tag is a name, then `:`-separated segments, each [A-Za-z0-9_.-/] or `{{}}`"
+            );
+            i += 1;
+        }
+        Batch {
+            spec: ManuallyDrop::new(ManuallyDrop::into_inner(self.spec).tag_templates(templates)),
+        }
+    }
+
     /// Bounds each cache read or write of the batch (`timeout`).
     pub const fn timeout(self, timeout: Duration) -> Batch {
         assert!(

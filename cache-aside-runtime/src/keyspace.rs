@@ -158,7 +158,7 @@ pub(crate) fn record(spec: &'static FnSpec, owner: &'static str, prefix: &'stati
             // A batch beside a function of the same layout: by design, if one type, and if
             // both tag their entries alike.
             if (spec.batch || other.0.batch) && spec.layout == other.0.layout {
-                if spec.tags == other.0.tags {
+                if spec.tags_signature() == other.0.tags_signature() {
                     typed.push(other);
                 } else {
                     unlike.push((other, me));
@@ -177,9 +177,9 @@ pub(crate) fn record(spec: &'static FnSpec, owner: &'static str, prefix: &'stati
         tracing::warn!(
             prefix,
             first = first.0.name(),
-            first_tags = first.0.tags.unwrap_or(""),
+            first_tags = first.0.tags_signature().unwrap_or_default(),
             second = second.0.name(),
-            second_tags = second.0.tags.unwrap_or(""),
+            second_tags = second.0.tags_signature().unwrap_or_default(),
             "cache-aside: a batch function shares its keys with a function that tags them \
              otherwise (invalidating a tag would miss the entries one of them wrote); both \
              run uncached until they have the same `tags` or the batch a prefix of its own"

@@ -49,6 +49,9 @@ pub struct FnSpec {
     /// (`user:{}` for `"user:{id}"`, sorted, one per line), so that a batch and a one-key
     /// function sharing entries can be told to tag them alike (see `keyspace`).
     pub(crate) tags: Option<&'static str>,
+    /// A [`Batch`](crate::batch::Batch)'s tag templates (`user:{}`, `{}` standing for the
+    /// key), rendered at run time; empty for a function (the macro renders its tags).
+    pub(crate) tag_templates: &'static [&'static str],
     /// The `type_name` of the value it stores, learnt at its first call (see `keyspace`).
     pub(crate) value_type: OnceLock<&'static str>,
 }
@@ -77,6 +80,7 @@ impl FnSpec {
             counters: OnceLock::new(),
             batch: false,
             tags: None,
+            tag_templates: &[],
             value_type: OnceLock::new(),
         }
     }
@@ -92,6 +96,27 @@ impl FnSpec {
     pub const fn tags(mut self, templates: &'static str) -> Self {
         self.tags = Some(templates);
         self
+    }
+
+    /// A [`Batch`](crate::batch::Batch)'s tag templates (checked by its setter).
+    pub(crate) const fn tag_templates(mut self, templates: &'static [&'static str]) -> Self {
+        self.tag_templates = templates;
+        self
+    }
+
+    /// What its tags render from a key, comparable between functions (see `keyspace`):
+    /// the macro's signature, or a `Batch`'s templates sorted, one per line.
+    pub(crate) fn tags_signature(&self) -> Option<String> {
+        if let Some(signature) = self.tags {
+            return Some(signature.to_owned());
+        }
+        if self.tag_templates.is_empty() {
+            return None;
+        }
+        let mut each = self.tag_templates.to_vec();
+        each.sort_unstable();
+        each.dedup();
+        Some(each.join("\n"))
     }
 
     /// Where the function is written: its wrapper and companions say the same.

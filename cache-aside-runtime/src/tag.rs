@@ -70,8 +70,9 @@
 //!   its byte cap evicted whenever they have doubled since the last sweep (from 1,024
 //!   members), so they hold at most about twice its live tagged entries.
 //!
-//! [`Cache::get_many`](crate::Cache::get_many)'s [`Batch`](crate::batch::Batch) has no tags
-//! yet: its entries carry none.
+//! [`Cache::get_many`](crate::Cache::get_many) takes its tags from its
+//! [`Batch`](crate::batch::Batch): `Batch::new("user").tags(&["user:{}"])`, `{}` standing for
+//! each key.
 
 use serde::Serialize;
 
@@ -139,6 +140,55 @@ pub(crate) fn set_key(namespace: &str, tag: &str) -> String {
     format!("{namespace}:#tag:{tag}")
 }
 
+/// Is `template` a [`Batch`](crate::batch::Batch)'s tag template: a name, then
+/// `:`-separated segments, each fixed text (`[A-Za-z0-9_.-/]`) or `{}` (the key)?
+pub(crate) const fn is_batch_template(template: &str) -> bool {
+    let bytes = template.as_bytes();
+    let (mut i, mut start, mut first) = (0, 0, true);
+    while i <= bytes.len() {
+        if i == bytes.len() || bytes[i] == b':' {
+            let len = i - start;
+            let key = len == 2 && bytes[start] == b'{' && bytes[start + 1] == b'}';
+            if len == 0 || (first && key) {
+                return false;
+            }
+            if !key {
+                let mut j = start;
+                while j < i {
+                    let b = bytes[j];
+                    if !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'/')) {
+                        return false;
+                    }
+                    j += 1;
+                }
+            }
+            first = false;
+            start = i + 1;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Renders a [`Batch`](crate::batch::Batch)'s tag templates for one key.
+pub(crate) fn render_templates<K: Serialize + ?Sized>(
+    writer: &mut TagWriter<'_>,
+    templates: &[&str],
+    key: &K,
+) -> Result<(), Error> {
+    for template in templates {
+        let mut segments = template.split(':');
+        writer.begin(segments.next().unwrap_or_default());
+        for segment in segments {
+            match segment {
+                "{}" => writer.value(key)?,
+                fixed => writer.text(fixed),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Renders the tags of one key of a batch function: `tags = [..]` with each placeholder
 /// naming the key collection standing for that key.
 #[doc(hidden)]
@@ -198,5 +248,56 @@ impl<'n> TagWriter<'n> {
     /// The storage keys of the tags' sets, one per line; `None` without tags.
     pub(crate) fn finish(self) -> Option<String> {
         self.buf
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_templates_are_a_name_then_fixed_or_key_segments() {
+        for good in ["user:{}", "catalog", "team:{}:role:x", "a.b/c-d_e:{}:{}"] {
+            assert!(is_batch_template(good), "{good}");
+        }
+        for bad in [
+            "",
+            "{}",
+            ":x",
+            "user:",
+            "user::{}",
+            "user:{id}",
+            "user:{}x",
+            "a b",
+            "user:{",
+            "user:}{",
+            "user:#",
+        ] {
+            assert!(!is_batch_template(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn batch_templates_render_as_the_macro_renders() {
+        let mut writer = TagWriter::new("ns");
+        render_templates(&mut writer, &["user:{}", "team:x:{}"], &"a:b").unwrap();
+        let expected = format!(
+            "{}\n{}",
+            set_key(
+                "ns",
+                Tag::new("user").unwrap().value("a:b").unwrap().as_str()
+            ),
+            set_key(
+                "ns",
+                Tag::new("team")
+                    .unwrap()
+                    .text("x")
+                    .unwrap()
+                    .value("a:b")
+                    .unwrap()
+                    .as_str()
+            ),
+        );
+        assert_eq!(writer.finish().as_deref(), Some(expected.as_str()));
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
 
+use cache_aside_runtime::batch::Batch;
 use cache_aside_runtime::tag::Tag;
 use cache_aside_runtime::{Cache, cache_evict, cache_put, cached};
 use cache_aside_tests::RedisServer;
@@ -512,5 +513,39 @@ async fn a_batch_tag_over_a_field_of_each_key() {
         let got = seats(cache, &db, &all).await;
         assert_eq!(got.get(&all[0]).map(String::as_str), Some("ann2"));
         assert_eq!(db.reads(), 5, "team 7's two rows again, team 8's a hit");
+    }
+}
+
+#[cached(ttl = 600, prefix = "t-member4", tags = ["user:{id}"], cache = cache, skip(cache, db))]
+async fn member4(cache: &Cache, db: &Db, id: u64) -> String {
+    db.read(id).await
+}
+
+/// `get_many` with the tags `member4` renders: `{}` stands for each key.
+static MEMBERS4: Batch = Batch::new("t-member4")
+    .ttl(Duration::from_secs(600))
+    .tags(&["user:{}"]);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_many_tags_its_entries_as_its_templates_say() {
+    let server = RedisServer::start();
+    for cache in &caches(&server) {
+        let db = Db::with(&[(1, "ann"), (2, "bob")]);
+        let load = |ids: Vec<u64>| {
+            let db = &db;
+            async move { Ok::<_, ()>(rows(db, &ids).await) }
+        };
+        let got: HashMap<u64, String> = cache.get_many(&MEMBERS4, [1, 2], load).await.unwrap();
+        assert_eq!(got.get(&2).map(String::as_str), Some("bob"));
+        assert_eq!(member4(cache, &db, 2).await, "bob");
+        assert_eq!(db.reads(), 2, "the batch's entry is member4's hit");
+        let removed = cache.invalidate_tag(&tag("user", 2)).await.unwrap();
+        assert_eq!(removed, 1, "{}", cache.backend_name());
+        db.set(2, "bob2");
+        assert_eq!(member4(cache, &db, 2).await, "bob2");
+        assert!(
+            member4_cache_key(cache, 1).is_ok(),
+            "the pair is not marked"
+        );
     }
 }

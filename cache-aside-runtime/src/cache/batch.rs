@@ -16,7 +16,7 @@ use crate::exact::Same;
 use crate::key::{Key, KeyBuilder};
 use crate::keyspace;
 use crate::spec::FnSpec;
-use crate::tag::{BatchTags, TagWriter};
+use crate::tag::{BatchTags, TagWriter, render_templates};
 
 impl Cache {
     /// Gets many keys at once, loading those that miss in one call of `load`: the batch
@@ -198,15 +198,19 @@ fn keys_of<K: Serialize>(
             return Err((error, items));
         }
         let key = builder.finish(&spec.layout);
-        let key = match tags {
-            Some(render) => {
+        let key = match (tags, spec.tag_templates) {
+            (None, []) => key,
+            (render, templates) => {
                 let mut writer = TagWriter::new(cache.namespace());
-                if let Err(error) = render(&mut writer, item) {
+                let rendered = match render {
+                    Some(render) => render(&mut writer, item),
+                    None => render_templates(&mut writer, templates, item),
+                };
+                if let Err(error) = rendered {
                     return Err((error, items));
                 }
                 key.tagged(writer.finish())
             }
-            None => key,
         };
         keys.push(key);
     }

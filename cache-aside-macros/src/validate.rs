@@ -169,11 +169,6 @@ fn check_batch(func: &Func, options: &Options, errors: &mut Errors) {
         options.lock.as_ref().map(|o| &o.name),
         options.key.as_ref().map(|o| &o.name),
         options
-            .on_cache_error
-            .as_ref()
-            .filter(|o| o.value == OnCacheError::Fail)
-            .map(|o| &o.name),
-        options
             .companions
             .as_ref()
             .filter(|o| o.value)
@@ -210,14 +205,24 @@ fn check_batch(func: &Func, options: &Options, errors: &mut Errors) {
                  `&Vec<K>`, `HashSet<K>`, `BTreeSet<K>`, `&HashSet<K>` or `&BTreeSet<K>`",
             )),
         },
-        [_, second, ..] => errors.push(
-            second.ident.span(),
-            format_args!(
-                "a `batch` function has one key argument, the collection of keys; `{}` would be \
-                 a second: list it in `skip(...)`",
-                second.ident
-            ),
-        ),
+        [_, second, ..] => {
+            // With one collection among them, the others are what to skip.
+            let collections = keys.iter().filter(|a| batch_item(a.ty).is_some()).count();
+            let others: Vec<_> = match collections {
+                1 => keys.iter().filter(|a| batch_item(a.ty).is_none()).collect(),
+                _ => vec![second],
+            };
+            for other in others {
+                errors.push(
+                    other.ident.span(),
+                    format_args!(
+                        "a `batch` function has one key argument, the collection of keys; `{}` \
+                         would be a second: list it in `skip(...)`",
+                        other.ident
+                    ),
+                );
+            }
+        }
     }
     if matches!(func.shape, crate::model::Shape::Opt)
         || matches!(&func.shape, crate::model::Shape::Res(inner) if !matches!(**inner, crate::model::Shape::Plain))

@@ -65,9 +65,14 @@
 //! - **Errors.** The cache fails open: Redis down, every key is loaded by the body. An
 //!   `Err` from the body is returned as is, and none of the keys that call was asked for is
 //!   stored (when it is the rare second call, the first call's keys were stored already).
+//!   With `on_cache_error = "fail"` (a `Result` whose error is `From<`[`Error`](crate::Error)`>`),
+//!   the first cache failure is the call's `Err`: a failed read, a refused lease or tag
+//!   (before the body runs), or a failed store (after it: its values are lost). Its cache
+//!   work shares one `timeout`, reads and writes of every key: a batch of thousands of keys
+//!   may need a larger one.
 //!
 //! What a batch does not do (yet): `stale`, `refresh_ahead`, `xfetch`, `fail_safe`,
-//! `lock`, `key = "..."` templates and `on_cache_error = "fail"` are refused on a batch
+//! `lock` and `key = "..."` templates are refused on a batch
 //! function, and it has no companions: invalidate its entries through the one-key function
 //! sharing them, [`Cache::invalidate`](crate::Cache::invalidate) or a prefix.
 

@@ -456,3 +456,92 @@ async fn a_long_batch_is_read_in_parts_and_keeps_its_order() {
         assert_eq!(asked[0], even, "{}", cache.backend_name());
     }
 }
+
+/// What `on_cache_error = "fail"` batches return: the body's error, or the cache's.
+#[derive(Debug)]
+enum StrictError {
+    Db,
+    Cache(cache_aside_runtime::Error),
+}
+
+impl From<cache_aside_runtime::Error> for StrictError {
+    fn from(error: cache_aside_runtime::Error) -> Self {
+        StrictError::Cache(error)
+    }
+}
+
+#[cached(batch, ttl = 600, prefix = "b-strict", on_cache_error = "fail", timeout = "300ms", cache = cache, skip(cache, db))]
+async fn strict_users(
+    cache: &Cache,
+    db: &Db,
+    ids: &[u64],
+) -> Result<HashMap<u64, User>, StrictError> {
+    Ok(db.users(ids).await)
+}
+
+#[cached(batch, ttl = 600, prefix = "b-open", timeout = "300ms", cache = cache, skip(cache, db))]
+async fn open_users(
+    cache: &Cache,
+    db: &Db,
+    ids: &[u64],
+) -> Result<HashMap<u64, User>, StrictError> {
+    let _ = StrictError::Db;
+    Ok(db.users(ids).await)
+}
+
+/// With `on_cache_error = "fail"`, a batch whose cache fails returns that failure as its
+/// `Err` and does not run its body: a read that fails (Redis stopped), a lease refused (a
+/// full Redis). The same batch fails open without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strict_batch_surfaces_cache_failures() {
+    let mut server = RedisServer::start();
+    let cache = Cache::builder()
+        .breaker(1_000, Duration::from_secs(1))
+        .redis(&server.url())
+        .unwrap();
+    let db = Db::with(&[(1, "ann"), (2, "bob"), (3, "cy")]);
+    let got = strict_users(&cache, &db, &[1, 2]).await.unwrap();
+    assert_eq!(got, map(&[(1, "ann"), (2, "bob")]));
+    assert_eq!(strict_users(&cache, &db, &[1, 2]).await.unwrap().len(), 2);
+    assert_eq!(db.queries.load(SeqCst), 1, "the second batch hit");
+
+    // Full: reads work, the lease of a missing key is refused.
+    let mut conn = server.conn();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("noeviction")
+        .query(&mut conn)
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("1")
+        .query(&mut conn)
+        .unwrap();
+    let hits = strict_users(&cache, &db, &[1, 2]).await.unwrap();
+    assert_eq!(hits.len(), 2, "hits need no write");
+    let refused = strict_users(&cache, &db, &[1, 3]).await;
+    assert!(
+        matches!(&refused, Err(StrictError::Cache(e)) if format!("{e:?}").contains("OOM")),
+        "{refused:?}"
+    );
+    assert_eq!(db.queries.load(SeqCst), 1, "the body did not run");
+    let open = open_users(&cache, &db, &[1, 3]).await.unwrap();
+    assert_eq!(open.len(), 2, "fail-open: the body answers");
+    assert_eq!(db.queries.load(SeqCst), 2);
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("0")
+        .query(&mut conn)
+        .unwrap();
+
+    server.kill();
+    let down = strict_users(&cache, &db, &[1, 3]).await;
+    assert!(matches!(&down, Err(StrictError::Cache(_))), "{down:?}");
+    assert_eq!(db.queries.load(SeqCst), 2, "the body did not run");
+    let open = open_users(&cache, &db, &[1, 3]).await.unwrap();
+    assert_eq!(open.len(), 2);
+    assert_eq!(db.queries.load(SeqCst), 3);
+}

@@ -27,8 +27,9 @@ use quote::{quote, quote_spanned};
 
 use super::Expander;
 use super::keys;
-use super::tokens::{first_span, local, return_anchor};
+use super::tokens::{first_span, local, respan, return_anchor};
 use crate::model::Shape;
+use crate::values::OnCacheError;
 
 impl Expander<'_> {
     pub(super) fn batch_wrapper(&self) -> TokenStream {
@@ -69,8 +70,31 @@ impl Expander<'_> {
         let block = TokenTree::Group(block);
         let same = self.batch_same(ret_span, &shape);
         let tags = self.batch_tags(keys_ty);
-        let call = quote_spanned! {ret_span=>
-            #at_ret::get_many::<#shape, #ret, <#keys_ty as #at_ret::BatchKeys>::Item, _, _>(
+        // `on_cache_error = "fail"`: a cache failure is the call's `Err`, which must take
+        // one (`E: From<Error>`, reported at the option).
+        let (get_many, surface, call_span, call_ret) = match self
+            .options
+            .on_cache_error
+            .as_ref()
+            .filter(|on_error| on_error.value == OnCacheError::Fail)
+        {
+            Some(on_error) => {
+                let span = on_error.span;
+                let path = Self::private_path(self.options, span);
+                let surface_ret = respan(ret.clone(), span);
+                (
+                    quote!(try_get_many),
+                    quote_spanned!(span=> #path::assert_surface::<#surface_ret>();),
+                    span,
+                    surface_ret,
+                )
+            }
+            None => (quote!(get_many), TokenStream::new(), ret_span, quote!(#ret)),
+        };
+        // At the option with it: an `Err` without `From<Error>` is then reported once, there.
+        let at_ret = Self::private_path(self.options, call_span);
+        let call = quote_spanned! {call_span=>
+            #at_ret::#get_many::<#shape, #call_ret, <#keys_ty as #at_ret::BatchKeys>::Item, _, _>(
                 #cache, #spec, #identity, #items, #tags,
                 move |#missing| {
                     #(#clones)*
@@ -97,6 +121,7 @@ impl Expander<'_> {
             #vis #sig {
                 #(#inner_attrs)*
                 #check
+                #surface
                 #run
             }
         }

@@ -14,7 +14,7 @@
 //! that a read, an eviction and a write can never compute different keys.
 
 use proc_macro2::{Span, TokenStream};
-use quote::quote;
+use quote::{quote, quote_spanned};
 use syn::Ident;
 
 use crate::key::Part;
@@ -81,7 +81,7 @@ pub(crate) fn tag_steps(func: &Func, tag: &crate::key::Template, writer: &Ident)
             quote!(#(#writer.text(#segments);)*)
         }
         Part::Arg { .. } => {
-            let value = placeholder(func, part);
+            let value = placeholder(func, part, tag.lit.span());
             quote!(#writer.value(&#value)?;)
         }
     });
@@ -102,7 +102,7 @@ pub(crate) fn batch_tag_steps(
             quote!(#(#writer.text(#segments);)*)
         }
         Part::Arg { fields, .. } => {
-            let fields = field_access(fields);
+            let fields = field_access(fields, tag.lit.span());
             quote!(#writer.value(&#item #fields)?;)
         }
     });
@@ -143,8 +143,9 @@ pub(crate) fn tags_signature(tags: &[crate::key::Template]) -> String {
     each.join("\n")
 }
 
-/// The expression of a template's placeholder: the argument (or `self`) and its fields.
-pub(crate) fn placeholder(func: &Func, part: &Part) -> TokenStream {
+/// The expression of a template's placeholder: the argument (or `self`) and its fields,
+/// each field at `span` (the template's), where a field the type lacks is reported.
+pub(crate) fn placeholder(func: &Func, part: &Part, span: Span) -> TokenStream {
     let Part::Arg { root, fields } = part else {
         return TokenStream::new();
     };
@@ -155,20 +156,20 @@ pub(crate) fn placeholder(func: &Func, part: &Part) -> TokenStream {
         }
         None => quote!(self),
     };
-    let fields = field_access(fields);
+    let fields = field_access(fields, span);
     quote!(#root #fields)
 }
 
-/// `.field.0.other`: a placeholder's fields as field accesses.
-fn field_access(fields: &[String]) -> TokenStream {
+/// `.field.0.other`: a placeholder's fields as field accesses, at `span`.
+fn field_access(fields: &[String], span: Span) -> TokenStream {
     let fields = fields.iter().map(|f| match f.parse::<u32>() {
         Ok(index) => {
-            let index = syn::Index::from(index as usize);
-            quote!(.#index)
+            let index = syn::Index { index, span };
+            quote_spanned!(span=> .#index)
         }
         Err(_) => {
-            let field = Ident::new(f, Span::call_site());
-            quote!(.#field)
+            let field = Ident::new(f, span);
+            quote_spanned!(span=> .#field)
         }
     });
     quote!(#(#fields)*)
@@ -232,7 +233,7 @@ fn key_steps(source: &KeySource, b: &Ident) -> Vec<TokenStream> {
         .map(|part| match part {
             Part::Text(text) => quote!(#b.lit(#text);),
             part @ Part::Arg { .. } => {
-                let value = placeholder(source.func, part);
+                let value = placeholder(source.func, part, key.value.lit.span());
                 quote!(#b.value(&#value)?;)
             }
         })

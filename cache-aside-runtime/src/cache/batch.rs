@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 
 use super::Cache;
 use crate::batch::{Batch, BatchMap};
+use crate::engine::{ErrorMode, Failed};
 use crate::error::Error;
 use crate::events;
 use crate::exact::Same;
@@ -67,7 +68,7 @@ impl Cache {
             &batch.spec,
             ("cache_aside_runtime::batch", ""),
             (items, None),
-            same,
+            (same, None),
             load,
         )
         .await
@@ -75,12 +76,13 @@ impl Cache {
 }
 
 /// The batch core, for both doors: keys, policy, engine; or the body uncached.
+#[allow(clippy::type_complexity)]
 pub(crate) async fn run<K, M, E, F, Fut>(
     cache: Result<&Cache, Error>,
     spec: &'static FnSpec,
     (path, generics): (&'static str, &'static str),
     (items, tags): (Vec<K>, Option<BatchTags<K>>),
-    same: Same<M::Value>,
+    (same, surface): (Same<M::Value>, Option<fn(Error) -> E>),
     mut body: F,
 ) -> Result<M, E>
 where
@@ -97,7 +99,7 @@ where
         Ok(cache) => cache,
         Err(error) => {
             events::uncached("resolve", &error);
-            return uncached(items, body).await;
+            return uncached(items, body, surface.map(|s| s(error))).await;
         }
     };
     let engine = cache.engine();
@@ -105,14 +107,14 @@ where
         Ok(built) => built,
         Err((error, items)) => {
             engine.events().of(spec).failed("key", "", &error);
-            return uncached(items, body).await;
+            return uncached(items, body, surface.map(|s| s(error))).await;
         }
     };
     let mut resolved = None;
     let Some(policy) = engine.policy(spec, &mut resolved) else {
         let first = keys.first().map_or("", Key::as_str);
         engine.events().of(spec).failed("ttl", first, &Error::NoTtl);
-        return uncached(items, body).await;
+        return uncached(items, body, surface.map(|s| s(Error::NoTtl))).await;
     };
     // Another function writing these keys with another type (see `keyspace`), or, for a
     // `Batch` of `get_many`, the same static used with a second value type.
@@ -124,7 +126,7 @@ where
         let prefix = keyspace::prefix_of(spec, path, generics);
         let error = shared(spec, prefix);
         engine.events().of(spec).failed("key", "", &error);
-        return uncached(items, body).await;
+        return uncached(items, body, surface.map(|s| s(error))).await;
     }
     let load = |asked: Vec<usize>| {
         let asked: Vec<K> = asked.into_iter().map(|i| items[i].clone()).collect();
@@ -134,7 +136,19 @@ where
             Ok(asked.iter().map(|key| map.take(key)).collect())
         }
     };
-    let values = engine.get_many(&keys, spec, policy, load, same).await?;
+    let mode = match surface {
+        Some(_) => ErrorMode::Surface,
+        None => ErrorMode::FailOpen,
+    };
+    let values = match engine.get_many(&keys, spec, policy, mode, load, same).await {
+        Ok(values) => values,
+        Err(Failed::Body(error)) => return Err(error),
+        // Only with `surface` (`ErrorMode::Surface`).
+        Err(Failed::Cache(error)) => match surface {
+            Some(surface) => return Err(surface(error)),
+            None => return uncached(items, body, None).await,
+        },
+    };
     let pairs = items
         .iter()
         .zip(values)
@@ -143,14 +157,18 @@ where
 }
 
 /// The batch without the cache: the body once, with each key once (when the keys encode),
-/// and only the keys asked for in its answer, as the cached path gives them.
-async fn uncached<K, M, E, F, Fut>(items: Vec<K>, mut body: F) -> Result<M, E>
+/// and only the keys asked for in its answer, as the cached path gives them; or `failed`,
+/// the cache's failure as the call's `Err` (`on_cache_error = "fail"`).
+async fn uncached<K, M, E, F, Fut>(items: Vec<K>, mut body: F, failed: Option<E>) -> Result<M, E>
 where
     M: BatchMap<Key = K>,
     K: Serialize + Clone,
     F: FnMut(Vec<K>) -> Fut,
     Fut: Future<Output = Result<M, E>>,
 {
+    if let Some(failed) = failed {
+        return Err(failed);
+    }
     let mut seen = HashSet::with_capacity_and_hasher(items.len(), RandomState::default());
     let mut asked = Vec::with_capacity(items.len());
     for item in items.iter() {

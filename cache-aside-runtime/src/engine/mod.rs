@@ -44,6 +44,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 
+pub(crate) use self::batch::Failed;
 pub(crate) use self::refresh::spawn_refresh;
 use crate::backend::Backend;
 use crate::envelope::{self, Codec};

@@ -12,6 +12,8 @@ use crate::shape::{Plain, Res};
 use crate::spec::FnSpec;
 use crate::tag::BatchTags;
 
+use super::Surface;
+
 /// A batch function's return type: a map ([`Plain`]) or a `Result` of one ([`Res`]).
 #[diagnostic::on_unimplemented(
     message = "a batch function returns a map from key to value, or a `Result` of one, not `{R}`",
@@ -100,7 +102,44 @@ where
         spec,
         (path, generics),
         (items, tags),
-        same,
+        (same, None),
+        |keys| {
+            let loading = body(keys);
+            async move { S::split(loading.await) }
+        },
+    )
+    .await;
+    S::join(loaded)
+}
+
+/// [`get_many`] for `#[cached(batch, on_cache_error = "fail")]`: a cache failure is the
+/// call's `Err`.
+#[allow(clippy::too_many_arguments)]
+pub async fn try_get_many<S, R, K, F, Fut>(
+    cache: Result<&Cache, Error>,
+    spec: &'static FnSpec,
+    path: &'static str,
+    generics: &'static str,
+    items: Vec<K>,
+    tags: Option<BatchTags<K>>,
+    mut body: F,
+    same: Same<<S::Map as BatchMap>::Value>,
+) -> R
+where
+    S: BatchShape<R>,
+    R: Surface<Err = S::Error>,
+    S::Map: BatchMap<Key = K>,
+    <S::Map as BatchMap>::Value: Serialize + DeserializeOwned,
+    K: Serialize + Clone,
+    F: FnMut(Vec<K>) -> Fut,
+    Fut: Future<Output = R>,
+{
+    let loaded = batch::run::<K, S::Map, S::Error, _, _>(
+        cache,
+        spec,
+        (path, generics),
+        (items, tags),
+        (same, Some(R::cache_failure)),
         |keys| {
             let loading = body(keys);
             async move { S::split(loading.await) }

@@ -8,7 +8,7 @@ mod write;
 
 use std::sync::{Arc, LazyLock};
 
-pub use self::batch::{BatchShape, assert_batch, batch_items, get_many};
+pub use self::batch::{BatchShape, assert_batch, batch_items, get_many, try_get_many};
 pub use self::body::{Background, Body, Detacher, Foreground, Split, background};
 pub use self::probes::{
     ByClone, ByEq, EqProbe, ErrByClone, NotEq, NotShared, PlainSuccess, Probe, ResultSuccess,
@@ -202,10 +202,20 @@ pub const fn assert_cacheable<S: Shape<R>, R>() {}
     label = "cache failures would have nowhere to go",
     note = "add `impl From<cache_aside_runtime::Error> for YourError`, or drop `on_cache_error` to fail open"
 )]
-pub trait Surface {}
+pub trait Surface {
+    /// The `Err` a cache failure becomes.
+    type Err;
+    /// A cache failure as that `Err`.
+    fn cache_failure(error: Error) -> Self::Err;
+}
 
 #[diagnostic::do_not_recommend]
-impl<T, E: From<Error>> Surface for Result<T, E> {}
+impl<T, E: From<Error>> Surface for Result<T, E> {
+    type Err = E;
+    fn cache_failure(error: Error) -> E {
+        E::from(error)
+    }
+}
 
 /// The macro spans this at `on_cache_error`.
 pub const fn assert_surface<R: Surface>() {}

@@ -35,6 +35,17 @@ async fn batch_not_a_bool(ids: &[u64]) -> HashMap<u64, String> {
     ids.iter().map(|&id| (id, id.to_string())).collect()
 }
 
+// Cache failures become the `Err`: it must take them (`From<cache_aside_runtime::Error>`).
+#[cached(batch, ttl = 60, on_cache_error = "fail")]
+async fn strict_without_from(ids: &[u64]) -> Result<HashMap<u64, String>, String> {
+    Ok(ids.iter().map(|&id| (id, id.to_string())).collect())
+}
+
+#[cached(batch, ttl = 60, on_cache_error = "fail")]
+async fn strict_without_result(ids: &[u64]) -> HashMap<u64, String> {
+    ids.iter().map(|&id| (id, id.to_string())).collect()
+}
+
 struct Repo;
 
 impl Repo {

@@ -60,4 +60,15 @@ async fn listing(q: &Query) -> u32 {
     q.team
 }
 
+// A field the key does not have, reported at the tag.
+#[cached(ttl = 60, tags = ["team:{id.team}"])]
+async fn no_such_field(id: u64) -> u64 {
+    id
+}
+
+#[cached(batch, ttl = 60, tags = ["team:{ids.team}"])]
+async fn no_such_field_of_each_key(ids: &[u64]) -> HashMap<u64, u64> {
+    ids.iter().map(|&id| (id, id)).collect()
+}
+
 fn main() {}

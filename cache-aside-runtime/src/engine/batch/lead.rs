@@ -10,13 +10,14 @@ use futures_util::future::join_all;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Leased, Led, taken};
+use super::{Failed, Leased, Led, surfaced, taken};
 use crate::backend::{Budget, REPLACE};
 use crate::engine::lease::{Acquired, Held};
 use crate::engine::store::Entry;
 use crate::engine::tags::Tagged;
-use crate::engine::{Call, Engine};
+use crate::engine::{Call, Engine, ErrorMode};
 use crate::envelope::{self, unix_ms};
+use crate::error::Error;
 use crate::exact::Same;
 use crate::flight::{Follow, Lead, Outcome, Seen, Waiting};
 use crate::key::Key;
@@ -60,12 +61,12 @@ impl Engine {
         self: &Arc<Self>,
         keys: &[Key],
         spec: &'static FnSpec,
-        policy: &Policy,
+        (policy, mode): (&Policy, ErrorMode),
         leading: Vec<Led>,
         load: &mut L,
         (left, body_us): (Duration, &AtomicU64),
         same: Same<V>,
-    ) -> Result<Vec<(usize, Option<V>)>, E>
+    ) -> Result<Vec<(usize, Option<V>)>, Failed<E>>
     where
         V: Serialize + DeserializeOwned,
         L: FnMut(Vec<usize>) -> Fut,
@@ -76,12 +77,17 @@ impl Engine {
             return Ok(Vec::new());
         }
         // Tagged keys join their tags' sets before the body runs, at once (see `tags`).
-        let leading = join_all(leading.into_iter().map(|mut led| async move {
+        let mut leading = join_all(leading.into_iter().map(|mut led| async move {
             let key = &keys[led.index];
-            (led.tagged, _) = self.tag_load(key, spec, policy, &mut led.held, left).await;
+            let failed;
+            (led.tagged, failed) = self.tag_load(key, spec, policy, &mut led.held, left).await;
+            led.failed = led.failed.take().or(failed);
             led
         }))
         .await;
+        if let Some(error) = surfaced(mode, leading.iter_mut().map(|l| &mut l.failed)) {
+            return Err(Failed::Cache(error));
+        }
         let held: Vec<&Held> = leading.iter().filter_map(|l| l.held.as_ref()).collect();
         self.events.of(spec).load();
         let loaded = self
@@ -99,7 +105,7 @@ impl Engine {
                     led.lead.finish(Outcome::NotStored);
                 });
                 join_all(releases).await;
-                return Err(error);
+                return Err(Failed::Body(error));
             }
         };
         // One answer per key asked (the private layer builds them so).
@@ -109,7 +115,14 @@ impl Engine {
             call.saw = led.saw;
             self.store_one(call, policy, led, value, same)
         });
-        Ok(join_all(stores).await)
+        let mut stored = join_all(stores).await;
+        if let Some(error) = surfaced(mode, stored.iter_mut().map(|(_, _, failed)| failed)) {
+            return Err(Failed::Cache(error));
+        }
+        Ok(stored
+            .into_iter()
+            .map(|(index, value, _)| (index, value))
+            .collect())
     }
 
     /// Step 3 for one led key: its lease, as a one-key miss takes it; its value if another
@@ -135,6 +148,7 @@ impl Engine {
                 lead,
                 held: None,
                 tagged: Tagged::Untagged,
+                failed: None,
                 saw: match seen {
                     Seen::Leased(token) => token,
                     _ => 0,
@@ -145,6 +159,7 @@ impl Engine {
         lead.starting(token);
         let mut call = self.call(key, spec, left);
         let mut point = unix_ms(SystemTime::now());
+        let mut failed = None;
         let held = loop {
             let sent = tokio::time::Instant::now();
             match self.acquire(&mut call, policy, token, point, false).await {
@@ -176,6 +191,7 @@ impl Engine {
                     events.store_failed();
                     events.failed("lease", key.as_str(), &error);
                     self.drop_wrong_type(key.as_str(), &error);
+                    failed = Some(error);
                     break None;
                 }
             }
@@ -186,6 +202,7 @@ impl Engine {
             held,
             saw: 0,
             tagged: Tagged::Untagged,
+            failed,
         })
     }
 
@@ -198,7 +215,7 @@ impl Engine {
         led: Led,
         value: Option<V>,
         same: Same<V>,
-    ) -> (usize, Option<V>) {
+    ) -> (usize, Option<V>, Option<Error>) {
         let Led {
             index,
             lead,
@@ -233,6 +250,6 @@ impl Engine {
             None if value.is_none() => Outcome::Absent,
             None => Outcome::NotStored,
         });
-        (index, value)
+        (index, value, written.err())
     }
 }

@@ -34,6 +34,7 @@ use super::tags::Tagged;
 use super::{Call, Engine, ErrorMode};
 use crate::backend::Budget;
 use crate::envelope;
+use crate::error::Error;
 use crate::exact::Same;
 use crate::flight::{self, Lead, Outcome, Role, Seen, Waiting};
 use crate::key::Key;
@@ -67,21 +68,36 @@ struct Led {
     saw: u64,
     /// Whether it joined its tags' sets before the body (see `tags`).
     tagged: Tagged,
+    /// A cache failure on its way to the body (its lease, its tags): the batch's `Err` with
+    /// `on_cache_error = "fail"`.
+    failed: Option<Error>,
+}
+
+/// Why a batch failed: its body's error, or (with `on_cache_error = "fail"`,
+/// [`ErrorMode::Surface`]) the cache's. A batch that fails so drops what it holds: its
+/// leases are given up and its flights' waiters load for themselves, as when a call is
+/// cancelled.
+pub(crate) enum Failed<E> {
+    Body(E),
+    Cache(Error),
 }
 
 impl Engine {
     /// Get or load many keys: each key's value, or `None` for a key the body did not
     /// return (now or when it was stored). `load` is given the indices of the keys it must
     /// load and answers, in their order, each one's value or `None`; it runs at most twice
-    /// (see the module's step 6), and not at all when every key hits.
+    /// (see the module's step 6), and not at all when every key hits. With
+    /// [`ErrorMode::Surface`], the first cache failure ends the batch as its `Err`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn get_many<V, E, L, Fut>(
         self: &Arc<Self>,
         keys: &[Key],
         spec: &'static FnSpec,
         policy: &Policy,
+        mode: ErrorMode,
         mut load: L,
         same: Same<V>,
-    ) -> Result<Vec<Option<V>>, E>
+    ) -> Result<Vec<Option<V>>, Failed<E>>
     where
         V: Serialize + DeserializeOwned,
         L: FnMut(Vec<usize>) -> Fut,
@@ -91,7 +107,10 @@ impl Engine {
         // Before the read: a load joined by this count began its read after the same
         // invalidations of this cache (see `flight`).
         let epoch = self.epoch();
-        let (mut values, missing) = self.read_all::<V>(keys, spec, policy, budget).await;
+        let (mut values, missing, failed) = self.read_all::<V>(keys, spec, policy, budget).await;
+        if let (Some(error), ErrorMode::Surface) = (failed, mode) {
+            return Err(Failed::Cache(error));
+        }
         if missing.is_empty() {
             #[cfg(feature = "metrics")]
             self.batch_took(
@@ -115,16 +134,19 @@ impl Engine {
             mut again,
         } = self.join_batch(keys, spec, missing, (budget, epoch), &mut values);
         // 3. lease
-        let (leading, relays) = self
+        let (mut leading, relays) = self
             .lease_led(keys, spec, policy, led, (left, budget), &mut values)
             .await;
+        if let Some(error) = surfaced(mode, leading.iter_mut().map(|l| &mut l.failed)) {
+            return Err(Failed::Cache(error));
+        }
         // 4. and 5. load and store, beside the waits. A led key's flight finishes as soon
         // as its value is stored, whatever this call still waits for: two batches each
         // waiting for a key the other loads must not wait for each other's waits.
         let loading = self.load_led(
             keys,
             spec,
-            policy,
+            (policy, mode),
             leading,
             &mut load,
             (left, &body_us),
@@ -147,7 +169,7 @@ impl Engine {
         self.load_again(
             keys,
             spec,
-            policy,
+            (policy, mode),
             again,
             &mut values,
             &mut load,
@@ -238,12 +260,12 @@ impl Engine {
         self: &Arc<Self>,
         keys: &[Key],
         spec: &'static FnSpec,
-        policy: &Policy,
+        (policy, mode): (&Policy, ErrorMode),
         mut again: Vec<usize>,
         values: &mut [Option<V>],
         load: &mut L,
         (left, body_us): (Duration, &AtomicU64),
-    ) -> Result<(), E>
+    ) -> Result<(), Failed<E>>
     where
         V: Serialize + DeserializeOwned,
         L: FnMut(Vec<usize>) -> Fut,
@@ -254,11 +276,11 @@ impl Engine {
         // have); the rest in one more body call, not stored.
         if !again.is_empty() {
             let names: Vec<&str> = again.iter().map(|&i| keys[i].as_str()).collect();
-            let entries = self
-                .backend
-                .read_many(&names, Budget::from_now(left))
-                .await
-                .unwrap_or_default();
+            let entries = match self.backend.read_many(&names, Budget::from_now(left)).await {
+                Ok(entries) => entries,
+                Err(error) if mode == ErrorMode::Surface => return Err(Failed::Cache(error)),
+                Err(_) => Vec::new(),
+            };
             let mut found = vec![false; again.len()];
             for ((slot, &index), entry) in found.iter_mut().zip(&again).zip(entries) {
                 if let Ok(value) = self.decide::<V>(&keys[index], spec, policy, entry) {
@@ -273,7 +295,8 @@ impl Engine {
             self.events.of(spec).load();
             let loaded = self
                 .run_body(&[], (spec, Some(body_us)), policy, load(again.clone()))
-                .await?;
+                .await
+                .map_err(Failed::Body)?;
             for (index, value) in again.into_iter().zip(loaded) {
                 values[index] = value;
             }
@@ -299,14 +322,15 @@ impl Engine {
     }
 
     /// Step 1: one read of every key; the hits' values, and the misses with what their
-    /// reads saw of the keys' leases. A failed read is a miss of every key.
+    /// reads saw of the keys' leases. A failed read is a miss of every key, and its error.
+    #[allow(clippy::type_complexity)]
     async fn read_all<V: DeserializeOwned>(
         self: &Arc<Self>,
         keys: &[Key],
         spec: &'static FnSpec,
         policy: &Policy,
         budget: Budget,
-    ) -> (Vec<Option<V>>, Vec<(usize, Seen)>) {
+    ) -> (Vec<Option<V>>, Vec<(usize, Seen)>, Option<Error>) {
         let mut values: Vec<Option<V>> = keys.iter().map(|_| None).collect();
         let names: Vec<&str> = keys.iter().map(Key::as_str).collect();
         let entries = match self.backend.read_many(&names, budget).await {
@@ -317,7 +341,8 @@ impl Engine {
                 for _ in keys {
                     events.miss();
                 }
-                return (values, (0..keys.len()).map(|i| (i, Seen::Failed)).collect());
+                let missing = (0..keys.len()).map(|i| (i, Seen::Failed)).collect();
+                return (values, missing, Some(error));
             }
         };
         let mut missing = Vec::new();
@@ -335,7 +360,7 @@ impl Engine {
                 }
             }
         }
-        (values, missing)
+        (values, missing, None)
     }
 
     /// A call of one key of a batch, with `left` of its time budget for writes.
@@ -348,6 +373,17 @@ impl Engine {
             body_us: None,
             saw: 0,
         }
+    }
+}
+
+/// The first of these cache failures, taken, if cache failures are the call's `Err`.
+fn surfaced<'a>(
+    mode: ErrorMode,
+    failures: impl Iterator<Item = &'a mut Option<Error>>,
+) -> Option<Error> {
+    match mode {
+        ErrorMode::Surface => failures.into_iter().find_map(Option::take),
+        ErrorMode::FailOpen => None,
     }
 }
 

@@ -86,7 +86,7 @@ pub async fn get_many<S, R, K, F, Fut>(
     generics: &'static str,
     items: Vec<K>,
     tags: Option<BatchTags<K>>,
-    mut body: F,
+    body: F,
     same: Same<<S::Map as BatchMap>::Value>,
 ) -> R
 where
@@ -97,19 +97,8 @@ where
     F: FnMut(Vec<K>) -> Fut,
     Fut: Future<Output = R>,
 {
-    let loaded = batch::run::<K, S::Map, S::Error, _, _>(
-        cache,
-        spec,
-        (path, generics),
-        (items, tags),
-        (same, None),
-        |keys| {
-            let loading = body(keys);
-            async move { S::split(loading.await) }
-        },
-    )
-    .await;
-    S::join(loaded)
+    let call = (cache, spec, (path, generics), (items, tags));
+    run::<S, R, K, F, Fut>(call, body, (same, None)).await
 }
 
 /// [`get_many`] for `#[cached(batch, on_cache_error = "fail")]`: a cache failure is the
@@ -122,7 +111,7 @@ pub async fn try_get_many<S, R, K, F, Fut>(
     generics: &'static str,
     items: Vec<K>,
     tags: Option<BatchTags<K>>,
-    mut body: F,
+    body: F,
     same: Same<<S::Map as BatchMap>::Value>,
 ) -> R
 where
@@ -134,17 +123,41 @@ where
     F: FnMut(Vec<K>) -> Fut,
     Fut: Future<Output = R>,
 {
-    let loaded = batch::run::<K, S::Map, S::Error, _, _>(
-        cache,
-        spec,
-        (path, generics),
-        (items, tags),
-        (same, Some(R::cache_failure)),
-        |keys| {
+    let call = (cache, spec, (path, generics), (items, tags));
+    run::<S, R, K, F, Fut>(call, body, (same, Some(R::cache_failure))).await
+}
+
+/// What a batch call names: its cache, function, identity, keys and their tags.
+type BatchCall<'c, K> = (
+    Result<&'c Cache, Error>,
+    &'static FnSpec,
+    (&'static str, &'static str),
+    (Vec<K>, Option<BatchTags<K>>),
+);
+
+/// Both doors of the macro: the shape split off, the core run, the shape put back.
+#[allow(clippy::type_complexity)]
+async fn run<S, R, K, F, Fut>(
+    (cache, spec, identity, keys): BatchCall<'_, K>,
+    mut body: F,
+    checks: (
+        Same<<S::Map as BatchMap>::Value>,
+        Option<fn(Error) -> S::Error>,
+    ),
+) -> R
+where
+    S: BatchShape<R>,
+    S::Map: BatchMap<Key = K>,
+    <S::Map as BatchMap>::Value: Serialize + DeserializeOwned,
+    K: Serialize + Clone,
+    F: FnMut(Vec<K>) -> Fut,
+    Fut: Future<Output = R>,
+{
+    let loaded =
+        batch::run::<K, S::Map, S::Error, _, _>(cache, spec, identity, keys, checks, |keys| {
             let loading = body(keys);
             async move { S::split(loading.await) }
-        },
-    )
-    .await;
+        })
+        .await;
     S::join(loaded)
 }

@@ -545,3 +545,46 @@ async fn a_strict_batch_surfaces_cache_failures() {
     assert_eq!(open.len(), 2);
     assert_eq!(db.queries.load(SeqCst), 3);
 }
+
+#[cached(batch, ttl = 600, prefix = "b-paced", on_cache_error = "fail", timeout = "600ms", cache = cache, skip(cache, pause))]
+async fn paced_users(
+    cache: &Cache,
+    pause: &dyn Fn(),
+    ids: &[u64],
+) -> Result<HashMap<u64, User>, StrictError> {
+    pause();
+    Ok(ids.iter().map(|&id| (id, user(id, "x"))).collect())
+}
+
+/// A batch's writes share one `timeout`, as a one-key call's do: with writes stalled for
+/// 400 ms before the lease and again inside the body, the lease takes 400 ms of the
+/// 600 ms, and the store, stalled as long, times out (`on_cache_error = "fail"` shows it).
+/// Before, each phase had the whole 600 ms and the call spent twice its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_spends_one_timeout_on_its_writes() {
+    let server = RedisServer::start();
+    let cache = Cache::builder()
+        .breaker(1_000, Duration::from_secs(1))
+        .redis(&server.url())
+        .unwrap();
+    let stall = || {
+        let _: () = redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(400)
+            .arg("WRITE")
+            .query(&mut server.conn())
+            .unwrap();
+    };
+    let ran = AtomicU64::new(0);
+    let pause = || {
+        ran.fetch_add(1, SeqCst);
+        stall();
+    };
+    stall();
+    let got = paced_users(&cache, &pause, &[1, 2]).await;
+    assert_eq!(ran.load(SeqCst), 1, "the lease was in time: {got:?}");
+    assert!(
+        matches!(&got, Err(StrictError::Cache(e)) if e.is_timeout()),
+        "{got:?}"
+    );
+}

@@ -78,16 +78,12 @@ impl Expander<'_> {
             .as_ref()
             .filter(|on_error| on_error.value == OnCacheError::Fail)
         {
+            // `try_get_many` asks for `R: Surface` itself, at the option: a second check
+            // (`assert_surface`) would report it twice with `cache = ..`.
             Some(on_error) => {
                 let span = on_error.span;
-                let path = Self::private_path(self.options, span);
                 let surface_ret = respan(ret.clone(), span);
-                (
-                    quote!(try_get_many),
-                    quote_spanned!(span=> #path::assert_surface::<#surface_ret>();),
-                    span,
-                    surface_ret,
-                )
+                (quote!(try_get_many), TokenStream::new(), span, surface_ret)
             }
             None => (quote!(get_many), TokenStream::new(), ret_span, quote!(#ret)),
         };

@@ -41,6 +41,15 @@ async fn strict_without_from(ids: &[u64]) -> Result<HashMap<u64, String>, String
     Ok(ids.iter().map(|&id| (id, id.to_string())).collect())
 }
 
+// Reported once with a named cache too.
+#[cached(batch, ttl = 60, on_cache_error = "fail", cache = cache, skip(cache))]
+async fn strict_without_from_on_a_cache(
+    cache: &cache_aside_runtime::Cache,
+    ids: &[u64],
+) -> Result<HashMap<u64, String>, String> {
+    Ok(ids.iter().map(|&id| (id, id.to_string())).collect())
+}
+
 #[cached(batch, ttl = 60, on_cache_error = "fail")]
 async fn strict_without_result(ids: &[u64]) -> HashMap<u64, String> {
     ids.iter().map(|&id| (id, id.to_string())).collect()

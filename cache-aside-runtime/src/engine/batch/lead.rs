@@ -77,6 +77,7 @@ impl Engine {
             return Ok(Vec::new());
         }
         // Tagged keys join their tags' sets before the body runs, at once (see `tags`).
+        let tagging = std::time::Instant::now();
         let mut leading = join_all(leading.into_iter().map(|mut led| async move {
             let key = &keys[led.index];
             let failed;
@@ -88,6 +89,8 @@ impl Engine {
         if let Some(error) = surfaced(mode, leading.iter_mut().map(|l| &mut l.failed)) {
             return Err(Failed::Cache(error));
         }
+        // The stores share what the tags left; the body's own time is not the cache's.
+        let left = left.saturating_sub(tagging.elapsed());
         let held: Vec<&Held> = leading.iter().filter_map(|l| l.held.as_ref()).collect();
         self.events.of(spec).load();
         let loaded = self

@@ -134,9 +134,12 @@ impl Engine {
             mut again,
         } = self.join_batch(keys, spec, missing, (budget, epoch), &mut values);
         // 3. lease
+        let leasing = std::time::Instant::now();
         let (mut leading, relays) = self
             .lease_led(keys, spec, policy, led, (left, budget), &mut values)
             .await;
+        // The writes after the leases share what they left, as a one-key call's do.
+        let left = left.saturating_sub(leasing.elapsed());
         if let Some(error) = surfaced(mode, leading.iter_mut().map(|l| &mut l.failed)) {
             return Err(Failed::Cache(error));
         }

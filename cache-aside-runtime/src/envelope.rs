@@ -158,6 +158,8 @@ pub(crate) struct Head {
     pub(crate) pending: bool,
     /// There is no value (a placeholder).
     pub(crate) empty: bool,
+    /// A cached absence (`none_ttl`).
+    pub(crate) absent: bool,
 }
 
 /// The header of `bytes`, if it is an envelope of this version.
@@ -173,6 +175,7 @@ pub(crate) fn head(bytes: &[u8]) -> Option<Head> {
         token: u64::from_be_bytes(*header[TOKEN_AT..].first_chunk::<TOKEN_LEN>()?),
         pending: flags & FLAG_PENDING != 0,
         empty: flags & FLAG_EMPTY != 0,
+        absent: flags & FLAG_ABSENT != 0,
     })
 }
 

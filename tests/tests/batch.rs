@@ -588,3 +588,40 @@ async fn a_batch_spends_one_timeout_on_its_writes() {
         "{got:?}"
     );
 }
+
+/// A one-key function whose type has no absence (`String`), sharing a batch's entries.
+#[cached(ttl = 600, prefix = "b-label", cache = cache, skip(cache, db))]
+async fn label(cache: &Cache, db: &Db, id: u64) -> String {
+    let found = db.users(&[id]).await.remove(&id);
+    found.map_or_else(|| "nobody".to_owned(), |u| u.name)
+}
+
+#[cached(batch, ttl = 600, none_ttl = 600, prefix = "b-label", cache = cache, skip(cache, db))]
+async fn labels(cache: &Cache, db: &Db, ids: &[u64]) -> HashMap<u64, String> {
+    db.users(ids)
+        .await
+        .into_iter()
+        .map(|(id, u)| (id, u.name))
+        .collect()
+}
+
+/// The batch stores an absence for a key it did not find; the one-key function, which
+/// cannot return one, reads it as a miss and loads (not as a corrupt entry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absence_is_a_miss_for_a_function_that_cannot_return_one() {
+    let server = RedisServer::start();
+    for cache in &caches(&server) {
+        let db = Db::with(&[(1, "ann")]);
+        let got = labels(cache, &db, &[1, 2]).await;
+        assert_eq!(got.len(), 1, "2 is absent");
+        assert_eq!(label(cache, &db, 2).await, "nobody");
+        assert_eq!(db.queries.load(SeqCst), 2, "the absence was a miss");
+        assert_eq!(cache.stats().corrupt, 0, "{:?}", cache.stats());
+        assert_eq!(label(cache, &db, 2).await, "nobody");
+        assert_eq!(
+            db.queries.load(SeqCst),
+            2,
+            "its own entry replaced the absence"
+        );
+    }
+}

@@ -145,8 +145,9 @@ impl Engine {
                 }
                 return Decided::Hit(value);
             }
-            // Another load's placeholder: a miss, not a corrupt entry.
-            Err(_) if envelope::head(entry.as_slice()).is_some_and(|h| h.empty) => {}
+            // Another load's placeholder, or an absence (a batch's `none_ttl`) where this
+            // function's type has no room for one: a miss, not a corrupt entry.
+            Err(_) if envelope::head(entry.as_slice()).is_some_and(|h| h.empty || h.absent) => {}
             Err(error) => self.events.of(spec).corrupt(key.as_str(), &error),
         }
         let seen = match (Seen::of(entry.as_slice()), ask) {

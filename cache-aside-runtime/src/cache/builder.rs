@@ -6,7 +6,7 @@ use std::time::Duration;
 use cache_aside_settings::defaults;
 
 use super::Cache;
-use crate::backend::{Backend, Reach};
+use crate::backend::{Backend, Reach, redact};
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::key::is_valid_segment;
@@ -254,7 +254,7 @@ impl CacheBuilder {
     /// platform's roots, or [`tls_root_ca`](Self::tls_root_ca)). `rediss://...#insecure`
     /// skips certificate checks and needs the `tls-insecure` feature: it is as unsafe as it
     /// sounds, for tests only. Without the `tls` feature a `rediss://` URL is
-    /// [`Error::Config`].
+    /// [`Error::Config`], as is a URL that does not parse (its password hidden).
     ///
     /// Does not connect yet: the first call does, and a Redis that is down is a miss.
     pub fn redis(self, url: &str) -> Result<Cache, Error> {
@@ -429,24 +429,5 @@ impl CacheBuilder {
     fn build(self, backend: Backend) -> Result<Cache, Error> {
         let engine = Engine::new(backend, self.namespace, self.settings, self.max_refreshes);
         Ok(Cache::from_engine(engine))
-    }
-}
-
-/// `redis://user:secret@127.0.0.1` → `redis://user:***@127.0.0.1`, for logs.
-pub(super) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme + 3],
-                    &userinfo[..colon],
-                    &url[at..]
-                ),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
     }
 }

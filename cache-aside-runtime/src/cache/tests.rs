@@ -1,7 +1,7 @@
 //! Unit tests of the builder's checks and of calls with extreme settings.
 
-use super::builder::redact;
 use super::*;
+use crate::backend::redact;
 use crate::error::Error;
 
 #[test]
@@ -127,7 +127,34 @@ fn every_setting_is_checked_against_its_range() {
             namespace,
         );
     }
-    assert!(Cache::redis("not a url").is_err());
+    for url in [
+        "not a url",
+        "redis://u:hunter2@",
+        "redis://:hunter2@h:99999/",
+        "ftp://h/",
+    ] {
+        match Cache::redis(url) {
+            Err(Error::Config(message)) => {
+                assert!(message.starts_with("redis url"), "{url}: {message}");
+                assert!(!message.contains("hunter2"), "{url}: {message}");
+            }
+            Err(other) => panic!("{url}: {other:?}"),
+            Ok(_) => panic!("{url} was accepted"),
+        }
+        let seeds = [url];
+        assert!(
+            matches!(Cache::builder().redis_cluster(seeds), Err(Error::Config(_))),
+            "{url}"
+        );
+        #[cfg(feature = "sentinel")]
+        assert!(
+            matches!(
+                Cache::builder().redis_sentinel(seeds, "m"),
+                Err(Error::Config(_))
+            ),
+            "{url}"
+        );
+    }
 }
 
 fn verdict(name: &str, builder: CacheBuilder, ok: bool, value: &str) {

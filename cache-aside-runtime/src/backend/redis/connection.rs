@@ -60,8 +60,7 @@ impl Reach {
 
     /// `url` with the builder's credentials.
     fn info(&self, url: &str) -> Result<redis::ConnectionInfo, Error> {
-        use redis::IntoConnectionInfo;
-        let info = url.into_connection_info()?;
+        let info = parse(url)?;
         let mut redis = info.redis_settings().clone();
         if let Some(user) = &self.username {
             redis = redis.set_username(user);
@@ -84,6 +83,42 @@ impl Reach {
                 }),
             root_cert: self.root_ca.clone(),
         }
+    }
+}
+
+/// `url` parsed, or an [`Error::Config`] naming it.
+fn parse(url: &str) -> Result<redis::ConnectionInfo, Error> {
+    use redis::IntoConnectionInfo;
+    url.into_connection_info().map_err(|e| bad_url(url, e))
+}
+
+/// A URL redis-rs cannot parse is a setting of ours: an [`Error::Config`] naming it, its
+/// password hidden (redis-rs's own messages do not repeat the URL).
+fn bad_url(url: &str, e: redis::RedisError) -> Error {
+    match e.kind() {
+        redis::ErrorKind::InvalidClientConfig => {
+            Error::Config(format!("redis url {:?}: {e}", redact(url)))
+        }
+        _ => Error::Redis(e),
+    }
+}
+
+/// `redis://user:secret@127.0.0.1` → `redis://user:***@127.0.0.1`, for logs.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
     }
 }
 
@@ -187,6 +222,9 @@ impl Connection {
             return Err(Error::Config(
                 "redis_sentinel: TLS to sentinels is not supported in this release".to_owned(),
             ));
+        }
+        for url in urls {
+            parse(url)?;
         }
         // The builder's credentials are the primary's (the URL only carries them); a
         // sentinel's own go in its URL.

@@ -27,8 +27,8 @@ use bytes::Bytes;
 use redis::Value;
 
 use self::breaker::Breaker;
-pub(crate) use self::connection::Reach;
 use self::connection::{Command, Connection, Eval};
+pub(crate) use self::connection::{Reach, redact};
 use self::scripts::{DROP_IF_LARGER, EXTEND, FILL, HOLDS, LEASE, RELEASE, TAG, TTL};
 use super::{Ask, Budget, LeaseAttempt, REPLACE, Restore};
 use crate::envelope::{self, HEADER_LEN, unix_ms};

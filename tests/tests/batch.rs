@@ -625,3 +625,40 @@ async fn an_absence_is_a_miss_for_a_function_that_cannot_return_one() {
         );
     }
 }
+
+#[cached(batch, ttl = 600, prefix = "b-slow", timeout = "300ms", cache = cache, skip(cache, pause))]
+async fn slow_users(cache: &Cache, pause: &dyn Fn(), ids: &[u64]) -> HashMap<u64, User> {
+    pause();
+    ids.iter().map(|&id| (id, user(id, "x"))).collect()
+}
+
+/// A batch whose stores all time out is one failed call for the breaker, not one per key:
+/// 40 stores stalled past the `timeout` leave a breaker of 3 failures closed. Separate
+/// calls still open it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_counts_once_towards_the_breaker() {
+    let server = RedisServer::start();
+    let cache = Cache::builder()
+        .breaker(3, Duration::from_secs(60))
+        .redis(&server.url())
+        .unwrap();
+    let stall = || {
+        let _: () = redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(500)
+            .arg("WRITE")
+            .query(&mut server.conn())
+            .unwrap();
+    };
+    let ids: Vec<u64> = (1..=40).collect();
+    let got = slow_users(&cache, &stall, &ids).await;
+    assert_eq!(got.len(), 40, "the call succeeds");
+    let stats = cache.stats();
+    assert_eq!(stats.store_errors, 40, "every store timed out: {stats:?}");
+    assert_eq!(stats.breaker_opened, 0, "{stats:?}");
+    for round in 1..=3u64 {
+        let got = slow_users(&cache, &stall, &[100 + round]).await;
+        assert_eq!(got.len(), 1);
+    }
+    assert_eq!(cache.stats().breaker_opened, 1, "three calls failed");
+}

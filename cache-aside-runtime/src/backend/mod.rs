@@ -21,6 +21,7 @@ use bytes::Bytes;
 pub(crate) use self::budget::Budget;
 pub(crate) use self::memory::MemoryBackend;
 use self::redis::breaker::{Breaker, BreakerState};
+pub(crate) use self::redis::breaker::{apart, as_one_call};
 pub(crate) use self::redis::{Reach, RedisBackend, redact};
 use crate::error::Error;
 use crate::key::Layout;

@@ -201,7 +201,8 @@ impl CacheBuilder {
     }
 
     /// Circuit breaker: after `failures` consecutive connection failures or timeouts, skip
-    /// Redis for `cooldown`, then let one probe through (defaults: 5 and 2 s).
+    /// Redis for `cooldown`, then let one probe through (defaults: 5 and 2 s). A batch read
+    /// counts once, however many of its operations fail.
     pub fn breaker(mut self, failures: u32, cooldown: Duration) -> Self {
         self.breaker_failures = failures;
         self.breaker_cooldown = cooldown;

@@ -6,8 +6,53 @@
 //! that say "Redis is unreachable or too slow" count; an error reply (`OOM`, a bad command)
 //! means the server answered, so it resets the count like a success.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
+
+tokio::task_local! {
+    /// Set while one call's many operations run (a batch's reads, leases, tags and stores):
+    /// however many of them fail, they count as one failure towards the breaker, as the
+    /// one call they are. A batch of thousands of keys whose stores outlast its `timeout`
+    /// is one slow call, not a Redis that is down for everyone.
+    static ONE_CALL: Cell<Group>;
+}
+
+#[derive(Clone, Copy)]
+enum Group {
+    /// Not part of a call's group (its body's own cache calls count as theirs).
+    Apart,
+    /// A group that has not failed yet.
+    Clean,
+    /// A group whose failure has been counted.
+    Counted,
+}
+
+/// Runs `f` with the failures of its operations counted once, as one call's.
+pub(crate) fn as_one_call<F: Future>(f: F) -> impl Future<Output = F::Output> {
+    ONE_CALL.scope(Cell::new(Group::Clean), f)
+}
+
+/// Runs `f` (a body) outside its caller's group: its own cache calls count as usual.
+pub(crate) fn apart<F: Future>(f: F) -> impl Future<Output = F::Output> {
+    ONE_CALL.scope(Cell::new(Group::Apart), f)
+}
+
+/// Is this failure its group's second (or later)? Marks the group as counted. Only
+/// failures ask.
+#[cold]
+fn counted_already() -> bool {
+    ONE_CALL
+        .try_with(|group| match group.get() {
+            Group::Clean => {
+                group.set(Group::Counted);
+                false
+            }
+            Group::Counted => true,
+            Group::Apart => false,
+        })
+        .unwrap_or(false)
+}
 
 /// Where the breaker stands, as reported by [`Stats::breaker`](crate::Stats::breaker).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -175,6 +220,9 @@ impl Permit<'_> {
                 }
             }
             (false, false) => {
+                if counted_already() {
+                    return;
+                }
                 if b.failures.fetch_add(1, Relaxed) + 1 >= b.threshold {
                     b.open(CLOSED, b.cooldown);
                 }
@@ -194,6 +242,26 @@ impl Drop for Permit<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_call_counts_its_failures_once_and_its_body_apart() {
+        let b = Breaker::new(3, Duration::from_secs(60));
+        as_one_call(async {
+            for _ in 0..10 {
+                b.admit().unwrap().record(false);
+            }
+            apart(async { b.admit().unwrap().record(false) }).await;
+        })
+        .await;
+        assert_eq!(
+            b.failures.load(Relaxed),
+            2,
+            "the call's ten, and its body's"
+        );
+        assert_eq!(b.state(), BreakerState::Closed);
+        b.admit().unwrap().record(false);
+        assert_eq!(b.state(), BreakerState::Open, "three calls failed");
+    }
 
     #[test]
     fn opens_after_consecutive_failures_then_probes_and_closes() {

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{Failed, Leased, Led, surfaced, taken};
-use crate::backend::{Budget, REPLACE};
+use crate::backend::{Budget, REPLACE, apart};
 use crate::engine::lease::{Acquired, Held};
 use crate::engine::store::Entry;
 use crate::engine::tags::Tagged;
@@ -94,7 +94,12 @@ impl Engine {
         let held: Vec<&Held> = leading.iter().filter_map(|l| l.held.as_ref()).collect();
         self.events.of(spec).load();
         let loaded = self
-            .run_body(&held, (spec, Some(body_us)), policy, load(asked.clone()))
+            .run_body(
+                &held,
+                (spec, Some(body_us)),
+                policy,
+                apart(load(asked.clone())),
+            )
             .await;
         drop(held);
         let mut loaded = match loaded {

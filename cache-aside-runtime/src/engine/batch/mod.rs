@@ -32,7 +32,7 @@ use serde::de::DeserializeOwned;
 use super::lease::Held;
 use super::tags::Tagged;
 use super::{Call, Engine, ErrorMode};
-use crate::backend::Budget;
+use crate::backend::{Budget, apart, as_one_call};
 use crate::envelope;
 use crate::error::Error;
 use crate::exact::Same;
@@ -103,83 +103,88 @@ impl Engine {
         L: FnMut(Vec<usize>) -> Fut,
         Fut: Future<Output = Result<Vec<Option<V>>, E>>,
     {
-        let budget = Budget::from_now(policy.timeout);
-        // Before the read: a load joined by this count began its read after the same
-        // invalidations of this cache (see `flight`).
-        let epoch = self.epoch();
-        let (mut values, missing, failed) = self.read_all::<V>(keys, spec, policy, budget).await;
-        if let (Some(error), ErrorMode::Surface) = (failed, mode) {
-            return Err(Failed::Cache(error));
-        }
-        if missing.is_empty() {
-            #[cfg(feature = "metrics")]
-            self.batch_took(
-                spec,
-                crate::metrics::Outcome::Hit,
-                budget,
-                &Default::default(),
-            );
-            return Ok(values);
-        }
-        // What the read left of `timeout` for the writes, as for a one-key miss: the body's
-        // own time is not the cache's.
-        let left = budget.left();
-        // Microseconds the body ran: the call's time on the cache is the rest.
-        let body_us = AtomicU64::new(0);
-        // 2. join
-        self.pause().await;
-        let Joined {
-            led,
-            waits,
-            mut again,
-        } = self.join_batch(keys, spec, missing, (budget, epoch), &mut values);
-        // 3. lease
-        let leasing = std::time::Instant::now();
-        let (mut leading, relays) = self
-            .lease_led(keys, spec, policy, led, (left, budget), &mut values)
-            .await;
-        // The writes after the leases share what they left, as a one-key call's do.
-        let left = left.saturating_sub(leasing.elapsed());
-        if let Some(error) = surfaced(mode, leading.iter_mut().map(|l| &mut l.failed)) {
-            return Err(Failed::Cache(error));
-        }
-        // 4. and 5. load and store, beside the waits. A led key's flight finishes as soon
-        // as its value is stored, whatever this call still waits for: two batches each
-        // waiting for a key the other loads must not wait for each other's waits.
-        let loading = self.load_led(
-            keys,
-            spec,
-            (policy, mode),
-            leading,
-            &mut load,
-            (left, &body_us),
-            same,
-        );
-        let waited = self.wait_others::<V>(keys, spec, policy, waits, relays);
-        let (loaded, waited) = tokio::join!(loading, waited);
-        for (index, value) in loaded? {
-            values[index] = value;
-        }
-        for (index, value) in waited {
-            match value {
-                Some(value) => values[index] = value,
-                None => again.push(index),
+        // However many of its operations fail, the batch counts once towards the breaker.
+        as_one_call(async move {
+            let budget = Budget::from_now(policy.timeout);
+            // Before the read: a load joined by this count began its read after the same
+            // invalidations of this cache (see `flight`).
+            let epoch = self.epoch();
+            let (mut values, missing, failed) =
+                self.read_all::<V>(keys, spec, policy, budget).await;
+            if let (Some(error), ErrorMode::Surface) = (failed, mode) {
+                return Err(Failed::Cache(error));
             }
-        }
-        #[cfg(feature = "metrics")]
-        self.batch_took(spec, crate::metrics::Outcome::Miss, budget, &body_us);
-        // 6. what the waits left.
-        self.load_again(
-            keys,
-            spec,
-            (policy, mode),
-            again,
-            &mut values,
-            &mut load,
-            (left, &body_us),
-        )
-        .await?;
-        Ok(values)
+            if missing.is_empty() {
+                #[cfg(feature = "metrics")]
+                self.batch_took(
+                    spec,
+                    crate::metrics::Outcome::Hit,
+                    budget,
+                    &Default::default(),
+                );
+                return Ok(values);
+            }
+            // What the read left of `timeout` for the writes, as for a one-key miss: the body's
+            // own time is not the cache's.
+            let left = budget.left();
+            // Microseconds the body ran: the call's time on the cache is the rest.
+            let body_us = AtomicU64::new(0);
+            // 2. join
+            self.pause().await;
+            let Joined {
+                led,
+                waits,
+                mut again,
+            } = self.join_batch(keys, spec, missing, (budget, epoch), &mut values);
+            // 3. lease
+            let leasing = std::time::Instant::now();
+            let (mut leading, relays) = self
+                .lease_led(keys, spec, policy, led, (left, budget), &mut values)
+                .await;
+            // The writes after the leases share what they left, as a one-key call's do.
+            let left = left.saturating_sub(leasing.elapsed());
+            if let Some(error) = surfaced(mode, leading.iter_mut().map(|l| &mut l.failed)) {
+                return Err(Failed::Cache(error));
+            }
+            // 4. and 5. load and store, beside the waits. A led key's flight finishes as soon
+            // as its value is stored, whatever this call still waits for: two batches each
+            // waiting for a key the other loads must not wait for each other's waits.
+            let loading = self.load_led(
+                keys,
+                spec,
+                (policy, mode),
+                leading,
+                &mut load,
+                (left, &body_us),
+                same,
+            );
+            let waited = self.wait_others::<V>(keys, spec, policy, waits, relays);
+            let (loaded, waited) = tokio::join!(loading, waited);
+            for (index, value) in loaded? {
+                values[index] = value;
+            }
+            for (index, value) in waited {
+                match value {
+                    Some(value) => values[index] = value,
+                    None => again.push(index),
+                }
+            }
+            #[cfg(feature = "metrics")]
+            self.batch_took(spec, crate::metrics::Outcome::Miss, budget, &body_us);
+            // 6. what the waits left.
+            self.load_again(
+                keys,
+                spec,
+                (policy, mode),
+                again,
+                &mut values,
+                &mut load,
+                (left, &body_us),
+            )
+            .await?;
+            Ok(values)
+        })
+        .await
     }
 
     /// The keys other loads answer: the waits for other calls' flights, and the relays.
@@ -297,7 +302,12 @@ impl Engine {
         if !again.is_empty() {
             self.events.of(spec).load();
             let loaded = self
-                .run_body(&[], (spec, Some(body_us)), policy, load(again.clone()))
+                .run_body(
+                    &[],
+                    (spec, Some(body_us)),
+                    policy,
+                    apart(load(again.clone())),
+                )
                 .await
                 .map_err(Failed::Body)?;
             for (index, value) in again.into_iter().zip(loaded) {

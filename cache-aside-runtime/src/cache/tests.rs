@@ -12,6 +12,38 @@ fn redacts_passwords_in_logged_urls() {
     );
     assert_eq!(redact("redis://:pw@127.0.0.1/"), "redis://:***@127.0.0.1/");
     assert_eq!(redact("redis://127.0.0.1/"), "redis://127.0.0.1/");
+    assert_eq!(redact("redis://u:p@ss@h/"), "redis://u:***@h/");
+    // Mistyped, without `://`.
+    assert_eq!(redact("u:pw@127.0.0.1:6379"), "u:***@127.0.0.1:6379");
+    assert_eq!(redact("redis//:pw@h"), "redis//:***@h");
+    // A socket's password is a query parameter.
+    assert_eq!(
+        redact("unix:///tmp/r.sock?db=1&pass=pw&PASSWORD=pw2"),
+        "unix:///tmp/r.sock?db=1&pass=***&PASSWORD=***"
+    );
+    assert_eq!(
+        redact("redis+unix:///r.sock?pass=pw"),
+        "redis+unix:///r.sock?pass=***"
+    );
+}
+
+/// No URL that fails to parse shows its password in the error, wherever redis-rs reads one.
+#[test]
+fn a_bad_url_never_shows_its_password() {
+    for url in [
+        "unix:///tmp/x.sock?pass=hunter2&db=x",
+        "redis+unix:///tmp/x.sock?pass=hunter2&protocol=9",
+        "u:hunter2@127.0.0.1:6379",
+        "redis//:hunter2@127.0.0.1:6379",
+        "redis://u:hunter2@h:99999/",
+    ] {
+        let error = Cache::redis(url).err().expect(url);
+        let shown = format!("{error} {error:?}");
+        assert!(matches!(error, Error::Config(_)), "{url}: {shown}");
+        assert!(!shown.contains("hunter2"), "{url}: {shown}");
+        let error = Cache::builder().redis_cluster([url]).err().expect(url);
+        assert!(!format!("{error} {error:?}").contains("hunter2"), "{url}");
+    }
 }
 
 /// Every setting at 0, at its bounds and at `MAX`: accepted, or an `Error::Config`

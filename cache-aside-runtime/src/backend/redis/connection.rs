@@ -103,23 +103,37 @@ fn bad_url(url: &str, e: redis::RedisError) -> Error {
     }
 }
 
-/// `redis://user:secret@127.0.0.1` → `redis://user:***@127.0.0.1`, for logs.
+/// `redis://user:secret@127.0.0.1` → `redis://user:***@127.0.0.1`, for logs and errors:
+/// the password of the userinfo (with or without a `scheme://`, which a mistyped URL may
+/// lack) and of a `pass=` or `password=` query parameter (a `unix://` socket's).
 pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme + 3],
-                    &userinfo[..colon],
-                    &url[at..]
-                ),
+    let mut shown = match url.rfind('@') {
+        Some(at) => {
+            let start = url[..at].find("://").map_or(0, |scheme| scheme + 3);
+            match url[start..at].find(':') {
+                Some(colon) => format!("{}:***{}", &url[..start + colon], &url[at..]),
                 None => url.to_owned(),
             }
         }
-        _ => url.to_owned(),
+        None => url.to_owned(),
+    };
+    if let Some(query) = shown.find('?') {
+        let (head, params) = shown.split_at(query + 1);
+        let params: Vec<String> = params
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((name, _))
+                    if name.eq_ignore_ascii_case("pass")
+                        || name.eq_ignore_ascii_case("password") =>
+                {
+                    format!("{name}=***")
+                }
+                _ => param.to_owned(),
+            })
+            .collect();
+        shown = format!("{head}{}", params.join("&"));
     }
+    shown
 }
 
 /// Refuses what this build cannot do, naming the feature that would: a `rediss://` URL, or

@@ -37,11 +37,15 @@ fn a_bad_url_never_shows_its_password() {
         "redis//:hunter2@127.0.0.1:6379",
         "redis://u:hunter2@h:99999/",
     ] {
-        let error = Cache::redis(url).err().expect(url);
+        let Err(error) = Cache::redis(url) else {
+            panic!("{url} was accepted")
+        };
         let shown = format!("{error} {error:?}");
         assert!(matches!(error, Error::Config(_)), "{url}: {shown}");
         assert!(!shown.contains("hunter2"), "{url}: {shown}");
-        let error = Cache::builder().redis_cluster([url]).err().expect(url);
+        let Err(error) = Cache::builder().redis_cluster([url]) else {
+            panic!("{url} was accepted")
+        };
         assert!(!format!("{error} {error:?}").contains("hunter2"), "{url}");
     }
 }

@@ -166,7 +166,6 @@ fn check_batch(func: &Func, options: &Options, errors: &mut Errors) {
         options.refresh_ahead.as_ref().map(|o| &o.name),
         options.xfetch.as_ref().map(|o| &o.name),
         options.fail_safe.as_ref().map(|o| &o.name),
-        options.lock.as_ref().map(|o| &o.name),
         options.key.as_ref().map(|o| &o.name),
         options
             .companions

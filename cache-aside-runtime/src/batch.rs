@@ -188,6 +188,15 @@ impl Batch {
         }
     }
 
+    /// `lock`: a key another process is loading (it holds the key's lease) is waited for,
+    /// up to the cache's `lock_wait`, beside the load of the others, instead of being
+    /// loaded once more. Off by default, or the cache's [`lock`](crate::CacheBuilder::lock).
+    pub const fn lock(self, on: bool) -> Batch {
+        Batch {
+            spec: ManuallyDrop::new(ManuallyDrop::into_inner(self.spec).lock(on)),
+        }
+    }
+
     /// How long to wait for another call's load of a key (`flight_wait`).
     pub const fn flight_wait(self, wait: Duration) -> Batch {
         assert!(

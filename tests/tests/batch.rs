@@ -3,6 +3,8 @@
 //! one-key function's, single-flight and leases per key.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
@@ -661,4 +663,128 @@ async fn a_batch_counts_once_towards_the_breaker() {
         assert_eq!(got.len(), 1);
     }
     assert_eq!(cache.stats().breaker_opened, 1, "three calls failed");
+}
+
+#[cached(ttl = 600, prefix = "b-locked", cache = cache, skip(cache, db))]
+async fn locked_user(cache: &Cache, db: &Db, id: u64) -> Option<User> {
+    db.users(&[id]).await.remove(&id)
+}
+
+#[cached(batch, ttl = 600, prefix = "b-locked", lock = true, cache = cache, skip(cache, db, started))]
+async fn locked_users(cache: &Cache, db: &Db, started: &Notify, ids: &[u64]) -> HashMap<u64, User> {
+    started.notify_one();
+    db.users(ids).await
+}
+
+/// `locked_users` through `Cache::get_many`, with a `Batch` that takes the lock.
+static LOCKED: Batch = Batch::new("b-locked")
+    .ttl(Duration::from_secs(600))
+    .lock(true);
+
+type LockedBatch = for<'a> fn(
+    &'a Cache,
+    &'a Db,
+    &'a Notify,
+    &'a [u64],
+) -> Pin<Box<dyn Future<Output = HashMap<u64, User>> + Send + 'a>>;
+
+fn through_the_attribute<'a>(
+    cache: &'a Cache,
+    db: &'a Db,
+    started: &'a Notify,
+    ids: &'a [u64],
+) -> Pin<Box<dyn Future<Output = HashMap<u64, User>> + Send + 'a>> {
+    Box::pin(locked_users(cache, db, started, ids))
+}
+
+fn through_get_many<'a>(
+    cache: &'a Cache,
+    db: &'a Db,
+    started: &'a Notify,
+    ids: &'a [u64],
+) -> Pin<Box<dyn Future<Output = HashMap<u64, User>> + Send + 'a>> {
+    Box::pin(async move {
+        let load = |missing: Vec<u64>| async move {
+            started.notify_one();
+            Ok::<_, DbError>(db.users(&missing).await)
+        };
+        cache
+            .get_many(&LOCKED, ids.iter().copied(), load)
+            .await
+            .unwrap()
+    })
+}
+
+/// With `lock = true`, a key another process is loading (its lease in the key) is waited
+/// for beside the batch's body, not loaded again: the batch's body gets the other keys,
+/// and the other process's value for the held one. Their load is let go only once the
+/// batch's body runs, so the batch has seen the lease. Through `#[cached(batch, lock =
+/// true)]` and through `get_many` with `Batch::lock(true)`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_batch_waits_for_another_processs_load() {
+    let server = RedisServer::start();
+    let batches: [LockedBatch; 2] = [through_the_attribute, through_get_many];
+    for (round, locked_batch) in batches.into_iter().enumerate() {
+        let url = server.url();
+        let (ours, theirs) = (Cache::redis(&url).unwrap(), Cache::redis(&url).unwrap());
+        let key = 2 + 10 * round as u64;
+        let their_db = Db::gated(&[(key, "theirs")]);
+        let our_db = Db::with(&[(1, "a"), (key, "ours"), (3, "c")]);
+        let (their_start, their_go) = their_db.gate.as_ref().unwrap();
+        let body_ran = Notify::new();
+        let their_load = locked_user(&theirs, &their_db, key);
+        let our_batch = async {
+            their_start.notified().await;
+            let ids = [1, key, 3];
+            let batch = locked_batch(&ours, &our_db, &body_ran, &ids);
+            let release = async {
+                body_ran.notified().await;
+                their_go.notify_one();
+            };
+            tokio::join!(batch, release).0
+        };
+        let (their_value, got) = tokio::join!(their_load, our_batch);
+        assert_eq!(their_value, Some(user(key, "theirs")));
+        let asked = our_db.asked();
+        assert_eq!(
+            asked,
+            vec![vec![1, 3]],
+            "round {round}: the held key was not loaded"
+        );
+        assert_eq!(got.get(&key), Some(&user(key, "theirs")), "{got:?}");
+        assert_eq!(got.len(), 3);
+        let stats = ours.stats();
+        assert_eq!((stats.lock_waits, stats.lock_timeouts), (1, 0), "{stats:?}");
+        ours.invalidate_prefix("b-locked").await.unwrap();
+    }
+}
+
+/// A waited-for load that ends without a value (its call is cancelled, and its lease given
+/// up) ends the wait at once: the batch loads that key itself, in a second body call, and
+/// does not wait out `lock_wait`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_batch_loads_a_key_whose_holder_gave_up() {
+    let server = RedisServer::start();
+    let (ours, theirs) = (
+        Cache::redis(&server.url()).unwrap(),
+        Cache::redis(&server.url()).unwrap(),
+    );
+    let their_db = std::sync::Arc::new(Db::gated(&[(2, "theirs")]));
+    let our_db = Db::with(&[(1, "a"), (2, "ours"), (3, "c")]);
+    let their_load = tokio::spawn({
+        let db = std::sync::Arc::clone(&their_db);
+        async move { locked_user(&theirs, &db, 2).await }
+    });
+    their_db.gate.as_ref().unwrap().0.notified().await;
+    let body_ran = Notify::new();
+    let batch = locked_users(&ours, &our_db, &body_ran, &[1, 2, 3]);
+    let cancel = async {
+        body_ran.notified().await;
+        their_load.abort();
+    };
+    let got = tokio::join!(batch, cancel).0;
+    assert_eq!(our_db.asked(), vec![vec![1, 3], vec![2]]);
+    assert_eq!(got.get(&2), Some(&user(2, "ours")), "{got:?}");
+    let stats = ours.stats();
+    assert_eq!((stats.lock_waits, stats.lock_timeouts), (1, 0), "{stats:?}");
 }

@@ -55,6 +55,35 @@ const RELAY_TURNS: usize = 16;
 const FIRST_PAUSE: Duration = Duration::from_millis(5);
 const MAX_PAUSE: Duration = Duration::from_millis(100);
 
+/// The pauses of a wait for a key another process holds (`lock = true`), between polls:
+/// doubling from [`FIRST_PAUSE`] to [`MAX_PAUSE`], until `lock_wait` is over.
+pub(super) struct Polls {
+    deadline: Instant,
+    pause: Duration,
+}
+
+impl Polls {
+    pub(super) fn new(wait: Duration) -> Self {
+        Polls {
+            deadline: Instant::now() + wait,
+            pause: FIRST_PAUSE,
+        }
+    }
+
+    /// Sleeps until the next poll; `false`, at once, if the wait is over.
+    pub(super) async fn pause(&mut self) -> bool {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        // Randomised so that a fleet of waiters does not poll in lock-step.
+        let jittered = self.pause.mul_f64(0.5 + fastrand::f64());
+        tokio::time::sleep(jittered.min(left)).await;
+        self.pause = (self.pause * 2).min(MAX_PAUSE);
+        true
+    }
+}
+
 /// A lease this call holds: its key and token, what the key becomes if it is given up
 /// without a value, and the engine to give it up through if the holder never does.
 pub(crate) struct Held {
@@ -170,8 +199,7 @@ impl Engine {
     ) -> Result<Acquired, Error> {
         let key = call.key.as_str();
         let ask = self.ask(token);
-        let deadline = Instant::now() + self.settings.lock_wait;
-        let mut pause = FIRST_PAUSE;
+        let mut polls = Polls::new(self.settings.lock_wait);
         let mut waited = false;
         loop {
             if call.write_left.is_zero() {
@@ -199,15 +227,10 @@ impl Engine {
                 waited = true;
                 self.events.of(call.spec).lock_wait();
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if !polls.pause().await {
                 self.events.of(call.spec).lock_timeout(key);
                 return Ok(Acquired::Busy(theirs));
             }
-            // Randomised so that a fleet of waiters does not poll in lock-step.
-            let jittered = pause.mul_f64(0.5 + fastrand::f64());
-            tokio::time::sleep(jittered.min(left)).await;
-            pause = (pause * 2).min(MAX_PAUSE);
         }
     }
 

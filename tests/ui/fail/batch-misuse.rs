@@ -20,7 +20,7 @@ async fn no_key_argument() -> HashMap<u64, String> {
     HashMap::new()
 }
 
-#[cached(batch, ttl = 60, stale = 30, lock = true, fail_safe = 60)]
+#[cached(batch, ttl = 60, stale = 30, lock = true, fail_safe = 60, xfetch = 1.0)]
 async fn unsupported_options(ids: &[u64]) -> Result<HashMap<u64, String>, String> {
     Ok(ids.iter().map(|&id| (id, id.to_string())).collect())
 }

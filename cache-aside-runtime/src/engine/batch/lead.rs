@@ -10,7 +10,7 @@ use futures_util::future::join_all;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Failed, Leased, Led, surfaced, taken};
+use super::{Failed, Leased, Leases, Led, surfaced, taken};
 use crate::backend::{Budget, REPLACE, apart};
 use crate::engine::lease::{Acquired, Held};
 use crate::engine::store::Entry;
@@ -19,7 +19,7 @@ use crate::engine::{Call, Engine, ErrorMode};
 use crate::envelope::{self, unix_ms};
 use crate::error::Error;
 use crate::exact::Same;
-use crate::flight::{Follow, Lead, Outcome, Seen, Waiting};
+use crate::flight::{Follow, Lead, Outcome, Seen};
 use crate::key::Key;
 use crate::policy::Policy;
 use crate::shape::Store;
@@ -37,20 +37,21 @@ impl Engine {
         led: Vec<(usize, Lead, Seen)>,
         (left, budget): (Duration, Budget),
         values: &mut [Option<V>],
-    ) -> (Vec<Led>, Vec<(usize, Lead, Waiting)>) {
+    ) -> Leases {
         let leases = led.into_iter().map(|(index, lead, seen)| {
             let key = &keys[index];
             self.lease_one::<V>(key, spec, policy, (left, budget.started), index, lead, seen)
         });
-        let (mut leading, mut relays) = (Vec::new(), Vec::new());
+        let mut sorted = Leases::default();
         for leased in join_all(leases).await {
             match leased {
-                Leased::Lead(led) => leading.push(led),
+                Leased::Lead(led) => sorted.leading.push(led),
                 Leased::Found(index, value) => values[index] = value,
-                Leased::Relay(index, lead, waiting) => relays.push((index, lead, waiting)),
+                Leased::Relay(index, lead, waiting) => sorted.relays.push((index, lead, waiting)),
+                Leased::Poll(index, lead) => sorted.polls.push((index, lead)),
             }
         }
-        (leading, relays)
+        sorted
     }
 
     /// Steps 4 and 5 for the keys this call leads: one call of the body, then each result
@@ -147,6 +148,12 @@ impl Engine {
         lead: Lead,
         seen: Seen,
     ) -> Leased<V> {
+        // With the lock, another process's load is waited for (see `poll`).
+        let lock = policy.lock && self.backend.holds_locks() && self.settings.fenced;
+        if let (Seen::Leased(theirs), true) = (seen, lock) {
+            lead.starting(theirs);
+            return Leased::Poll(index, lead);
+        }
         // Another load's lease, or a failed read: load without one (the value is returned,
         // not stored).
         if !matches!(seen, Seen::Free) || !self.settings.fenced {
@@ -191,6 +198,7 @@ impl Engine {
                         }
                         None => break None,
                     },
+                    None if lock => return Leased::Poll(index, lead),
                     None => break None,
                 },
                 Err(error) => {

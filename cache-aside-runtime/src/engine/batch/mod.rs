@@ -20,6 +20,7 @@
 //! batch racing an invalidation stores nothing the invalidation should have removed.
 
 mod lead;
+mod poll;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -49,6 +50,17 @@ enum Leased<V> {
     /// Another call of this process took its lease: wait for that load, and hand its
     /// outcome to this call's waiters.
     Relay(usize, Lead, Waiting),
+    /// With `lock = true`, another process holds its lease: wait for its value (see
+    /// `poll`), beside the body.
+    Poll(usize, Lead),
+}
+
+/// What step 3 made of the led keys: those this call loads, and those others do.
+#[derive(Default)]
+struct Leases {
+    leading: Vec<Led>,
+    relays: Vec<(usize, Lead, Waiting)>,
+    polls: Vec<(usize, Lead)>,
 }
 
 /// Step 2's roles: the keys this call leads (with what their read saw), the waits for
@@ -138,7 +150,11 @@ impl Engine {
             } = self.join_batch(keys, spec, missing, (budget, epoch), &mut values);
             // 3. lease
             let leasing = std::time::Instant::now();
-            let (mut leading, relays) = self
+            let Leases {
+                mut leading,
+                relays,
+                polls,
+            } = self
                 .lease_led(keys, spec, policy, led, (left, budget), &mut values)
                 .await;
             // The writes after the leases share what they left, as a one-key call's do.
@@ -159,6 +175,12 @@ impl Engine {
                 same,
             );
             let waited = self.wait_others::<V>(keys, spec, policy, waits, relays);
+            let polled = self.poll_held::<V>(keys, spec, policy, polls, left);
+            let waited = async {
+                let (mut waited, polled) = tokio::join!(waited, polled);
+                waited.extend(polled);
+                waited
+            };
             let (loaded, waited) = tokio::join!(loading, waited);
             for (index, value) in loaded? {
                 values[index] = value;

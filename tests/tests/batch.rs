@@ -788,3 +788,47 @@ async fn a_locked_batch_loads_a_key_whose_holder_gave_up() {
     let stats = ours.stats();
     assert_eq!((stats.lock_waits, stats.lock_timeouts), (1, 0), "{stats:?}");
 }
+
+trait Named: Serialize + serde::de::DeserializeOwned + Clone + PartialEq + Send + Sync {
+    fn named(id: u64) -> Self;
+}
+
+impl Named for String {
+    fn named(id: u64) -> Self {
+        format!("n{id}")
+    }
+}
+
+impl Named for u64 {
+    fn named(id: u64) -> Self {
+        id * 10
+    }
+}
+
+#[cached(batch, ttl = 600, prefix = "b-generic", cache = cache, skip(cache, db))]
+async fn generic_names<V: Named>(cache: &Cache, db: &Db, ids: &[u64]) -> HashMap<u64, V> {
+    db.users(ids).await;
+    ids.iter().map(|&id| (id, V::named(id))).collect()
+}
+
+/// Each instantiation of a generic batch function is cached under its own prefix: the
+/// second type was run uncached, as if it shared keys with the first (a probe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_instantiation_of_a_generic_batch_is_cached() {
+    let server = RedisServer::start();
+    for cache in &caches(&server) {
+        let db = Db::default();
+        for _ in 0..2 {
+            let numbers = generic_names::<u64>(cache, &db, &[1, 2]).await;
+            assert_eq!(numbers, HashMap::from([(1, 10), (2, 20)]));
+            let names = generic_names::<String>(cache, &db, &[1, 2]).await;
+            assert_eq!(names[&2], "n2");
+        }
+        assert_eq!(
+            db.asked(),
+            vec![vec![1, 2], vec![1, 2]],
+            "one load per type"
+        );
+        assert_eq!(cache.stats().errors, 0, "{:?}", cache.stats());
+    }
+}

@@ -65,7 +65,16 @@ impl Expander<'_> {
         let identity = keys::identity(&self.keys());
         let clones = self.batch_clones(keys_ident);
         let anchor = return_anchor(ret);
-        let mut block = Group::new(Delimiter::Brace, func.body.clone());
+        // The keys' rebinding goes inside the body's own braces: a block around it would
+        // make a one-expression body `{ expr }` a tail block, which `unused_braces` flags.
+        let body = &func.body;
+        let rebind = quote! {
+            let #owned = <#keys_ty as #at_ty::Rebind<'_>>::own(#missing);
+            #[allow(unused_mut)]
+            let #keys_pat: #keys_ty = #at_ty::Rebind::rebind(&#owned);
+            #anchor
+        };
+        let mut block = Group::new(Delimiter::Brace, quote!(#rebind #body));
         block.set_span(func.brace.join());
         let block = TokenTree::Group(block);
         let same = self.batch_same(ret_span, &shape);
@@ -94,13 +103,7 @@ impl Expander<'_> {
                 #cache, #spec, #identity, #items, #tags,
                 move |#missing| {
                     #(#clones)*
-                    async move {
-                        let #owned = <#keys_ty as #at_ty::Rebind<'_>>::own(#missing);
-                        #[allow(unused_mut)]
-                        let #keys_pat: #keys_ty = #at_ty::Rebind::rebind(&#owned);
-                        #anchor
-                        #block
-                    }
+                    async move #block
                 },
                 #same,
             ).await

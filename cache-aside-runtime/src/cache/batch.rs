@@ -117,11 +117,13 @@ where
         return uncached(items, body, surface.map(|s| s(Error::NoTtl))).await;
     };
     // Another function writing these keys with another type (see `keyspace`), or, for a
-    // `Batch` of `get_many`, the same static used with a second value type.
-    let other_type = spec
-        .value_type
-        .get()
-        .is_some_and(|t| *t != std::any::type_name::<M::Value>());
+    // `Batch` of `get_many`, the same static used with a second value type. (A generic
+    // function's instantiations share one spec, but each has a prefix of its own.)
+    let other_type = generics.is_empty()
+        && spec
+            .value_type
+            .get()
+            .is_some_and(|t| *t != std::any::type_name::<M::Value>());
     if keyspace::stores::<M::Value>(spec) || other_type {
         let prefix = keyspace::prefix_of(spec, path, generics);
         let error = shared(spec, prefix);

@@ -1,5 +1,5 @@
 //! One-expression bodies (`{ id }`) draw no `unused_braces` warning from the expansions,
-//! and a write may return `impl Trait`.
+//! a batch's included, and a write may return `impl Trait`.
 #![deny(unused_braces)]
 
 use cache_aside_runtime::{cache_evict, cache_put, cached};
@@ -16,6 +16,9 @@ async fn evict(id: u64) -> Result<u64, String> { Ok(id) }
 #[cache_evict(get(id))]
 async fn shown(id: u64) -> impl std::fmt::Display { id }
 
+#[cached(batch, ttl = 60)]
+async fn many(ids: &[u64]) -> std::collections::HashMap<u64, u64> { ids.iter().map(|&id| (id, id)).collect() }
+
 fn main() {
-    let _ = (get(1), put(1), evict(1), shown(1));
+    let _ = (get(1), put(1), evict(1), shown(1), many(&[1]));
 }

@@ -189,8 +189,12 @@ impl Setting {
         }
     }
 
-    /// Is `value` in range? Only for fraction settings (`NaN` never is).
+    /// Is `value` in range? Only for fraction settings (`NaN` never is, nor `-0.0`: the
+    /// attribute cannot take a negative number, so the builder does not either).
     pub const fn takes_fraction(&self, value: f64) -> bool {
+        if value.is_sign_negative() {
+            return false;
+        }
         match self.range {
             Range::Fraction {
                 min,
@@ -305,6 +309,7 @@ mod tests {
         assert!(!TTL.takes_duration(LONGEST + SHORTEST));
         assert!(TIMEOUT.takes_duration(Duration::MAX));
         assert!(JITTER.takes_fraction(0.0) && JITTER.takes_fraction(0.5));
+        assert!(!JITTER.takes_fraction(-0.0), "refused by the attribute too");
         assert!(!JITTER.takes_fraction(0.51) && !JITTER.takes_fraction(f64::NAN));
         assert!(!REFRESH_AHEAD.takes_fraction(0.0) && !REFRESH_AHEAD.takes_fraction(1.0));
         assert!(XFETCH.takes_fraction(10.0) && !XFETCH.takes_fraction(0.0));

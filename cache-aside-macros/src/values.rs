@@ -103,7 +103,7 @@ fn equals(input: ParseStream) -> syn::Result<()> {
 pub fn duration(input: ParseStream, name: &Ident, setting: &Setting) -> syn::Result<Spanned<Dur>> {
     equals(input)?;
     let help = format!(
-        "`{name}` takes a literal: whole seconds (`{name} = 60`) or a duration string (`{name} = \"90s\"`, \"5m\", \"1h30m\", \"250ms\")"
+        "`{name}` takes a literal: whole seconds (`{name} = 60`) or a duration string (`{name} = \"90s\"`, \"5m\", \"1h30m\", \"250ms\"; each unit once, largest first)"
     );
     if input.peek(Token![-]) {
         return Err(negative(
@@ -322,13 +322,15 @@ fn negative(input: ParseStream, message: impl std::fmt::Display) -> syn::Result<
     ))
 }
 
-/// `"90s"`, `"5m"`, `"1h30m"`, `"250ms"`, `"1d"` → milliseconds. `None` on anything else.
+/// `"90s"`, `"5m"`, `"1h30m"`, `"250ms"`, `"1d"` → milliseconds. `None` on anything else,
+/// and on units repeated or out of order (`"1m1m"`, `"30m1h"`: likely typos).
 pub fn parse_duration_str(text: &str) -> Option<u64> {
     let mut rest = text.trim();
     if rest.is_empty() {
         return None;
     }
     let mut total: u64 = 0;
+    let mut larger = u64::MAX;
     while !rest.is_empty() {
         let digits = rest
             .find(|c: char| !c.is_ascii_digit())
@@ -349,6 +351,10 @@ pub fn parse_duration_str(text: &str) -> Option<u64> {
                 _ => return None,
             }
         };
+        if unit_ms >= larger {
+            return None;
+        }
+        larger = unit_ms;
         rest = &rest[unit_len..];
         total = total.checked_add(number.checked_mul(unit_ms)?)?;
     }

@@ -25,6 +25,7 @@ fn durations() {
     assert_eq!(parse_duration_str("1h30m"), Some(5_400_000));
     assert_eq!(parse_duration_str("250ms"), Some(250));
     assert_eq!(parse_duration_str("2d"), Some(172_800_000));
+    assert_eq!(parse_duration_str("1d2h3m4s5ms"), Some(93_784_005));
     for bad in [
         "",
         "5",
@@ -34,6 +35,9 @@ fn durations() {
         "-5s",
         "99999999999999999999s",
         "5 m",
+        "1m1m",
+        "30m1h",
+        "1s500ms1s",
     ] {
         assert_eq!(parse_duration_str(bad), None, "{bad:?}");
     }

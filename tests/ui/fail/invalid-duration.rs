@@ -5,4 +5,10 @@ async fn get(id: u64) -> u64 {
     id
 }
 
+// A unit twice, or out of order: a likely typo, not a sum.
+#[cached(ttl = "1m1m")]
+async fn repeated(id: u64) -> u64 {
+    id
+}
+
 fn main() {}

@@ -357,3 +357,55 @@ async fn fail_safe_with_the_lock_spends_one_timeout_on_a_hung_redis() {
     assert!(took < Duration::from_millis(600), "{took:?}");
     assert_eq!(cache.stats().fail_safe, 1);
 }
+
+#[cached(ttl = 60, prefix = "w-user", tags = ["w-team:{team}"], cache = cache, skip(cache))]
+async fn team_member(cache: &Cache, team: u64, id: u64) -> u64 {
+    team * 1000 + id
+}
+
+#[cached(ttl = 60, prefix = "w-name", cache = cache, skip(cache))]
+async fn member_name(cache: &Cache, id: u64) -> String {
+    format!("n{id}")
+}
+
+#[cache_aside_runtime::cache_put(team_member(cache, team, id))]
+async fn put_member(cache: &Cache, team: u64, id: u64) -> u64 {
+    team * 1000 + id
+}
+
+#[cache_aside_runtime::cache_evict(
+    team_member(cache, team, id),
+    member_name(cache, id),
+    tag = "w-team:{team}",
+    cache = cache
+)]
+async fn drop_member(cache: &Cache, team: u64, id: u64) -> u64 {
+    id
+}
+
+/// A write's cache work is bounded like a read's: with Redis answering nothing, a put of a
+/// tagged read (tag, then write or delete) spends one `timeout`, and an evict of three
+/// targets spends one for all (they go at once).
+#[tokio::test]
+async fn a_write_spends_one_timeout_on_a_redis_that_never_answers() {
+    let server = RedisServer::start();
+    let cache = Cache::builder()
+        .timeout(Duration::from_millis(500))
+        .breaker(1_000, Duration::from_secs(1))
+        .redis(&server.url())
+        .unwrap();
+    assert_eq!(team_member(&cache, 1, 2).await, 1002); // connected
+    server.pause();
+    let start = Instant::now();
+    assert_eq!(put_member(&cache, 1, 2).await, 1002);
+    let put = start.elapsed();
+    let start = Instant::now();
+    assert_eq!(drop_member(&cache, 1, 2).await, 2);
+    let evict = start.elapsed();
+    server.resume();
+    // One timeout is 500 ms; the defect cost the put two (tag, then delete) and the evict
+    // three, one per target.
+    assert!(put < Duration::from_millis(800), "put: {put:?}");
+    assert!(evict < Duration::from_millis(800), "evict: {evict:?}");
+    assert!(cache.stats().errors >= 2, "{:?}", cache.stats());
+}

@@ -7,6 +7,7 @@
 //!     let entries = (get_user_cache_entry(id),);          // before the body: its arguments as given
 //!     let result = async move { anchor; { body } }.await; // `return` and `?` stay the body's
 //!     if (&&WriteProbe::of(&result)).success(&result).is_some() { entries.0.evict().await; }
+//!     // several targets: `__private::join!(entries.0.evict(), entries.1.evict())`
 //!     result
 //! }
 //! ```
@@ -40,13 +41,16 @@ pub fn expand(kind: Kind, func: &Func, options: &WriteOptions) -> TokenStream {
                 .iter()
                 .map(|tag| tag_target(&private_path, func, options, tag)),
         );
+    // Several targets are evicted at once: a stalled Redis costs the write one `timeout`,
+    // not one per target.
     let each = |op: TokenStream| -> Vec<TokenStream> {
-        (0..options.targets.len() + options.tags.len())
+        let ops: Vec<TokenStream> = (0..options.targets.len() + options.tags.len())
             .map(|i| {
                 let i = Index::from(i);
-                quote!(#entries.#i.#op.await;)
+                quote!(#entries.#i.#op)
             })
-            .collect()
+            .collect();
+        vec![all_at_once(&private_path, &ops)]
     };
     let mut block = Group::new(Delimiter::Brace, func.body.clone());
     block.set_span(func.brace.join());
@@ -105,7 +109,7 @@ fn put(func: &Func, options: &WriteOptions, entries: &Ident, result: &Ident) -> 
         let at = first_span(&target.call.to_token_stream());
         let accepts = Ident::new("__ca_accepts", Span::mixed_site().located_at(at));
         let checked = quote_spanned!(ret_span=> #accepts(#ok));
-        quote! {{
+        quote! {async {
             let #accepts = #entries.#i.accepts();
             let #value = #checked;
             let #probe = #entries.#i.probe();
@@ -113,12 +117,23 @@ fn put(func: &Func, options: &WriteOptions, entries: &Ident, result: &Ident) -> 
                 use #private::{ByEq as _, NotEq as _};
                 (&&#probe).same()
             };
-            #entries.#i.put(#value, #same).await;
+            #entries.#i.put(#value, #same).await
         }}
     });
+    let puts: Vec<TokenStream> = puts.collect();
+    let puts = all_at_once(&private, &puts);
     let success = success(&private, result);
     quote! {
-        if let ::core::option::Option::Some(#ok) = #success { #(#puts)* }
+        if let ::core::option::Option::Some(#ok) = #success { #puts }
+    }
+}
+
+/// Awaits the futures `ops` together (`tokio::join!`), or the one alone.
+fn all_at_once(private: &TokenStream, ops: &[TokenStream]) -> TokenStream {
+    match ops {
+        [] => TokenStream::new(),
+        [one] => quote!(#one.await;),
+        ops => quote!(#private::join!(#(#ops),*);),
     }
 }
 

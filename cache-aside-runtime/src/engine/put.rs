@@ -9,6 +9,7 @@
 
 use super::Engine;
 use super::store::Entry;
+use crate::backend::Budget;
 use crate::error::Error;
 use crate::exact::Same;
 use crate::key::Key;
@@ -51,11 +52,14 @@ impl Engine {
         policy: &Policy,
         encoded: Result<Option<(bytes::Bytes, std::time::Duration)>, Error>,
     ) -> Result<(), Error> {
+        // Its steps share one `timeout`, as a read's do: a stalled Redis costs a put one
+        // `timeout`, not one per step.
+        let budget = Budget::from_now(policy.timeout);
         // A tagged entry joins its tags' sets before it is written (see `tags`); if it
         // cannot, the old entry is deleted instead.
         let tagged = !key.has_tags()
             || self
-                .tag_entry(key, spec, policy, policy.timeout)
+                .tag_entry(key, spec, policy, budget.left())
                 .await
                 .is_ok();
         let entry = key;
@@ -64,16 +68,16 @@ impl Engine {
         self.invalidating();
         let result = match encoded {
             Ok(Some((bytes, ttl))) if tagged && bytes.len() as u64 <= policy.max_value_bytes => {
-                let set = self.backend.set(key, &bytes, ttl, policy.timeout).await;
+                let set = self.backend.set(key, &bytes, ttl, budget.left()).await;
                 // A put has no lease: an invalidation of one of its tags between the first
                 // tagging and the `SET` took the key out of the set, and the value may
                 // predate it. Tagging again says so (the key was missing): delete it.
                 match (set, entry.has_tags()) {
                     (Ok(()), true) => {
-                        match self.tag_entry(entry, spec, policy, policy.timeout).await {
+                        match self.tag_entry(entry, spec, policy, budget.left()).await {
                             Ok(false) => Ok(()),
                             Ok(true) | Err(_) => {
-                                self.backend.delete(key, policy.timeout).await.map(drop)
+                                self.backend.delete(key, budget.left()).await.map(drop)
                             }
                         }
                     }
@@ -84,7 +88,7 @@ impl Engine {
                 if let (Ok(Some((bytes, _))), true) = (&other, tagged) {
                     events.oversized_value(key, bytes.len());
                 }
-                self.backend.delete(key, policy.timeout).await.map(drop)
+                self.backend.delete(key, budget.left()).await.map(drop)
             }
         };
         match &result {

@@ -24,6 +24,8 @@ pub use crate::key::{KeyBuilder, Layout, Map, Seq};
 pub use crate::shape::{Opt, Plain, Res, Shape};
 pub use crate::spec::FnSpec;
 pub use crate::tag::{BatchTags, TagWriter};
+/// Several write targets at once.
+pub use tokio::join;
 
 use crate::cache::Cache;
 use crate::key::Key;

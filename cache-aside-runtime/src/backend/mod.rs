@@ -191,6 +191,13 @@ impl Backend {
         matches!(self, Backend::Redis(_))
     }
 
+    /// Do operations go over the network, so that they can hang and `timeout` bounds them?
+    /// The embedded store's are memory writes: a call whose budget ran out (on its own CPU
+    /// time, a batch of many thousand keys) still makes them.
+    pub(crate) fn remote(&self) -> bool {
+        matches!(self, Backend::Redis(_))
+    }
+
     /// Can a read be slow because the entry is huge (a remote store copying it out)? Then
     /// a read that times out is worth a size check ([`drop_if_larger`](Self::drop_if_larger)).
     pub(crate) fn reads_can_stall(&self) -> bool {

@@ -202,7 +202,7 @@ impl Engine {
         let mut polls = Polls::new(self.settings.lock_wait);
         let mut waited = false;
         loop {
-            if call.write_left.is_zero() {
+            if call.write_left.is_zero() && self.backend.remote() {
                 return Err(Error::Timeout(policy.timeout));
             }
             let sent = Instant::now();

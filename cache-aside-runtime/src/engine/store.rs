@@ -150,7 +150,8 @@ impl Engine {
     ) -> Result<Written, Error> {
         let key = call.key.as_str();
         let unfenced = !self.settings.fenced && entry.is_some();
-        if call.write_left.is_zero() && (held.is_some() || unfenced) {
+        let spent = call.write_left.is_zero() && self.backend.remote();
+        if spent && (held.is_some() || unfenced) {
             let error = Error::Timeout(policy.timeout);
             self.events.of(call.spec).failed("set", key, &error);
             return Err(error);
@@ -206,7 +207,7 @@ impl Engine {
     /// (it would have taken the key, lease and all): `Done`, any waiter may take the value.
     /// Else `Dropped`: only the waiters that saw the same take it (see `flight`).
     async fn unleased(&self, call: &Call<'_>) -> Written {
-        if call.saw == 0 || call.write_left.is_zero() {
+        if call.saw == 0 || (call.write_left.is_zero() && self.backend.remote()) {
             return Written::Dropped;
         }
         let budget = Budget::from_now(call.write_left);

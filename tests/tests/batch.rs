@@ -852,3 +852,39 @@ async fn an_embedded_batch_stores_every_key_whatever_its_timeout() {
     assert_eq!(huge_batch(&cache, &ids).await.len(), 5_000);
     assert_eq!(cache.stats().hits, 5_000, "every key was stored");
 }
+
+static TWO_TYPES: Batch = Batch::new("b-two-types").ttl(Duration::from_secs(600));
+
+/// One `Batch` static used with two value types: the second runs uncached (its values
+/// would land in the first's entries), the first stays cached.
+#[tokio::test]
+async fn a_batch_static_used_with_a_second_type_runs_it_uncached() {
+    let cache = Cache::memory();
+    let loads = AtomicU64::new(0);
+    for _ in 0..2 {
+        let names: HashMap<u64, String> = cache
+            .get_many(&TWO_TYPES, [1], |missing: Vec<u64>| {
+                loads.fetch_add(1, SeqCst);
+                async move {
+                    Ok::<_, DbError>(missing.iter().map(|&id| (id, format!("n{id}"))).collect())
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(names[&1], "n1");
+        let numbers: HashMap<u64, u64> = cache
+            .get_many(&TWO_TYPES, [1], |missing: Vec<u64>| {
+                loads.fetch_add(100, SeqCst);
+                async move { Ok::<_, DbError>(missing.iter().map(|&id| (id, id)).collect()) }
+            })
+            .await
+            .unwrap();
+        assert_eq!(numbers[&1], 1);
+    }
+    assert_eq!(
+        loads.load(SeqCst),
+        201,
+        "the strings once, the numbers each time"
+    );
+    assert_eq!(cache.stats().errors, 2, "{:?}", cache.stats());
+}

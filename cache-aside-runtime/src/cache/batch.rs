@@ -119,14 +119,21 @@ where
     // Another function writing these keys with another type (see `keyspace`), or, for a
     // `Batch` of `get_many`, the same static used with a second value type. (A generic
     // function's instantiations share one spec, but each has a prefix of its own.)
-    let other_type = generics.is_empty()
-        && spec
-            .value_type
-            .get()
-            .is_some_and(|t| *t != std::any::type_name::<M::Value>());
-    if keyspace::stores::<M::Value>(spec) || other_type {
-        let prefix = keyspace::prefix_of(spec, path, generics);
-        let error = shared(spec, prefix);
+    let value_type = std::any::type_name::<M::Value>();
+    let first_type = match generics.is_empty() {
+        true => spec.value_type.get().copied().filter(|t| *t != value_type),
+        false => None,
+    };
+    let refused = match (keyspace::stores::<M::Value>(spec), first_type) {
+        (true, _) => Some(shared(spec, keyspace::prefix_of(spec, path, generics))),
+        (false, Some(first)) => Some(Error::Config(format!(
+            "the Batch {:?} is used with a second value type, {value_type} (first {first}): \
+             it runs uncached for it; give each value type a Batch of its own",
+            spec.name()
+        ))),
+        (false, None) => None,
+    };
+    if let Some(error) = refused {
         engine.events().of(spec).failed("key", "", &error);
         return uncached(items, body, surface.map(|s| s(error))).await;
     }

@@ -23,8 +23,14 @@ async fn from_env_uses_redis_url_when_set_and_memory_otherwise() {
     let memory = Cache::from_env().unwrap();
     assert_eq!(memory.backend_name(), "memory");
 
+    // Blank is unset, as for the cluster's and sentinels' variables.
     // SAFETY: as above.
-    unsafe { std::env::set_var("REDIS_URL", server.url()) };
+    unsafe { std::env::set_var("REDIS_URL", "  ") };
+    let blank = Cache::from_env().unwrap();
+    assert_eq!(blank.backend_name(), "memory");
+
+    // SAFETY: as above.
+    unsafe { std::env::set_var("REDIS_URL", format!(" {} ", server.url())) };
     let redis = Cache::from_env().unwrap();
     assert_eq!(redis.backend_name(), "redis");
     let loads = AtomicU32::new(0);

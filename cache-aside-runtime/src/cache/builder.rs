@@ -344,7 +344,9 @@ impl CacheBuilder {
     /// set, else the primary that the sentinels at `$REDIS_SENTINEL_URLS` (separated by
     /// commas) name for `$REDIS_SENTINEL_SERVICE` if the first is set (the second is then
     /// required: an `Error::Config` without it), else Redis at `$REDIS_URL` if that is set,
-    /// else the embedded backend; says which in a `tracing` info line.
+    /// else the embedded backend; says which in a `tracing` info line. A variable that is
+    /// empty or blank counts as unset (`REDIS_URL=` in a compose file), and spaces around a
+    /// URL are dropped.
     pub fn from_env(self) -> Result<Cache, Error> {
         if let Ok(seeds) = std::env::var("REDIS_CLUSTER_URLS")
             && !seeds.trim().is_empty()
@@ -376,9 +378,10 @@ impl CacheBuilder {
             return self.redis_sentinel(urls, &service);
         }
         match std::env::var("REDIS_URL") {
-            Ok(url) if !url.is_empty() => {
-                tracing::info!(url = %redact(&url), "cache-aside: using Redis from REDIS_URL");
-                self.redis(&url)
+            Ok(url) if !url.trim().is_empty() => {
+                let url = url.trim();
+                tracing::info!(url = %redact(url), "cache-aside: using Redis from REDIS_URL");
+                self.redis(url)
             }
             _ => {
                 tracing::info!(

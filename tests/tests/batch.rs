@@ -558,6 +558,16 @@ async fn paced_users(
     Ok(ids.iter().map(|&id| (id, user(id, "x"))).collect())
 }
 
+/// Holds the server's writes for `ms` (`CLIENT PAUSE .. WRITE`); reads go on.
+fn pause_writes(server: &RedisServer, ms: u64) {
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(ms)
+        .arg("WRITE")
+        .query(&mut server.conn())
+        .unwrap();
+}
+
 /// A batch's writes share one `timeout`, as a one-key call's do: with writes stalled for
 /// 400 ms before the lease and again inside the body, the lease takes 400 ms of the
 /// 600 ms, and the store, stalled as long, times out (`on_cache_error = "fail"` shows it).
@@ -569,14 +579,7 @@ async fn a_batch_spends_one_timeout_on_its_writes() {
         .breaker(1_000, Duration::from_secs(1))
         .redis(&server.url())
         .unwrap();
-    let stall = || {
-        let _: () = redis::cmd("CLIENT")
-            .arg("PAUSE")
-            .arg(400)
-            .arg("WRITE")
-            .query(&mut server.conn())
-            .unwrap();
-    };
+    let stall = || pause_writes(&server, 400);
     let ran = AtomicU64::new(0);
     let pause = || {
         ran.fetch_add(1, SeqCst);
@@ -644,14 +647,7 @@ async fn a_batch_counts_once_towards_the_breaker() {
         .breaker(3, Duration::from_secs(60))
         .redis(&server.url())
         .unwrap();
-    let stall = || {
-        let _: () = redis::cmd("CLIENT")
-            .arg("PAUSE")
-            .arg(500)
-            .arg("WRITE")
-            .query(&mut server.conn())
-            .unwrap();
-    };
+    let stall = || pause_writes(&server, 500);
     let ids: Vec<u64> = (1..=40).collect();
     let got = slow_users(&cache, &stall, &ids).await;
     assert_eq!(got.len(), 40, "the call succeeds");

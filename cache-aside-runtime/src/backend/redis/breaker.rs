@@ -180,6 +180,11 @@ impl Breaker {
     }
 
     fn open(&self, from: u8, cooldown: Duration) {
+        // Only from `from`: a late failure of an operation admitted before the circuit
+        // opened must not push the cool-down out (the probe would come late).
+        if self.state.load(Relaxed) != from {
+            return;
+        }
         let retry_at = self.now_ms().saturating_add(cooldown.as_millis() as u64);
         self.retry_at.store(retry_at, Relaxed);
         if self
@@ -242,6 +247,18 @@ impl Drop for Permit<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_late_failure_does_not_push_the_cooldown_out() {
+        let b = Breaker::new(1, Duration::from_millis(1_000));
+        let late = b.admit().unwrap();
+        b.admit().unwrap().record(false);
+        assert_eq!(b.state(), BreakerState::Open);
+        let retry_at = b.retry_at.load(Relaxed);
+        std::thread::sleep(Duration::from_millis(20));
+        late.record(false);
+        assert_eq!(b.retry_at.load(Relaxed), retry_at, "the cool-down stands");
+    }
 
     #[tokio::test]
     async fn a_call_counts_its_failures_once_and_its_body_apart() {

@@ -884,3 +884,68 @@ async fn a_batch_static_used_with_a_second_type_runs_it_uncached() {
     );
     assert_eq!(cache.stats().errors, 2, "{:?}", cache.stats());
 }
+
+/// A lease placeholder left without a TTL (by hand) is given `lock_ttl` by the first locked
+/// batch that meets it, as by a one-key miss, so the key is cached again once it expires;
+/// the batch waited on it forever before (a probe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_batch_gives_a_placeholder_without_a_ttl_its_lock_ttl() {
+    let server = RedisServer::start();
+    let cache = Cache::builder()
+        .lock_ttl(Duration::from_millis(300))
+        .lock_wait(Duration::from_millis(100))
+        .redis(&server.url())
+        .unwrap();
+    let key = locked_user_cache_key(&cache, 1).unwrap();
+    let mut conn = server.conn();
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(cache_aside_tests::placeholder(0x5eed))
+        .query(&mut conn)
+        .unwrap();
+    let db = Db::with(&[(1, "a"), (2, "b")]);
+    let got = locked_users(&cache, &db, &Notify::new(), &[1, 2]).await;
+    assert_eq!(got.len(), 2);
+    let pttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut conn).unwrap();
+    assert!(pttl > 0 && pttl <= 300, "the placeholder's TTL: {pttl}");
+}
+
+/// A locked batch whose Redis stops answering while it polls spends one `timeout` on the
+/// cache, not one for the polls and another for the re-read after them (a probe: twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_batch_spends_one_timeout_when_redis_hangs_while_it_polls() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let ours = Cache::builder()
+        .timeout(Duration::from_millis(400))
+        .breaker(1_000, Duration::from_secs(1))
+        .redis(&url)
+        .unwrap();
+    let theirs = Cache::redis(&url).unwrap();
+    let their_db = Db::gated(&[(1, "theirs")]);
+    let our_db = Db::with(&[(1, "ours"), (2, "b")]);
+    let (their_start, their_go) = their_db.gate.as_ref().unwrap();
+    let body_ran = Notify::new();
+    let their_load = locked_user(&theirs, &their_db, 1);
+    let our_batch = async {
+        their_start.notified().await;
+        let ids = [1, 2];
+        let batch = async {
+            let started = std::time::Instant::now();
+            let got = locked_users(&ours, &our_db, &body_ran, &ids).await;
+            (got, started.elapsed())
+        };
+        let hang = async {
+            body_ran.notified().await;
+            server.pause();
+        };
+        let ((got, took), ()) = tokio::join!(batch, hang);
+        server.resume();
+        their_go.notify_one();
+        (got, took)
+    };
+    let (_, (got, took)) = tokio::join!(their_load, our_batch);
+    assert_eq!(got.len(), 2, "{got:?}");
+    // One timeout is 400 ms; the defect cost two.
+    assert!(took < Duration::from_millis(650), "{took:?}");
+}

@@ -148,15 +148,14 @@ impl Engine {
         lead: Lead,
         seen: Seen,
     ) -> Leased<V> {
-        // With the lock, another process's load is waited for (see `poll`).
+        // With the lock, another process's load is waited for (see `poll`), after one lease
+        // attempt: it takes a lease that has gone meanwhile, and gives one left without a
+        // TTL its `lock_ttl`, as a one-key miss's does.
         let lock = policy.lock && self.backend.holds_locks() && self.settings.fenced;
-        if let (Seen::Leased(theirs), true) = (seen, lock) {
-            lead.starting(theirs);
-            return Leased::Poll(index, lead);
-        }
+        let leases = matches!(seen, Seen::Free) || (lock && matches!(seen, Seen::Leased(_)));
         // Another load's lease, or a failed read: load without one (the value is returned,
         // not stored).
-        if !matches!(seen, Seen::Free) || !self.settings.fenced {
+        if !leases || !self.settings.fenced {
             lead.starting(0);
             return Leased::Lead(Led {
                 index,

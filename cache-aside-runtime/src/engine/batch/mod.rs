@@ -177,11 +177,11 @@ impl Engine {
             let waited = self.wait_others::<V>(keys, spec, policy, waits, relays);
             let polled = self.poll_held::<V>(keys, spec, policy, polls, left);
             let waited = async {
-                let (mut waited, polled) = tokio::join!(waited, polled);
+                let (mut waited, (polled, left)) = tokio::join!(waited, polled);
                 waited.extend(polled);
-                waited
+                (waited, left)
             };
-            let (loaded, waited) = tokio::join!(loading, waited);
+            let (loaded, (waited, polls_left)) = tokio::join!(loading, waited);
             for (index, value) in loaded? {
                 values[index] = value;
             }
@@ -201,7 +201,7 @@ impl Engine {
                 again,
                 &mut values,
                 &mut load,
-                (left, &body_us),
+                (left.min(polls_left), &body_us),
             )
             .await?;
             Ok(values)

@@ -21,7 +21,8 @@ impl Engine {
     /// without one: the holder's lease vanished (its body failed, or an invalidation
     /// revoked it), a read failed, or `lock_wait` (or the batch's `timeout`) ran out. Each
     /// key's flight is finished with what its wait got, so this process's callers waiting
-    /// on it get the value too.
+    /// on it get the value too. Also what the polls' reads left of `left`: the batch's
+    /// later reads share it.
     pub(super) async fn poll_held<V: DeserializeOwned>(
         &self,
         keys: &[Key],
@@ -29,7 +30,7 @@ impl Engine {
         policy: &Policy,
         polls: Vec<(usize, Lead)>,
         mut left: Duration,
-    ) -> Vec<(usize, Option<Option<V>>)> {
+    ) -> (Vec<(usize, Option<Option<V>>)>, Duration) {
         let mut got = Vec::with_capacity(polls.len());
         let mut pending = polls;
         for _ in &pending {
@@ -77,6 +78,6 @@ impl Engine {
             lead.finish(Outcome::NotStored);
             got.push((index, None));
         }
-        got
+        (got, left)
     }
 }

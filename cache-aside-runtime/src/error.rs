@@ -93,6 +93,12 @@ impl Error {
         matches!(self, Error::Redis(e) if e.code() == Some("OOM"))
     }
 
+    /// Did a replica refuse a write (`READONLY`: the URL names a replica, or a primary that
+    /// was demoted)?
+    pub(crate) fn is_read_only(&self) -> bool {
+        matches!(self, Error::Redis(e) if e.code() == Some("READONLY"))
+    }
+
     /// Did Redis find another type than a string at the key (`WRONGTYPE`: a list, a hash...
     /// written there by something else)?
     pub(crate) fn is_wrong_type(&self) -> bool {

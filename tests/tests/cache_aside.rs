@@ -664,3 +664,53 @@ async fn key_templates_can_read_the_receiver() {
     assert_eq!(a.item_cache_key(1).unwrap(), "ca:tenant:acme%3Aeu:1");
     assert_eq!(a.cache.stats().loads, 2);
 }
+
+#[cached(ttl = 600, prefix = "replica", cache = cache, skip(cache, loads))]
+async fn on_replica(cache: &Cache, loads: &AtomicU32, id: u64) -> u64 {
+    loaded(loads);
+    id * 2
+}
+
+/// A cache pointed at a replica keeps its hits: the read that would take a lease (`SET ..
+/// NX GET`, used once a function has been missing) is refused with `READONLY` there, and
+/// is a plain `GET` instead. Misses run their bodies and store nothing (a probe: every
+/// read failed after two misses).
+#[tokio::test]
+async fn hits_keep_working_on_a_replica() {
+    let primary = RedisServer::start();
+    let replica = RedisServer::start();
+    let filler = Cache::redis(&primary.url()).unwrap();
+    let loads = AtomicU32::new(0);
+    for id in 1..=3 {
+        assert_eq!(on_replica(&filler, &loads, id).await, id * 2);
+    }
+    let mut conn = replica.conn();
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(primary.port())
+        .query(&mut conn)
+        .unwrap();
+    let synced = Instant::now();
+    loop {
+        let keys: Vec<String> = conn.keys("ca:replica:*").unwrap();
+        if keys.len() == 3 {
+            break;
+        }
+        assert!(
+            synced.elapsed() < Duration::from_secs(20),
+            "no sync: {keys:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reader = Cache::redis(&replica.url()).unwrap();
+    let loads = AtomicU32::new(0);
+    for id in 10..=13 {
+        assert_eq!(on_replica(&reader, &loads, id).await, id * 2);
+    }
+    assert_eq!(loads.load(SeqCst), 4, "misses run their bodies");
+    for id in 1..=3 {
+        assert_eq!(on_replica(&reader, &loads, id).await, id * 2);
+    }
+    assert_eq!(loads.load(SeqCst), 4, "the replicated entries are hits");
+    assert_eq!(reader.stats().hits, 3, "{:?}", reader.stats());
+}

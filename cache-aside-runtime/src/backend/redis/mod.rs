@@ -223,11 +223,14 @@ impl RedisBackend {
         match self.run(budget, true, &*cmd).await {
             // A full Redis with `noeviction` refuses every `SET`, even one that would write
             // nothing: read the entry anyway, as a `GET` (hits keep working).
-            // An empty key then is a failed read: the lease was not taken.
-            Err(error) if error.is_out_of_memory() => match self.get(key, budget).await {
-                Ok(None) => Err(error),
-                other => other,
-            },
+            // An empty key then is a failed read: the lease was not taken. So does a replica
+            // (`READONLY`): hits keep working there too.
+            Err(error) if error.is_out_of_memory() || error.is_read_only() => {
+                match self.get(key, budget).await {
+                    Ok(None) => Err(error),
+                    other => other,
+                }
+            }
             other => other,
         }
     }

@@ -64,9 +64,10 @@ impl std::ops::Deref for FunctionCounters<'_> {
     }
 }
 
-/// Records a call's outcome in its `cache_aside.call` span, when one is being traced.
+/// Records a call's outcome in its `cache_aside.call` span, when one is being traced (a
+/// batch records its own once every key is decided).
 #[inline]
-fn outcome(outcome: &'static str) {
+pub(crate) fn outcome(outcome: &'static str) {
     if tracing::level_enabled!(tracing::Level::TRACE) {
         tracing::Span::current().record("outcome", outcome);
     }
@@ -224,6 +225,14 @@ impl Events {
 }
 
 impl Scoped<'_> {
+    /// The call's outcome in its span; a batch's keys leave theirs to the batch.
+    #[inline]
+    fn call_outcome(&self, what: &'static str) {
+        if !self.spec.batch {
+            outcome(what);
+        }
+    }
+
     /// A call answered from the cache.
     #[inline]
     pub(crate) fn hit(&self) {
@@ -234,7 +243,7 @@ impl Scoped<'_> {
             outcome = "hit",
             "cache-aside: call"
         );
-        outcome("hit");
+        self.call_outcome("hit");
     }
 
     /// A hit on an expired entry within `stale`, served while a refresh runs.
@@ -245,7 +254,7 @@ impl Scoped<'_> {
             outcome = "stale",
             "cache-aside: call"
         );
-        outcome("stale");
+        self.call_outcome("stale");
     }
 
     /// A call that found nothing usable.
@@ -256,7 +265,7 @@ impl Scoped<'_> {
             outcome = "miss",
             "cache-aside: call"
         );
-        outcome("miss");
+        self.call_outcome("miss");
     }
 
     /// An entry that does not decode: a miss, overwritten by the load.
@@ -320,7 +329,7 @@ impl Scoped<'_> {
             outcome = "fail_safe",
             "cache-aside: call"
         );
-        outcome("fail_safe");
+        self.call_outcome("fail_safe");
     }
 
     /// A call whose body failed, answered with the kept value.

@@ -184,3 +184,40 @@ async fn calls_are_traced_by_function_and_outcome_and_keys_stay_out_of_info() {
         );
     }
 }
+
+#[cached(batch, ttl = 600, prefix = "obs-batch", cache = cache, skip(cache))]
+async fn traced_batch(cache: &Cache, ids: &[u64]) -> std::collections::HashMap<u64, u64> {
+    tracing::info!("inside the batch body");
+    ids.iter().map(|&id| (id, id)).collect()
+}
+
+/// A batch call is one `cache_aside.call` span too, its load inside it, its outcome `hit`
+/// once every key hit (a probe found no span at all).
+#[tokio::test(flavor = "current_thread")]
+async fn a_batch_call_is_one_traced_call() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let cache = Cache::memory();
+    assert_eq!(traced_batch(&cache, &[1, 2]).await.len(), 2);
+    assert_eq!(traced_batch(&cache, &[1, 2]).await.len(), 2);
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let body = text
+        .lines()
+        .find(|l| l.contains("inside the batch body"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        body.contains("cache_aside.call{function=\"traced_batch\"}:cache_aside.load"),
+        "{body}"
+    );
+    let closed_hit = text
+        .lines()
+        .filter(|l| l.contains("cache_aside.call{function=\"traced_batch\""))
+        .any(|l| l.contains("outcome=\"hit\""));
+    assert!(closed_hit, "{text}");
+}

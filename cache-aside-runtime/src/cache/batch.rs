@@ -149,7 +149,15 @@ where
         Some(_) => ErrorMode::Surface,
         None => ErrorMode::FailOpen,
     };
-    let values = match engine.get_many(&keys, spec, policy, mode, load, same).await {
+    // One `cache_aside.call` span for the batch, as for a one-key call; each key's outcome
+    // is a trace event of its own inside it.
+    let span = tracing::trace_span!(
+        "cache_aside.call",
+        function = spec.name(),
+        outcome = tracing::field::Empty
+    );
+    let call = engine.get_many(&keys, spec, policy, mode, load, same);
+    let values = match tracing::Instrument::instrument(call, span).await {
         Ok(values) => values,
         Err(Failed::Body(error)) => return Err(error),
         // Only with `surface` (`ErrorMode::Surface`).

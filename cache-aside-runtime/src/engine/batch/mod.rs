@@ -127,6 +127,7 @@ impl Engine {
                 return Err(Failed::Cache(error));
             }
             if missing.is_empty() {
+                crate::events::outcome("hit");
                 #[cfg(feature = "metrics")]
                 self.batch_took(
                     spec,
@@ -204,6 +205,7 @@ impl Engine {
                 (left.min(polls_left), &body_us),
             )
             .await?;
+            crate::events::outcome("miss");
             Ok(values)
         })
         .await

@@ -68,6 +68,7 @@ fn cluster_suite() {
         a_batch_reads_every_slot_in_one_call(&cluster).await;
         a_tag_reaches_entries_on_every_primary(&cluster).await;
         a_tagged_batch_tags_entries_on_every_primary(&cluster).await;
+        a_locked_batch_waits_for_loads_on_every_primary(&cluster).await;
     });
 }
 
@@ -363,4 +364,83 @@ async fn stale_entries_are_served_and_refreshed(cluster: &RedisCluster) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(cache.stats().refreshes, 1);
+}
+
+/// Lets held loads finish, one permit each, once the batch's body runs.
+#[cached(ttl = 60, prefix = "c-held", cache = cache, skip(cache, go))]
+async fn held_item(cache: &Cache, go: &tokio::sync::Semaphore, id: u64) -> String {
+    go.acquire().await.unwrap().forget();
+    expected(id)
+}
+
+#[cached(batch, ttl = 60, prefix = "c-held", lock = true, cache = cache, skip(cache, go, asked))]
+async fn held_items(
+    cache: &Cache,
+    go: &tokio::sync::Semaphore,
+    asked: &std::sync::Mutex<Vec<u64>>,
+    ids: &[u64],
+) -> std::collections::HashMap<u64, String> {
+    asked.lock().unwrap().extend_from_slice(ids);
+    go.add_permits(6);
+    ids.iter().map(|&id| (id, expected(id))).collect()
+}
+
+/// A locked batch over every primary waits for the keys another cache (another process)
+/// is loading, wherever their slots are, and loads only the others.
+async fn a_locked_batch_waits_for_loads_on_every_primary(cluster: &RedisCluster) {
+    let (holder, batcher) = (cluster.cache("c-lock-batch"), cluster.cache("c-lock-batch"));
+    let go = Arc::new(tokio::sync::Semaphore::new(0));
+    let held: Vec<u64> = (1..=6).collect();
+    let owners: BTreeSet<usize> = held
+        .iter()
+        .map(|&id| cluster.primary_of(&held_item_cache_key(&holder, id).unwrap()))
+        .collect();
+    assert_eq!(owners.len(), 3, "held keys on every primary: {owners:?}");
+    let mut loads = JoinSet::new();
+    for &id in &held {
+        let (holder, go) = (holder.clone(), Arc::clone(&go));
+        loads.spawn(async move { (id, held_item(&holder, &go, id).await) });
+    }
+    let asked = std::sync::Mutex::new(Vec::new());
+    let batch = async {
+        // Each held key's lease is in place once its entry holds a placeholder.
+        for &id in &held {
+            let key = held_item_cache_key(&holder, id).unwrap();
+            let node = cluster.primary_of(&key);
+            let started = Instant::now();
+            loop {
+                let entry: Option<Vec<u8>> = tokio::task::block_in_place(|| {
+                    redis::cmd("GET")
+                        .arg(&key)
+                        .query(&mut cluster.nodes()[node].conn())
+                        .unwrap()
+                });
+                if entry.is_some_and(|e| cache_aside_tests::is_pending(&e)) {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "no lease on {key}"
+                );
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        let ids: Vec<u64> = (1..=12).collect();
+        held_items(&batcher, &go, &asked, &ids).await
+    };
+    let got = batch.await;
+    while let Some(loaded) = loads.join_next().await {
+        let (id, value) = loaded.unwrap();
+        assert_eq!(value, expected(id));
+    }
+    assert_eq!(got.len(), 12);
+    assert!((1..=12).all(|id| got[&id] == expected(id)), "{got:?}");
+    let mut asked = asked.into_inner().unwrap();
+    asked.sort_unstable();
+    assert_eq!(
+        asked,
+        (7..=12).collect::<Vec<u64>>(),
+        "the held keys were waited for"
+    );
+    assert_eq!(batcher.stats().lock_waits, 6, "{:?}", batcher.stats());
 }

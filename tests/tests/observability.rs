@@ -88,6 +88,20 @@ async fn each_function_counts_apart_and_they_sum_to_the_cache() {
 #[derive(Clone, Default)]
 struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 
+impl Captured {
+    /// Everything at `trace` and above, captured for this thread until the guard drops.
+    fn trace() -> (Captured, tracing::subscriber::DefaultGuard) {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        (captured, tracing::subscriber::set_default(subscriber))
+    }
+}
+
 impl std::io::Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.0.lock().unwrap().extend_from_slice(buf);
@@ -109,14 +123,7 @@ async fn traced(cache: &Cache, secret: String) -> usize {
 /// key (keys hold user data).
 #[tokio::test(flavor = "current_thread")]
 async fn calls_are_traced_by_function_and_outcome_and_keys_stay_out_of_info() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = Captured::trace();
     let cache = Cache::memory();
     let secret = "hunter2-user@example.com".to_owned();
     assert_eq!(traced(&cache, secret.clone()).await, 24);
@@ -195,14 +202,7 @@ async fn traced_batch(cache: &Cache, ids: &[u64]) -> std::collections::HashMap<u
 /// once every key hit (a probe found no span at all).
 #[tokio::test(flavor = "current_thread")]
 async fn a_batch_call_is_one_traced_call() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = Captured::trace();
     let cache = Cache::memory();
     assert_eq!(traced_batch(&cache, &[1, 2]).await.len(), 2);
     assert_eq!(traced_batch(&cache, &[1, 2]).await.len(), 2);

@@ -35,6 +35,7 @@ impl Reporter {
     }
 
     pub(crate) fn report(&self, op: &'static str, key: &str, error: &Error) {
+        let cause = error;
         let error = Chain(error);
         tracing::debug!(op, key, %error, "cache-aside: cache operation failed; the call goes on without it");
         let now = epoch().elapsed().as_millis() as u64 + 1;
@@ -47,6 +48,13 @@ impl Reporter {
                 .is_ok()
         {
             let folded = self.folded.swap(0, Relaxed);
+            // A key's, a value's or an entry's serde error can quote the data (a custom
+            // `Serialize` message, "invalid type: string \"...\""): at `warn`, only what
+            // failed; the cause is in the `debug` line.
+            let error: &dyn std::fmt::Display = match cause {
+                Error::Key(_) | Error::Encode(_) | Error::Decode(_) => cause,
+                _ => &error,
+            };
             tracing::warn!(
                 op,
                 key_prefix = key_prefix(key),

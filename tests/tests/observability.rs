@@ -221,3 +221,39 @@ async fn a_batch_call_is_one_traced_call() {
         .any(|l| l.contains("outcome=\"hit\""));
     assert!(closed_hit, "{text}");
 }
+
+/// A key argument whose `Serialize` fails, with a message that quotes user data.
+struct Unkeyable;
+
+impl serde::Serialize for Unkeyable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("hunter2-in-the-key"))
+    }
+}
+
+#[cached(ttl = 600, prefix = "obs-unkeyable", cache = cache, skip(cache))]
+async fn unkeyable(cache: &Cache, who: Unkeyable) -> u8 {
+    let _ = who;
+    1
+}
+
+/// A serde error's message can quote the data it failed on: the `warn` line says what
+/// failed, and only `debug` carries the cause (a probe found it at `warn`).
+#[tokio::test(flavor = "current_thread")]
+async fn a_serde_error_is_quoted_only_at_debug() {
+    let (captured, _guard) = Captured::trace();
+    let cache = Cache::memory();
+    assert_eq!(unkeyable(&cache, Unkeyable).await, 1);
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let warned = text
+        .lines()
+        .find(|l| l.contains(" WARN ") && l.contains("cache operation failed"))
+        .unwrap_or_else(|| panic!("no warning in {text}"));
+    assert!(warned.contains("could not build the key"), "{warned}");
+    assert!(!warned.contains("hunter2"), "{warned}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("DEBUG") && l.contains("hunter2-in-the-key")),
+        "{text}"
+    );
+}

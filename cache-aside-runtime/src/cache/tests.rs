@@ -251,3 +251,28 @@ fn rediss_without_the_tls_feature_is_a_config_error() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A TLS URL is one whatever the case of its scheme, `valkeys://` too, as redis-rs reads
+/// them: Sentinel refuses each (it has no TLS in this release), and TLS files go with each.
+#[test]
+fn tls_schemes_are_known_in_any_case() {
+    #[cfg(feature = "sentinel")]
+    for url in [
+        "rediss://h:1",
+        "REDISS://h:1",
+        "Rediss://h:1",
+        "valkeys://h:1",
+    ] {
+        let refused = Cache::builder().redis_sentinel([url], "m");
+        assert!(matches!(refused, Err(Error::Config(_))), "{url}");
+    }
+    #[cfg(feature = "tls")]
+    for url in ["REDISS://127.0.0.1:1/", "valkeys://127.0.0.1:1/"] {
+        let pem = "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n";
+        let built = Cache::builder().tls_root_ca(pem).redis(url);
+        assert!(
+            !matches!(&built, Err(Error::Config(m)) if m.contains("need rediss")),
+            "{url}"
+        );
+    }
+}

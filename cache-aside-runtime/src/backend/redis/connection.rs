@@ -136,10 +136,17 @@ pub(crate) fn redact(url: &str) -> String {
     shown
 }
 
+/// Does `url` ask for TLS? Its scheme is `rediss` or `valkeys`, in any case, as redis-rs
+/// reads it.
+fn is_tls(url: &str) -> bool {
+    let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+    scheme.eq_ignore_ascii_case("rediss") || scheme.eq_ignore_ascii_case("valkeys")
+}
+
 /// Refuses what this build cannot do, naming the feature that would: a `rediss://` URL, or
 /// TLS files, without `tls`.
 fn check_tls(url: &str, reach: &Reach) -> Result<(), Error> {
-    let tls = url.starts_with("rediss://") || url.starts_with("valkeys://");
+    let tls = is_tls(url);
     if tls && !cfg!(feature = "tls") {
         return Err(Error::Config(
             "a rediss:// URL needs the `tls` feature of cache-aside-runtime".to_owned(),
@@ -232,7 +239,7 @@ impl Connection {
         reach: &Reach,
         connect_timeout: Duration,
     ) -> Result<Self, Error> {
-        if reach.uses_tls_files() || urls.iter().any(|url| url.starts_with("rediss://")) {
+        if reach.uses_tls_files() || urls.iter().any(|url| is_tls(url)) {
             return Err(Error::Config(
                 "redis_sentinel: TLS to sentinels is not supported in this release".to_owned(),
             ));

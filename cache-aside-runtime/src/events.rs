@@ -246,8 +246,11 @@ impl Scoped<'_> {
         self.call_outcome("hit");
     }
 
-    /// A hit on an expired entry within `stale`, served while a refresh runs.
+    /// A hit on an expired entry within `stale`, served while a refresh runs: counted as a
+    /// hit and as served stale, traced as `stale` alone.
     pub(crate) fn served_stale(&self) {
+        self.events.counters.hits.bump();
+        self.function.hits.bump();
         Events::both(self, |c| &c.stale_served);
         tracing::trace!(
             function = self.spec.name(),

@@ -257,3 +257,29 @@ async fn a_serde_error_is_quoted_only_at_debug() {
         "{text}"
     );
 }
+
+#[cached(ttl = "50ms", stale = "1m", prefix = "obs-stale", cache = cache, skip(cache))]
+async fn aging(cache: Cache, id: u64) -> u64 {
+    id
+}
+
+/// A stale answer is counted as a hit and as served stale, and traced with one outcome,
+/// `stale` (it was traced `hit`, then `stale`: a probe).
+#[tokio::test(flavor = "current_thread")]
+async fn a_stale_answer_has_one_outcome() {
+    let (captured, _guard) = Captured::trace();
+    let cache = Cache::memory();
+    assert_eq!(aging(cache.clone(), 1).await, 1);
+    // Past its 50 ms `ttl`, within `stale`: the entry expires by the wall clock.
+    tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+    assert_eq!(aging(cache.clone(), 1).await, 1);
+    let stats = cache.stats();
+    assert_eq!((stats.hits, stats.stale_served), (1, 1), "{stats:?}");
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let outcomes: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("cache-aside: call") && l.contains("function=\"aging\""))
+        .collect();
+    assert_eq!(outcomes.len(), 2, "a miss, then the stale answer: {text}");
+    assert!(outcomes[1].contains("outcome=\"stale\""), "{}", outcomes[1]);
+}

@@ -123,11 +123,12 @@ impl Engine {
                     return Decided::Miss(Some(Found { value, entry }), seen);
                 }
                 let events = self.events.of(spec);
-                events.hit();
                 spec.misses.hit();
                 let refreshing = refresh && freshness != Freshness::Fresh;
-                if refreshing && freshness == Freshness::Stale {
-                    events.served_stale();
+                // A stale answer is a hit too, with one outcome: `stale`.
+                match refreshing && freshness == Freshness::Stale {
+                    true => events.served_stale(),
+                    false => events.hit(),
                 }
                 #[cfg(feature = "metrics")]
                 if events.timed() {

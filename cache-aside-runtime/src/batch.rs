@@ -75,8 +75,9 @@
 //! beside the body, up to the cache's `lock_wait`, as a one-key miss with the lock waits.
 //!
 //! What a batch does not do (yet): `stale`, `refresh_ahead`, `xfetch`, `fail_safe` and
-//! `key = "..."` templates are refused on a batch function, and it has no companions: invalidate its entries through the one-key function
-//! sharing them, [`Cache::invalidate`](crate::Cache::invalidate) or a prefix.
+//! `key = "..."` templates are refused on a batch function, and it has no companions:
+//! invalidate its entries through the one-key function sharing them,
+//! [`Cache::invalidate`](crate::Cache::invalidate) or a prefix.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasher, Hash};

@@ -233,11 +233,16 @@ impl Scoped<'_> {
         }
     }
 
+    #[inline]
+    fn count_hit(&self) {
+        self.events.counters.hits.bump();
+        self.function.hits.bump();
+    }
+
     /// A call answered from the cache.
     #[inline]
     pub(crate) fn hit(&self) {
-        self.events.counters.hits.bump();
-        self.function.hits.bump();
+        self.count_hit();
         tracing::trace!(
             function = self.spec.name(),
             outcome = "hit",
@@ -249,8 +254,7 @@ impl Scoped<'_> {
     /// A hit on an expired entry within `stale`, served while a refresh runs: counted as a
     /// hit and as served stale, traced as `stale` alone.
     pub(crate) fn served_stale(&self) {
-        self.events.counters.hits.bump();
-        self.function.hits.bump();
+        self.count_hit();
         Events::both(self, |c| &c.stale_served);
         tracing::trace!(
             function = self.spec.name(),

@@ -35,9 +35,8 @@ impl Reporter {
     }
 
     pub(crate) fn report(&self, op: &'static str, key: &str, error: &Error) {
-        let cause = error;
-        let error = Chain(error);
-        tracing::debug!(op, key, %error, "cache-aside: cache operation failed; the call goes on without it");
+        let chain = Chain(error);
+        tracing::debug!(op, key, error = %chain, "cache-aside: cache operation failed; the call goes on without it");
         let now = epoch().elapsed().as_millis() as u64 + 1;
         let last = self.last_warn.load(Relaxed);
         let due = last == 0 || now.saturating_sub(last) >= WARN_EVERY.as_millis() as u64;
@@ -51,9 +50,9 @@ impl Reporter {
             // A key's, a value's or an entry's serde error can quote the data (a custom
             // `Serialize` message, "invalid type: string \"...\""): at `warn`, only what
             // failed; the cause is in the `debug` line.
-            let error: &dyn std::fmt::Display = match cause {
-                Error::Key(_) | Error::Encode(_) | Error::Decode(_) => cause,
-                _ => &error,
+            let error: &dyn std::fmt::Display = match error {
+                Error::Key(_) | Error::Encode(_) | Error::Decode(_) => error,
+                _ => &chain,
             };
             tracing::warn!(
                 op,

@@ -949,3 +949,42 @@ async fn a_locked_batch_spends_one_timeout_when_redis_hangs_while_it_polls() {
     // One timeout is 400 ms; the defect cost two.
     assert!(took < Duration::from_millis(650), "{took:?}");
 }
+
+/// A held key whose holder is still loading when `lock_wait` ends is loaded by the batch in
+/// a second body call, its value returned but not stored (the holder's lease still stands),
+/// and counted as a lock timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_batch_loads_a_key_still_held_after_lock_wait() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let ours = Cache::builder()
+        .lock_wait(Duration::from_millis(200))
+        .redis(&url)
+        .unwrap();
+    let theirs = Cache::redis(&url).unwrap();
+    let their_db = Db::gated(&[(1, "theirs")]);
+    let our_db = Db::with(&[(1, "ours"), (2, "b")]);
+    let (their_start, their_go) = their_db.gate.as_ref().unwrap();
+    let their_load = locked_user(&theirs, &their_db, 1);
+    let our_batch = async {
+        their_start.notified().await;
+        let got = locked_users(&ours, &our_db, &Notify::new(), &[1, 2]).await;
+        their_go.notify_one();
+        got
+    };
+    let (their_value, got) = tokio::join!(their_load, our_batch);
+    assert_eq!(their_value, Some(user(1, "theirs")));
+    assert_eq!(
+        our_db.asked(),
+        vec![vec![2], vec![1]],
+        "waited, then loaded"
+    );
+    assert_eq!(got.get(&1), Some(&user(1, "ours")), "{got:?}");
+    let stats = ours.stats();
+    assert_eq!((stats.lock_waits, stats.lock_timeouts), (1, 1), "{stats:?}");
+    assert_eq!(
+        locked_user(&ours, &our_db, 1).await,
+        Some(user(1, "theirs")),
+        "the holder's value is the one stored"
+    );
+}
